@@ -1,0 +1,679 @@
+/*
+ * Local backend, front side.
+ *
+ * One io thread runs an epoll loop over the IPC socket to the supervisor,
+ * an eventfd (resume requests from the rpc threads) and the read ends of
+ * every execution's stdout and stderr pipes. It is the only thread that
+ * reads pipes and calls sink callbacks, so per execution the events are
+ * naturally ordered. Pipes are registered EPOLLONESHOT and re-armed only
+ * when the caller has resumed: while a message is being sent nobody reads,
+ * the pipe fills and the sandbox blocks in write() -- bounded memory, and
+ * the client's pace sets the sandbox's.
+ *
+ * Lifetime: an execution has two references, the caller's (dropped by
+ * backend_release) and the io thread's (dropped after finished is
+ * delivered, when it also leaves the live list). Events for ids no longer
+ * live are ignored, so stale epoll events cannot touch freed memory.
+ */
+#include "local.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../log.h"
+#include "../runtime.h"
+#include "../sandbox/payload.h"
+
+#define CHUNK (64 * 1024) /* largest Output message */
+#define EV_SOCK UINT64_MAX
+#define EV_WAKE (UINT64_MAX - 1)
+
+struct local_exec {
+	struct exec base;
+	struct local_backend *lb;
+	uint64_t id;
+	int runtime;
+	const struct exec_sink *sink;
+	void *arg;
+	int refs;
+
+	/* all below under lb->mu */
+	bool can_emit;
+	bool have_started, started_sent;
+	struct ipc_started started;
+	bool have_exit, finished_sent;
+	struct ipc_exited exited;
+	int fd[2];
+	uint64_t bytes[2];
+	uint64_t max_output;
+	bool output_limited;
+	bool kill_sent;
+	bool queued;
+	struct local_exec *ready_next;
+	struct local_exec *next, *prev;
+};
+
+struct local_backend {
+	struct backend base;
+	const struct config *cfg;
+	int sock;
+	pid_t sup_pid;
+	int ep;
+	int evfd;
+	pthread_t io;
+	pthread_mutex_t mu;
+	bool stop;
+	bool draining;
+	struct local_exec *live_head;
+	unsigned live;
+	unsigned busy[IPC_MAX_RUNTIMES];
+	struct local_exec *ready_head;
+	uint64_t next_id;
+	uint32_t nonce;
+	char versions[IPC_MAX_RUNTIMES][IPC_VERSION_LEN];
+	uint8_t *buf; /* io thread only */
+};
+
+static const struct backend_ops local_ops;
+
+static struct local_exec *find_live(struct local_backend *lb, uint64_t id)
+{
+	for (struct local_exec *x = lb->live_head; x; x = x->next)
+		if (x->id == id)
+			return x;
+	return NULL;
+}
+
+static void unref_locked(struct local_exec *x, bool *do_free)
+{
+	*do_free = --x->refs == 0;
+}
+
+static void exec_free(struct local_exec *x)
+{
+	for (int i = 0; i < 2; i++)
+		if (x->fd[i] >= 0)
+			close(x->fd[i]);
+	free(x);
+}
+
+/* Re-arms the open pipes (one-shot). Caller holds mu. */
+static void arm_pipes(struct local_exec *x)
+{
+	for (int i = 0; i < 2; i++) {
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT,
+					 .data.u64 = x->id * 2 + (uint64_t)i};
+		if (x->fd[i] >= 0 && epoll_ctl(x->lb->ep, EPOLL_CTL_MOD, x->fd[i], &ev) < 0)
+			fatal("epoll_ctl mod");
+	}
+}
+
+static void close_pipe(struct local_exec *x, int i)
+{
+	if (x->fd[i] < 0)
+		return;
+	epoll_ctl(x->lb->ep, EPOLL_CTL_DEL, x->fd[i], NULL);
+	close(x->fd[i]);
+	x->fd[i] = -1;
+}
+
+/* Sends a KILL for x. Caller holds mu. */
+static void send_kill_locked(struct local_exec *x, enum exec_reason reason)
+{
+	struct ipc_kill k = {.type = IPC_KILL, .reason = reason, .id = x->id};
+
+	if (x->kill_sent || x->have_exit)
+		return;
+	x->kill_sent = true;
+	if (ipc_send(x->lb->sock, &k, sizeof(k), NULL, 0) < 0)
+		log_warn("ipc send KILL");
+}
+
+static void make_sandbox_id(const struct local_exec *x, char *buf, size_t len)
+{
+	snprintf(buf, len, "local-%08" PRIx32 "-%" PRIu64, x->lb->nonce, x->id);
+}
+
+/*
+ * Delivers the next pending event of x if the caller is ready for it.
+ * io thread only; takes and releases mu; calls the sink without it.
+ */
+static void try_emit(struct local_exec *x)
+{
+	struct local_backend *lb = x->lb;
+	bool do_free = false;
+
+	pthread_mutex_lock(&lb->mu);
+	if (!x->can_emit || x->finished_sent) {
+		pthread_mutex_unlock(&lb->mu);
+		return;
+	}
+	if (!x->started_sent && x->have_started) {
+		struct exec_started st;
+		char sid[64];
+		make_sandbox_id(x, sid, sizeof(sid));
+		st.sandbox_id = sid;
+		st.language = runtime_at((size_t)x->runtime)->name;
+		st.queued_us = 0;
+		st.start_us = x->started.start_us;
+		st.backend = "local";
+		x->started_sent = true;
+		x->can_emit = false;
+		pthread_mutex_unlock(&lb->mu);
+		x->sink->started(x->arg, &st);
+		return;
+	}
+	if (!x->started_sent && !x->have_exit) {
+		pthread_mutex_unlock(&lb->mu);
+		return;
+	}
+	if (x->fd[0] >= 0 || x->fd[1] >= 0) {
+		arm_pipes(x);
+		pthread_mutex_unlock(&lb->mu);
+		return;
+	}
+	if (x->have_exit) {
+		struct exec_result res;
+		memset(&res, 0, sizeof(res));
+		res.reason = (enum exec_reason)x->exited.reason;
+		res.exit_code = x->exited.exit_code;
+		res.signal = x->exited.signal;
+		res.wall_time_us = x->exited.wall_time_us;
+		res.cpu_time_us = x->exited.cpu_time_us;
+		res.peak_memory_bytes = x->exited.peak_memory_bytes;
+		snprintf(res.message, sizeof(res.message), "%s", x->exited.message);
+		if (x->output_limited) {
+			/* we cut the output: that is why it ended, whatever the
+			 * program did after */
+			res.reason = EXEC_REASON_OUTPUT_LIMIT;
+			res.signal = 0;
+			snprintf(res.message, sizeof(res.message),
+				 "output limit of %" PRIu64 " bytes reached", x->max_output);
+		}
+		res.stdout_bytes = x->bytes[0];
+		res.stderr_bytes = x->bytes[1];
+		x->finished_sent = true;
+		x->can_emit = false;
+		/* leave the live list now: later epoll events for this id are ignored */
+		if (x->prev)
+			x->prev->next = x->next;
+		else
+			lb->live_head = x->next;
+		if (x->next)
+			x->next->prev = x->prev;
+		lb->live--;
+		lb->busy[x->runtime]--;
+		if (x->queued) {
+			/* a resume queued before finishing must not outlive it */
+			struct local_exec **pp = &lb->ready_head;
+			while (*pp != x)
+				pp = &(*pp)->ready_next;
+			*pp = x->ready_next;
+			x->queued = false;
+		}
+		pthread_mutex_unlock(&lb->mu);
+		x->sink->finished(x->arg, &res);
+		pthread_mutex_lock(&lb->mu);
+		unref_locked(x, &do_free);
+		pthread_mutex_unlock(&lb->mu);
+		if (do_free)
+			exec_free(x);
+		return;
+	}
+	pthread_mutex_unlock(&lb->mu);
+}
+
+static void on_pipe(struct local_backend *lb, uint64_t data)
+{
+	uint64_t id = data / 2;
+	int i = (int)(data % 2), fd;
+	struct local_exec *x;
+	ssize_t n;
+
+	pthread_mutex_lock(&lb->mu);
+	x = find_live(lb, id);
+	if (x == NULL || x->fd[i] < 0 || !x->can_emit || !x->started_sent) {
+		/* one-shot: stays disarmed until the next resume re-arms it */
+		pthread_mutex_unlock(&lb->mu);
+		return;
+	}
+	fd = x->fd[i];
+	pthread_mutex_unlock(&lb->mu);
+
+	do {
+		n = read(fd, lb->buf, CHUNK);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN) {
+		pthread_mutex_lock(&lb->mu);
+		arm_pipes(x);
+		pthread_mutex_unlock(&lb->mu);
+		return;
+	}
+	pthread_mutex_lock(&lb->mu);
+	if (n <= 0) {
+		close_pipe(x, i);
+		pthread_mutex_unlock(&lb->mu);
+		try_emit(x);
+		return;
+	}
+	{
+		uint64_t used = x->bytes[0] + x->bytes[1];
+		uint64_t allowed = x->max_output > used ? x->max_output - used : 0;
+		if ((uint64_t)n > allowed) {
+			/* deliver exactly up to the limit, then stop the run and
+			 * stop reading: the client never gets more than the limit */
+			n = (ssize_t)allowed;
+			x->output_limited = true;
+			send_kill_locked(x, EXEC_REASON_OUTPUT_LIMIT);
+			close_pipe(x, 0);
+			close_pipe(x, 1);
+		}
+	}
+	if (n == 0) {
+		pthread_mutex_unlock(&lb->mu);
+		try_emit(x);
+		return;
+	}
+	x->bytes[i] += (uint64_t)n;
+	x->can_emit = false;
+	pthread_mutex_unlock(&lb->mu);
+	x->sink->output(x->arg, i == 0 ? EXEC_STDOUT : EXEC_STDERR, lb->buf, (size_t)n);
+}
+
+static void on_sock(struct local_backend *lb, union ipc_msg *msg)
+{
+	int fds[IPC_SPAWN_FDS];
+	struct local_exec *x;
+	size_t len = ipc_recv(lb->sock, msg, fds);
+
+	if (len == 0)
+		fatalx("supervisor exited unexpectedly");
+	pthread_mutex_lock(&lb->mu);
+	if (msg->type == IPC_STARTED) {
+		x = find_live(lb, msg->started.id);
+		if (x != NULL) {
+			x->started = msg->started;
+			x->have_started = true;
+		}
+	} else if (msg->type == IPC_EXITED) {
+		x = find_live(lb, msg->exited.id);
+		if (x != NULL) {
+			x->exited = msg->exited;
+			x->have_exit = true;
+		}
+	} else {
+		fatalx("ipc: unexpected packet type %u from supervisor", msg->type);
+	}
+	pthread_mutex_unlock(&lb->mu);
+	if (x != NULL)
+		try_emit(x);
+}
+
+static void on_wake(struct local_backend *lb)
+{
+	uint64_t v;
+	struct local_exec *list;
+
+	if (read(lb->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		fatal("eventfd read");
+	pthread_mutex_lock(&lb->mu);
+	list = lb->ready_head;
+	lb->ready_head = NULL;
+	for (struct local_exec *x = list; x; x = x->ready_next)
+		x->queued = false;
+	pthread_mutex_unlock(&lb->mu);
+	/* the queued executions hold no extra reference: they are live (only
+	 * the io thread removes them), so they cannot be freed under us */
+	while (list != NULL) {
+		struct local_exec *next = list->ready_next;
+		try_emit(list);
+		list = next;
+	}
+}
+
+static void *io_main(void *arg)
+{
+	struct local_backend *lb = arg;
+	union ipc_msg *msg = malloc(IPC_MAX_PACKET);
+
+	if (msg == NULL)
+		fatal("malloc");
+	for (;;) {
+		struct epoll_event evs[64];
+		int n = epoll_wait(lb->ep, evs, 64, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			fatal("epoll_wait");
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.u64 == EV_SOCK)
+				on_sock(lb, msg);
+			else if (evs[i].data.u64 == EV_WAKE)
+				on_wake(lb);
+			else
+				on_pipe(lb, evs[i].data.u64);
+		}
+		pthread_mutex_lock(&lb->mu);
+		if (lb->stop && lb->live == 0) {
+			pthread_mutex_unlock(&lb->mu);
+			break;
+		}
+		pthread_mutex_unlock(&lb->mu);
+	}
+	free(msg);
+	return NULL;
+}
+
+static void wake(struct local_backend *lb)
+{
+	uint64_t one = 1;
+	if (write(lb->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		fatal("eventfd write");
+}
+
+static enum backend_rc local_execute(struct backend *b, const struct exec_request *req,
+				     const struct exec_sink *sink, void *arg, struct exec **out,
+				     char *err, size_t errlen)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+	struct local_exec *x = NULL;
+	struct ipc_spawn *sp = NULL;
+	int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1};
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+	int rt = runtime_find(req->language);
+	size_t env_len = 0;
+	enum backend_rc rc = BACKEND_INTERNAL;
+	char *p;
+
+	if (rt < 0 || rt >= IPC_MAX_RUNTIMES) {
+		snprintf(err, errlen, "language: \"%s\" is not served by the local backend",
+			 req->language);
+		return BACKEND_INVALID;
+	}
+	for (size_t i = 0; i < req->n_env; i++)
+		env_len += strlen(req->env[i].name) + 1 + strlen(req->env[i].value) + 1;
+	if (env_len > IPC_ENV_MAX) {
+		snprintf(err, errlen, "env: too large");
+		return BACKEND_INVALID;
+	}
+
+	pthread_mutex_lock(&lb->mu);
+	if (lb->draining) {
+		pthread_mutex_unlock(&lb->mu);
+		snprintf(err, errlen, "server is shutting down");
+		return BACKEND_DRAINING;
+	}
+	if (lb->live >= lb->cfg->max_live) {
+		unsigned live = lb->live;
+		pthread_mutex_unlock(&lb->mu);
+		snprintf(err, errlen, "server is full: %u of %u sandboxes in use; retry later", live,
+			 lb->cfg->max_live);
+		return BACKEND_FULL;
+	}
+	lb->live++; /* reserve the slot before the slow part */
+	lb->busy[rt]++;
+	x = calloc(1, sizeof(*x));
+	if (x == NULL) {
+		lb->live--;
+		lb->busy[rt]--;
+		pthread_mutex_unlock(&lb->mu);
+		snprintf(err, errlen, "out of memory");
+		return BACKEND_INTERNAL;
+	}
+	x->id = ++lb->next_id;
+	pthread_mutex_unlock(&lb->mu);
+
+	x->base.ops = &local_ops;
+	x->lb = lb;
+	x->runtime = rt;
+	x->sink = sink;
+	x->arg = arg;
+	x->refs = 2;
+	x->can_emit = true;
+	x->fd[0] = x->fd[1] = -1;
+	x->max_output = req->limits.max_output_bytes;
+
+	fds[0] = payload_create(req);
+	fds[1] = payload_blob("capibox-stdin", req->stdin_data, req->stdin_len);
+	if (fds[0] < 0 || fds[1] < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "preparing the sandbox's input: %s", strerror(errno));
+		goto fail;
+	}
+	/* bigger pipes: fewer wake-ups per MiB streamed (best effort) */
+	(void)fcntl(outp[1], F_SETPIPE_SZ, 256 * 1024);
+	(void)fcntl(errp[1], F_SETPIPE_SZ, 256 * 1024);
+	if (fcntl(outp[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(errp[0], F_SETFL, O_NONBLOCK) < 0) {
+		snprintf(err, errlen, "fcntl: %s", strerror(errno));
+		goto fail;
+	}
+	fds[2] = outp[1];
+	fds[3] = errp[1];
+	x->fd[0] = outp[0];
+	x->fd[1] = errp[0];
+	outp[0] = errp[0] = -1;
+
+	sp = malloc(sizeof(*sp) + env_len);
+	if (sp == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	memset(sp, 0, sizeof(*sp));
+	sp->type = IPC_SPAWN;
+	sp->runtime = (uint32_t)rt;
+	sp->id = x->id;
+	sp->limits = req->limits;
+	sp->tmpfs_bytes = lb->cfg->tmpfs_bytes;
+	sp->n_env = (uint32_t)req->n_env;
+	sp->env_len = (uint32_t)env_len;
+	p = sp->env;
+	for (size_t i = 0; i < req->n_env; i++) {
+		size_t nl = strlen(req->env[i].name), vl = strlen(req->env[i].value);
+		memcpy(p, req->env[i].name, nl);
+		p[nl] = '=';
+		memcpy(p + nl + 1, req->env[i].value, vl + 1);
+		p += nl + 1 + vl + 1;
+	}
+
+	pthread_mutex_lock(&lb->mu);
+	for (int i = 0; i < 2; i++) {
+		/* registered disarmed; armed once started has been delivered */
+		struct epoll_event ev = {.events = EPOLLONESHOT, .data.u64 = x->id * 2 + (uint64_t)i};
+		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, x->fd[i], &ev) < 0)
+			fatal("epoll_ctl add");
+	}
+	x->next = lb->live_head;
+	if (lb->live_head)
+		lb->live_head->prev = x;
+	lb->live_head = x;
+	if (ipc_send(lb->sock, sp, sizeof(*sp) + env_len, fds, IPC_SPAWN_FDS) < 0)
+		fatal("ipc send SPAWN");
+	pthread_mutex_unlock(&lb->mu);
+	rc = BACKEND_OK;
+	*out = &x->base;
+	x = NULL;
+fail:
+	free(sp);
+	for (int i = 0; i < IPC_SPAWN_FDS; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (outp[0] >= 0)
+		close(outp[0]);
+	if (errp[0] >= 0)
+		close(errp[0]);
+	if (x != NULL) {
+		pthread_mutex_lock(&lb->mu);
+		lb->live--;
+		lb->busy[rt]--;
+		pthread_mutex_unlock(&lb->mu);
+		exec_free(x);
+	}
+	return rc;
+}
+
+static void local_resume(struct exec *e)
+{
+	struct local_exec *x = (struct local_exec *)e;
+	struct local_backend *lb = x->lb;
+
+	pthread_mutex_lock(&lb->mu);
+	x->can_emit = true;
+	if (!x->queued && !x->finished_sent) {
+		x->queued = true;
+		x->ready_next = lb->ready_head;
+		lb->ready_head = x;
+	}
+	pthread_mutex_unlock(&lb->mu);
+	wake(lb);
+}
+
+static void local_cancel(struct exec *e, enum exec_reason reason)
+{
+	struct local_exec *x = (struct local_exec *)e;
+
+	pthread_mutex_lock(&x->lb->mu);
+	if (!x->finished_sent)
+		send_kill_locked(x, reason);
+	pthread_mutex_unlock(&x->lb->mu);
+}
+
+static void local_release(struct exec *e)
+{
+	struct local_exec *x = (struct local_exec *)e;
+	bool do_free;
+
+	pthread_mutex_lock(&x->lb->mu);
+	unref_locked(x, &do_free);
+	pthread_mutex_unlock(&x->lb->mu);
+	if (do_free)
+		exec_free(x);
+}
+
+static size_t local_stats(struct backend *b, struct runtime_stats *out, size_t max)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+	size_t n = 0;
+
+	pthread_mutex_lock(&lb->mu);
+	for (size_t i = 0; i < runtime_count() && i < IPC_MAX_RUNTIMES && n < max; i++, n++) {
+		out[n].language = runtime_at(i)->name;
+		out[n].idle = 0; /* warm pools: not yet */
+		out[n].busy = lb->busy[i];
+		out[n].target = 0;
+		out[n].version = lb->versions[i];
+	}
+	pthread_mutex_unlock(&lb->mu);
+	return n;
+}
+
+static void local_cancel_all(struct backend *b, enum exec_reason reason)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+
+	pthread_mutex_lock(&lb->mu);
+	for (struct local_exec *x = lb->live_head; x; x = x->next)
+		send_kill_locked(x, reason);
+	pthread_mutex_unlock(&lb->mu);
+}
+
+static unsigned local_live(struct backend *b)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+	unsigned n;
+
+	pthread_mutex_lock(&lb->mu);
+	n = lb->live;
+	pthread_mutex_unlock(&lb->mu);
+	return n;
+}
+
+static void local_drain(struct backend *b)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+
+	pthread_mutex_lock(&lb->mu);
+	lb->draining = true;
+	pthread_mutex_unlock(&lb->mu);
+}
+
+static void local_destroy(struct backend *b)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+	int status;
+
+	pthread_mutex_lock(&lb->mu);
+	lb->draining = true;
+	lb->stop = true;
+	if (lb->live > 0)
+		log_warnx("local backend: stopping with %u executions live", lb->live);
+	for (struct local_exec *x = lb->live_head; x; x = x->next)
+		send_kill_locked(x, EXEC_REASON_CANCELLED);
+	pthread_mutex_unlock(&lb->mu);
+	wake(lb);
+	pthread_join(lb->io, NULL);
+	/* closing the socket tells the supervisor to kill what is left and exit */
+	close(lb->sock);
+	while (waitpid(lb->sup_pid, &status, 0) < 0 && errno == EINTR)
+		;
+	close(lb->ep);
+	close(lb->evfd);
+	pthread_mutex_destroy(&lb->mu);
+	free(lb->buf);
+	free(lb);
+}
+
+static const struct backend_ops local_ops = {
+	.name = "local",
+	.execute = local_execute,
+	.resume = local_resume,
+	.cancel = local_cancel,
+	.release = local_release,
+	.stats = local_stats,
+	.cancel_all = local_cancel_all,
+	.live = local_live,
+	.drain = local_drain,
+	.destroy = local_destroy,
+};
+
+struct backend *local_backend_create(const struct config *cfg, int sock, pid_t sup_pid,
+				     const struct ipc_hello *hello)
+{
+	struct local_backend *lb = calloc(1, sizeof(*lb));
+	struct epoll_event ev = {.events = EPOLLIN};
+
+	if (lb == NULL || (lb->buf = malloc(CHUNK)) == NULL)
+		fatal("malloc");
+	lb->base.ops = &local_ops;
+	lb->cfg = cfg;
+	lb->sock = sock;
+	lb->sup_pid = sup_pid;
+	for (uint32_t i = 0; i < hello->n_runtimes && i < IPC_MAX_RUNTIMES; i++)
+		memcpy(lb->versions[i], hello->versions[i], IPC_VERSION_LEN);
+	if (getrandom(&lb->nonce, sizeof(lb->nonce), 0) != sizeof(lb->nonce))
+		lb->nonce = (uint32_t)time(NULL);
+	pthread_mutex_init(&lb->mu, NULL);
+	lb->ep = epoll_create1(EPOLL_CLOEXEC);
+	lb->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (lb->ep < 0 || lb->evfd < 0)
+		fatal("epoll/eventfd");
+	ev.data.u64 = EV_SOCK;
+	if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, sock, &ev) < 0)
+		fatal("epoll_ctl");
+	ev.data.u64 = EV_WAKE;
+	if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, lb->evfd, &ev) < 0)
+		fatal("epoll_ctl");
+	if (pthread_create(&lb->io, NULL, io_main, lb) != 0)
+		fatalx("pthread_create failed");
+	return &lb->base;
+}

@@ -1,0 +1,44 @@
+#include "config.h"
+
+#include <string.h>
+
+#define KIB (1024ULL)
+#define MIB (1024ULL * 1024)
+#define GIB (1024ULL * 1024 * 1024)
+
+void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->listen = "127.0.0.1:50051";
+	cfg->grace_ms = 10000;
+	cfg->cq_threads = 2;
+	cfg->max_live = 32;
+	cfg->max_code_bytes = 1 * MIB;
+	cfg->max_stdin_bytes = 16 * MIB;
+	cfg->max_files = 1000;
+	cfg->max_files_bytes = 64 * MIB;
+	cfg->max_env = 256;
+	cfg->max_env_bytes = 64 * KIB;
+	/* room for the largest valid request: code + stdin + files + framing */
+	cfg->max_message_bytes = 96 * MIB;
+
+	cfg->defaults.wall_time_ms = 30000;
+	cfg->defaults.cpu_time_ms = 30000;
+	cfg->defaults.memory_bytes = 512 * MIB;
+	cfg->defaults.max_processes = 64;
+	cfg->defaults.max_output_bytes = 16 * MIB;
+	cfg->defaults.max_file_bytes = 64 * MIB;
+
+	cfg->maxima.wall_time_ms = 600000;
+	cfg->maxima.cpu_time_ms = 600000;
+	cfg->maxima.memory_bytes = 8 * GIB;
+	cfg->maxima.max_processes = 1024;
+	cfg->maxima.max_output_bytes = 16 * GIB;
+	cfg->maxima.max_file_bytes = 1 * GIB;
+
+	cfg->tmpfs_bytes = 128 * MIB;
+	cfg->uid_base = 2000000;
+	cfg->uid_count = 65536;
+	cfg->state_dir = "/run/capibox";
+	cfg->ready_file = NULL;
+}

@@ -1,0 +1,95 @@
+/*
+ * Plain C description of an execution: the request after decoding, the
+ * events it produces and the result. gRPC and protobuf never appear here,
+ * so everything below the rpc layer (and its tests) uses these.
+ */
+#ifndef CAPIBOX_EXEC_H
+#define CAPIBOX_EXEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Values match capibox.v1.Reason. */
+enum exec_reason {
+	EXEC_REASON_UNSPECIFIED = 0,
+	EXEC_REASON_EXITED = 1,
+	EXEC_REASON_SIGNALED = 2,
+	EXEC_REASON_WALL_TIMEOUT = 3,
+	EXEC_REASON_CPU_TIMEOUT = 4,
+	EXEC_REASON_MEMORY_LIMIT = 5,
+	EXEC_REASON_OUTPUT_LIMIT = 6,
+	EXEC_REASON_CANCELLED = 7,
+	EXEC_REASON_SANDBOX_ERROR = 8,
+};
+
+/* Human name of a reason ("exited", "wall_timeout", ...); never NULL. */
+const char *exec_reason_name(enum exec_reason r);
+
+struct exec_limits {
+	uint32_t wall_time_ms;
+	uint32_t cpu_time_ms;
+	uint64_t memory_bytes;
+	uint32_t max_processes;
+	uint64_t max_output_bytes;
+	uint64_t max_file_bytes;
+};
+
+struct exec_file {
+	const char *path;      /* validated: relative, normalised */
+	const uint8_t *data;
+	size_t len;
+	uint32_t mode;         /* permission bits, 0 = 0644 */
+};
+
+struct exec_env {
+	const char *name;
+	const char *value;
+};
+
+/*
+ * One execution request. All pointers are borrowed: they stay valid only
+ * for the duration of the call they are passed to (backend_execute copies
+ * what it keeps).
+ */
+struct exec_request {
+	const char *language;
+	const char *code;
+	size_t code_len;
+	const struct exec_file *files;
+	size_t n_files;
+	const struct exec_env *env;
+	size_t n_env;
+	const uint8_t *stdin_data;
+	size_t stdin_len;
+	struct exec_limits limits; /* after validation: defaults filled in */
+	size_t n_collect;          /* collect globs (not served yet) */
+	const char *session_id;    /* "" or NULL: one-shot */
+	const char *request_id;
+};
+
+enum exec_stream {
+	EXEC_STDOUT = 1,
+	EXEC_STDERR = 2,
+};
+
+struct exec_started {
+	const char *sandbox_id;
+	const char *language;
+	uint64_t queued_us;
+	uint64_t start_us;
+	const char *backend;
+};
+
+struct exec_result {
+	enum exec_reason reason;
+	int32_t exit_code;
+	int32_t signal;
+	uint64_t wall_time_us;
+	uint64_t cpu_time_us;
+	uint64_t peak_memory_bytes;
+	char message[256];
+	uint64_t stdout_bytes;
+	uint64_t stderr_bytes;
+};
+
+#endif

@@ -1,0 +1,152 @@
+#include "ipc.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+
+void ipc_socketpair(int sv[2])
+{
+	int size = (int)(IPC_MAX_PACKET * 4);
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		fatal("socketpair");
+	for (int i = 0; i < 2; i++) {
+		if (setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0 ||
+		    setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) < 0)
+			fatal("setsockopt");
+	}
+}
+
+int ipc_send(int sock, const void *msg, size_t len, const int *fds, size_t nfds)
+{
+	struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * IPC_SPAWN_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t n;
+
+	if (nfds > IPC_SPAWN_FDS || len > IPC_MAX_PACKET) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (nfds > 0) {
+		struct cmsghdr *c;
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	do {
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	if ((size_t)n != len) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	return 0;
+}
+
+const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
+{
+	if (len < sizeof(uint32_t))
+		return "short packet";
+	switch (m->type) {
+	case IPC_HELLO:
+		if (len != sizeof(struct ipc_hello) || nfds != 0)
+			return "bad HELLO size";
+		if (m->hello.n_runtimes > IPC_MAX_RUNTIMES)
+			return "bad HELLO runtime count";
+		for (size_t i = 0; i < IPC_MAX_RUNTIMES; i++)
+			if (memchr(m->hello.versions[i], '\0', IPC_VERSION_LEN) == NULL)
+				return "unterminated HELLO version";
+		return NULL;
+	case IPC_SPAWN: {
+		const char *p, *end;
+		uint32_t n = 0;
+		if (len < sizeof(struct ipc_spawn) || nfds != IPC_SPAWN_FDS)
+			return "bad SPAWN size or descriptors";
+		if (m->spawn.env_len > IPC_ENV_MAX || len != sizeof(struct ipc_spawn) + m->spawn.env_len)
+			return "bad SPAWN environment length";
+		p = m->spawn.env;
+		end = p + m->spawn.env_len;
+		while (p < end) {
+			const char *z = memchr(p, '\0', (size_t)(end - p));
+			if (z == NULL || z == p || memchr(p, '=', (size_t)(z - p)) == NULL)
+				return "bad SPAWN environment entry";
+			n++;
+			p = z + 1;
+		}
+		if (n != m->spawn.n_env)
+			return "bad SPAWN environment count";
+		return NULL;
+	}
+	case IPC_KILL:
+		if (len != sizeof(struct ipc_kill) || nfds != 0)
+			return "bad KILL size";
+		if (m->kill.reason > EXEC_REASON_SANDBOX_ERROR)
+			return "bad KILL reason";
+		return NULL;
+	case IPC_STARTED:
+		if (len != sizeof(struct ipc_started) || nfds != 0)
+			return "bad STARTED size";
+		return NULL;
+	case IPC_EXITED:
+		if (len != sizeof(struct ipc_exited) || nfds != 0)
+			return "bad EXITED size";
+		if (m->exited.reason > EXEC_REASON_SANDBOX_ERROR)
+			return "bad EXITED reason";
+		if (memchr(m->exited.message, '\0', sizeof(m->exited.message)) == NULL)
+			return "unterminated EXITED message";
+		return NULL;
+	}
+	return "unknown packet type";
+}
+
+size_t ipc_recv(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS])
+{
+	struct iovec iov = {.iov_base = buf, .iov_len = IPC_MAX_PACKET};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * IPC_SPAWN_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl.buf)};
+	size_t nfds = 0;
+	const char *bad;
+	ssize_t n;
+
+	do {
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		fatal("ipc recvmsg");
+	if (n == 0)
+		return 0;
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+		fatalx("ipc: truncated packet");
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		size_t k;
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			fatalx("ipc: unexpected control message");
+		k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		if (nfds + k > IPC_SPAWN_FDS)
+			fatalx("ipc: too many descriptors");
+		memcpy(fds + nfds, CMSG_DATA(c), k * sizeof(int));
+		nfds += k;
+	}
+	bad = ipc_check(buf, (size_t)n, nfds);
+	if (bad != NULL)
+		fatalx("ipc: malformed packet from peer: %s", bad);
+	return (size_t)n;
+}

@@ -1,0 +1,106 @@
+/*
+ * Messages between the front (capiboxd's gRPC process) and the supervisor,
+ * over a SOCK_SEQPACKET socketpair: one message per packet, fixed layouts,
+ * file descriptors passed with SCM_RIGHTS.
+ *
+ * Each side distrusts the other: ipc_recv() checks the size and type of
+ * every packet and the number of descriptors it carries; a malformed packet
+ * is fatal to the receiver (fatalx), never undefined behaviour.
+ */
+#ifndef CAPIBOX_IPC_H
+#define CAPIBOX_IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exec.h"
+
+enum ipc_type {
+	IPC_HELLO = 1,   /* supervisor -> front: ready, runtime versions */
+	IPC_SPAWN,       /* front -> supervisor: start a sandbox (4 fds) */
+	IPC_KILL,        /* front -> supervisor: end a sandbox with a reason */
+	IPC_STARTED,     /* supervisor -> front: the code is starting */
+	IPC_EXITED,      /* supervisor -> front: the sandbox is gone */
+};
+
+#define IPC_MAX_RUNTIMES 16
+#define IPC_VERSION_LEN 64
+#define IPC_ENV_MAX (64 * 1024 + 4096)
+#define IPC_SPAWN_FDS 4 /* payload memfd, stdin memfd, stdout and stderr write ends */
+
+struct ipc_hello {
+	uint32_t type;
+	uint32_t n_runtimes;
+	char versions[IPC_MAX_RUNTIMES][IPC_VERSION_LEN];
+};
+
+struct ipc_spawn {
+	uint32_t type;
+	uint32_t runtime;       /* index into the runtime table */
+	uint64_t id;            /* chosen by the front, unique */
+	struct exec_limits limits;
+	uint64_t tmpfs_bytes;
+	uint32_t n_env;         /* entries in env */
+	uint32_t env_len;       /* bytes of env that follow */
+	char env[];             /* n_env "NAME=value\0" strings */
+};
+
+struct ipc_kill {
+	uint32_t type;
+	uint32_t reason;        /* enum exec_reason */
+	uint64_t id;
+};
+
+struct ipc_started {
+	uint32_t type;
+	uint32_t pid;           /* host pid of the sandbox's init */
+	uint64_t id;
+	uint64_t start_us;      /* SPAWN received -> code about to start */
+};
+
+struct ipc_exited {
+	uint32_t type;
+	uint32_t reason;
+	uint64_t id;
+	int32_t exit_code;
+	int32_t signal;
+	uint64_t wall_time_us;
+	uint64_t cpu_time_us;
+	uint64_t peak_memory_bytes;
+	char message[200];
+};
+
+union ipc_msg {
+	uint32_t type;
+	struct ipc_hello hello;
+	struct ipc_spawn spawn;
+	struct ipc_kill kill;
+	struct ipc_started started;
+	struct ipc_exited exited;
+};
+
+/* Largest packet: a spawn with the biggest environment. */
+#define IPC_MAX_PACKET (sizeof(struct ipc_spawn) + IPC_ENV_MAX)
+
+/* Creates the socketpair (CLOEXEC) with buffers big enough for IPC_MAX_PACKET. */
+void ipc_socketpair(int sv[2]);
+
+/*
+ * Sends one packet with nfds descriptors. Returns 0, or -1 with errno
+ * (EPIPE when the peer is gone). Thread-safe per packet.
+ */
+__attribute__((warn_unused_result)) int ipc_send(int sock, const void *msg, size_t len,
+						 const int *fds, size_t nfds);
+
+/*
+ * Receives one packet into buf (IPC_MAX_PACKET bytes). Returns its length, 0
+ * when the peer closed. Checks the packet against its type's layout and
+ * fds received against the type (IPC_SPAWN: exactly 4, others none) and
+ * calls fatalx() on anything malformed. fds get CLOEXEC descriptors.
+ */
+size_t ipc_recv(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS]);
+
+/* Checks a packet's layout; returns NULL if valid, else what is wrong. */
+const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds);
+
+#endif

@@ -1,0 +1,204 @@
+/*
+ * capiboxd: runs untrusted code in sandboxes and streams its output over gRPC.
+ *
+ * Theory of operation
+ *
+ * Two long-lived processes and one short-lived one per execution:
+ *
+ *   front (this process, multi-threaded once grpc_init has run)
+ *     The gRPC server (rpc/), the local backend's io thread (backend/local.c)
+ *     and the main thread, which only waits for SIGTERM/SIGINT. It validates
+ *     requests, writes the code, files and stdin into sealed memfds, makes
+ *     the output pipes and sends SPAWN with those descriptors to the
+ *     supervisor. It reads the pipes itself and streams them: output never
+ *     passes through the supervisor. It never forks.
+ *
+ *   supervisor (supervisor/supervisor.c, forked before grpc_init)
+ *     Single-threaded, root. Clones sandboxes into fresh namespaces, writes
+ *     their id maps, enforces wall time, kills on request, reaps, and reports
+ *     STARTED/EXITED. It trusts nothing it receives: every IPC packet is
+ *     checked, a malformed one is fatal to it.
+ *
+ *   sandbox (sandbox/, cloned by the supervisor)
+ *     pid 1 of its own pid namespace (init): builds the filesystem, unpacks
+ *     the payload, starts the runner (the user's program, uid 1000, no
+ *     capabilities, no_new_privs), reaps, reports the runner's status and
+ *     exits, which makes the kernel kill anything left behind.
+ *
+ * Signals are blocked before the supervisor is forked and before grpc_init,
+ * so every thread inherits the mask; the main thread takes them with
+ * sigwaitinfo. The sandbox's runner resets mask and dispositions.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backend/local.h"
+#include "config.h"
+#include "log.h"
+#include "proctitle.h"
+#include "rpc/rpc.h"
+#include "supervisor/supervisor.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: capiboxd [options]\n"
+		"  -l, --listen ADDR      gRPC address (default 127.0.0.1:50051; unix:/path works)\n"
+		"      --allow-remote     allow a non-loopback address (requests are NOT authenticated)\n"
+		"      --grace SECONDS    on SIGTERM/SIGINT, time running executions get (default 10)\n"
+		"      --max-live N       cap on live sandboxes; more is RESOURCE_EXHAUSTED (default 32)\n"
+		"      --threads N        gRPC completion-queue threads (default 2)\n"
+		"      --tmpfs-mb N       size of /home/user and of /tmp in each sandbox (default 128)\n"
+		"      --ready-file PATH  write the bound address to PATH once serving\n"
+		"      --state-dir DIR    root-owned scratch directory (default /run/capibox)\n"
+		"      --uid-base N       first host uid for sandboxes (default 2000000)\n"
+		"  -h, --help             this text\n"
+		"  -V, --version          print the version\n");
+}
+
+static unsigned long parse_ulong(const char *opt, const char *s, unsigned long min,
+				 unsigned long max)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		fatalx("%s: \"%s\" is not a number between %lu and %lu", opt, s, min, max);
+	return v;
+}
+
+static int is_loopback(const char *addr)
+{
+	if (strncmp(addr, "unix:", 5) == 0 || strncmp(addr, "unix-abstract:", 14) == 0)
+		return 1;
+	if (strncmp(addr, "127.", 4) == 0 || strncmp(addr, "localhost:", 10) == 0 ||
+	    strncmp(addr, "[::1]:", 6) == 0 || strncmp(addr, "ipv4:127.", 9) == 0)
+		return 1;
+	return 0;
+}
+
+static void parse_args(struct config *cfg, int argc, char **argv)
+{
+	enum { O_ALLOW = 256, O_GRACE, O_MAXLIVE, O_THREADS, O_READY, O_STATE, O_UID, O_TMPFS };
+	static const struct option opts[] = {
+		{"listen", required_argument, NULL, 'l'},
+		{"allow-remote", no_argument, NULL, O_ALLOW},
+		{"grace", required_argument, NULL, O_GRACE},
+		{"max-live", required_argument, NULL, O_MAXLIVE},
+		{"threads", required_argument, NULL, O_THREADS},
+		{"tmpfs-mb", required_argument, NULL, O_TMPFS},
+		{"ready-file", required_argument, NULL, O_READY},
+		{"state-dir", required_argument, NULL, O_STATE},
+		{"uid-base", required_argument, NULL, O_UID},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "l:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': cfg->listen = optarg; break;
+		case O_ALLOW: cfg->allow_remote = true; break;
+		case O_GRACE:
+			cfg->grace_ms = (unsigned)parse_ulong("--grace", optarg, 0, 3600) * 1000;
+			break;
+		case O_MAXLIVE:
+			cfg->max_live = (unsigned)parse_ulong("--max-live", optarg, 1, 4096);
+			break;
+		case O_THREADS:
+			cfg->cq_threads = (unsigned)parse_ulong("--threads", optarg, 1, 64);
+			break;
+		case O_TMPFS:
+			cfg->tmpfs_bytes = parse_ulong("--tmpfs-mb", optarg, 1, 1 << 20) << 20;
+			break;
+		case O_READY: cfg->ready_file = optarg; break;
+		case O_STATE: cfg->state_dir = optarg; break;
+		case O_UID:
+			/* never below 65536: keep clear of real system and user ids */
+			cfg->uid_base = (uint32_t)parse_ulong("--uid-base", optarg, 65536,
+							      4000000000UL);
+			break;
+		case 'h': usage(stdout); exit(0);
+		case 'V': printf("capiboxd %s\n", CAPIBOX_VERSION); exit(0);
+		default: usage(stderr); exit(64);
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		exit(64);
+	}
+	if (cfg->max_live > cfg->uid_count)
+		fatalx("--max-live %u exceeds the sandbox uid range (%u)", cfg->max_live,
+		       cfg->uid_count);
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct ipc_hello hello;
+	struct backend *backend;
+	struct rpc_server *srv;
+	sigset_t mask;
+	pid_t sup_pid;
+	int sock;
+
+	proctitle_init(argc, argv);
+	log_init("capiboxd");
+	config_defaults(&cfg);
+	parse_args(&cfg, argc, argv);
+
+	if (!is_loopback(cfg.listen)) {
+		if (!cfg.allow_remote)
+			fatalx("refusing to listen on %s: it is not a loopback address and requests "
+			       "are not authenticated yet; pass --allow-remote to do it anyway",
+			       cfg.listen);
+		log_warnx("WARNING: listening on %s, a non-loopback address: requests are NOT "
+			  "authenticated, anyone who reaches this port can run code here",
+			  cfg.listen);
+	}
+	if (geteuid() != 0)
+		fatalx("capiboxd must run as root: it creates namespaces and maps sandbox uids");
+
+	/* before any thread and before the supervisor: everyone inherits this */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		fatal("sigprocmask");
+	signal(SIGPIPE, SIG_IGN);
+
+	sock = supervisor_start(&cfg, &sup_pid, &hello);
+	backend = local_backend_create(&cfg, sock, sup_pid, &hello);
+	srv = rpc_server_start(&cfg, backend);
+
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&mask, &si);
+		if (sig < 0 && errno == EINTR)
+			continue;
+		if (sig < 0)
+			fatal("sigwaitinfo");
+		if (sig == SIGCHLD) {
+			int status;
+			if (waitpid(sup_pid, &status, WNOHANG) == sup_pid)
+				fatalx("supervisor died (status %#x)", (unsigned)status);
+			continue;
+		}
+		log_info("%s: shutting down (grace %u ms)", strsignal(sig), cfg.grace_ms);
+		break;
+	}
+	rpc_server_shutdown(srv, cfg.grace_ms);
+	backend_destroy(backend);
+	log_info("stopped");
+	return 0;
+}

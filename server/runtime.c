@@ -1,0 +1,74 @@
+/*
+ * The runtime table. Each row says how to run one language: the command
+ * ("{file}" is the code's path inside the sandbox), the file name the code
+ * is written to, extra environment, how to read the version (run on the
+ * host by the supervisor at start, trusted binaries only) and the canary a
+ * deep health check runs.
+ */
+#include "runtime.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct runtime runtimes[] = {
+	{
+		.name = "python",
+		.file_name = "main.py",
+		/* -u: unbuffered, so output streams as it is written */
+		.argv = {"/usr/bin/python3", "-u", "{file}"},
+		.env = {"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "MPLBACKEND=Agg"},
+		.version_argv = {"/usr/bin/python3", "--version"},
+		.canary_code = "print(sum(range(10)))\n",
+		.canary_expect = "45\n",
+	},
+	{
+		.name = "javascript",
+		.file_name = "main.js",
+		.argv = {"/usr/bin/node", "{file}"},
+		.env = {"NODE_DISABLE_COLORS=1"},
+		.version_argv = {"/usr/bin/node", "--version"},
+		.canary_code = "console.log(6 * 7);\n",
+		.canary_expect = "42\n",
+	},
+	{
+		.name = "bash",
+		.file_name = "main.sh",
+		.argv = {"/bin/bash", "{file}"},
+		.env = {NULL},
+		.version_argv = {"/bin/bash", "-c", "echo \"bash $BASH_VERSION\""},
+		.canary_code = "echo $((2 + 3))\n",
+		.canary_expect = "5\n",
+	},
+};
+
+size_t runtime_count(void) { return sizeof(runtimes) / sizeof(runtimes[0]); }
+
+const struct runtime *runtime_at(size_t i)
+{
+	return i < runtime_count() ? &runtimes[i] : NULL;
+}
+
+int runtime_find(const char *name)
+{
+	if (name == NULL)
+		return -1;
+	for (size_t i = 0; i < runtime_count(); i++)
+		if (strcmp(runtimes[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+void runtime_names(char *buf, size_t len)
+{
+	size_t off = 0;
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	for (size_t i = 0; i < runtime_count(); i++) {
+		int n = snprintf(buf + off, len - off, "%s%s", i ? ", " : "", runtimes[i].name);
+		if (n < 0 || (size_t)n >= len - off)
+			return;
+		off += (size_t)n;
+	}
+}

@@ -1,0 +1,32 @@
+/*
+ * The runtime table: how each language is run. Adding a language is a new
+ * row here, not new code.
+ */
+#ifndef CAPIBOX_RUNTIME_H
+#define CAPIBOX_RUNTIME_H
+
+#include <stddef.h>
+
+#define RUNTIME_MAX_ARGS 8
+#define RUNTIME_MAX_ENV 12
+
+struct runtime {
+	const char *name;                     /* "python" */
+	const char *file_name;                /* code is written to /.capibox/<file_name> */
+	const char *argv[RUNTIME_MAX_ARGS];   /* "{file}" is replaced by the code path */
+	const char *env[RUNTIME_MAX_ENV];     /* NAME=value, before the request's env */
+	const char *version_argv[RUNTIME_MAX_ARGS]; /* prints the version (host, at start) */
+	const char *canary_code;              /* deep health check program */
+	const char *canary_expect;            /* its exact stdout */
+};
+
+/* Number of rows in the table. */
+size_t runtime_count(void);
+/* Row i (i < runtime_count()). */
+const struct runtime *runtime_at(size_t i);
+/* Row index for a name, or -1 if unknown. */
+int runtime_find(const char *name);
+/* Writes "python, javascript, bash" into buf (always NUL-terminated). */
+void runtime_names(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,448 @@
+/*
+ * One sandbox: clone into fresh namespaces (parent side), then, in the
+ * child, an ordered list of checked setup steps, the runner and init.
+ *
+ * Identity: the child's only mapped ids are uid/gid 1000 inside <-> one
+ * unprivileged host uid/gid per live sandbox. Host root (uid 0) is not
+ * mapped, so the host's root-owned files are "nobody" inside and the
+ * namespace's capabilities never reach them. The child keeps capabilities
+ * over its own namespaces only long enough to mount; the runner drops all
+ * of them (bounding set included) and sets no_new_privs before exec, so
+ * user code is uid 1000 with an empty capability set and setuid binaries
+ * gain nothing.
+ */
+#include "sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../proctitle.h"
+#include "payload.h"
+
+#define CLONE_FLAGS                                                                         \
+	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |          \
+	 CLONE_NEWUTS | CLONE_NEWCGROUP)
+
+static int write_file_str(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, text, strlen(text));
+	close(fd);
+	return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* ---- child side --------------------------------------------------------- */
+
+struct child {
+	const struct sandbox_spec *spec;
+	int report_fd;
+	int sync_fd;
+	char err[160];
+};
+
+static void report(int fd, const struct sandbox_report *r)
+{
+	ssize_t n;
+
+	do {
+		n = write(fd, r, sizeof(*r));
+	} while (n < 0 && errno == EINTR);
+}
+
+static __attribute__((noreturn)) void child_fail(struct child *c, unsigned step)
+{
+	struct sandbox_report r = {.type = SANDBOX_REPORT_ERROR, .step = step, .err = errno};
+
+	snprintf(r.msg, sizeof(r.msg), "%s", c->err);
+	report(c->report_fd, &r);
+	_exit(1);
+}
+
+#define STEP_FAIL(c, ...)                                                               \
+	do {                                                                            \
+		int saved_ = errno;                                                     \
+		snprintf((c)->err, sizeof((c)->err), __VA_ARGS__);                      \
+		size_t l_ = strlen((c)->err);                                           \
+		snprintf((c)->err + l_, sizeof((c)->err) - l_, ": %s", strerror(saved_)); \
+		errno = saved_;                                                         \
+		return -1;                                                              \
+	} while (0)
+
+/* Waits until the supervisor has written our id maps. */
+static int step_wait_maps(struct child *c)
+{
+	char b;
+	ssize_t n;
+
+	/* if the supervisor dies, so do we (and with us, as pid 1, the sandbox) */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		STEP_FAIL(c, "prctl PDEATHSIG");
+	do {
+		n = read(c->sync_fd, &b, 1);
+	} while (n < 0 && errno == EINTR);
+	if (n != 1) {
+		errno = EPIPE;
+		STEP_FAIL(c, "supervisor went away");
+	}
+	close(c->sync_fd);
+	return 0;
+}
+
+/* Becomes uid/gid 1000 with no supplementary groups. */
+static int step_identity(struct child *c)
+{
+	if (setgroups(0, NULL) < 0 && errno != EPERM)
+		STEP_FAIL(c, "setgroups");
+	if (setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID) < 0)
+		STEP_FAIL(c, "setresgid");
+	/* our old uid (host root) is not mapped here, so this does not clear the
+	 * namespace capabilities we still need for mounting */
+	if (setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) < 0)
+		STEP_FAIL(c, "setresuid");
+	return 0;
+}
+
+static int step_mounts(struct child *c)
+{
+	if (mounts_setup(c->spec, c->err, sizeof(c->err)) < 0)
+		return -1;
+	return 0;
+}
+
+static int step_hostname(struct child *c)
+{
+	if (sethostname("sandbox", 7) < 0)
+		STEP_FAIL(c, "sethostname");
+	return 0;
+}
+
+/* Brings up lo in the empty network namespace: local servers work, nothing else. */
+static int step_loopback(struct child *c)
+{
+	struct ifreq ifr;
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		STEP_FAIL(c, "socket");
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
+		close(s);
+		STEP_FAIL(c, "SIOCGIFFLAGS lo");
+	}
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) {
+		close(s);
+		STEP_FAIL(c, "SIOCSIFFLAGS lo");
+	}
+	close(s);
+	return 0;
+}
+
+static int step_payload(struct child *c)
+{
+	char code_path[128];
+	int dirfd;
+
+	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR, c->spec->rt->file_name);
+	dirfd = open(SANDBOX_HOME, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		STEP_FAIL(c, "open %s", SANDBOX_HOME);
+	if (payload_extract(c->spec->payload_fd, code_path, dirfd, c->err, sizeof(c->err)) < 0) {
+		close(dirfd);
+		errno = EINVAL;
+		return -1;
+	}
+	close(dirfd);
+	close(c->spec->payload_fd);
+	return 0;
+}
+
+static int step_seal(struct child *c)
+{
+	return mounts_seal_root(c->err, sizeof(c->err));
+}
+
+struct step {
+	const char *name;
+	int (*run)(struct child *c);
+};
+
+static const struct step setup_steps[] = {
+	{"wait for id maps", step_wait_maps},
+	{"identity", step_identity},
+	{"mounts", step_mounts},
+	{"hostname", step_hostname},
+	{"loopback", step_loopback},
+	{"payload", step_payload},
+	{"seal root", step_seal},
+};
+
+/* Drops every capability: bounding set, ambient, then effective/permitted/inheritable. */
+static int drop_caps(void)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2];
+
+	for (int cap = 0; cap <= 63; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return -1;
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return -1;
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return -1;
+	return 0;
+}
+
+static int set_limit(int resource, uint64_t soft, uint64_t hard)
+{
+	struct rlimit rl = {.rlim_cur = soft, .rlim_max = hard};
+
+	return setrlimit(resource, &rl);
+}
+
+/* Builds argv with "{file}" replaced by the code path. */
+static void build_argv(const struct runtime *rt, const char *code_path, char **argv)
+{
+	size_t i;
+
+	for (i = 0; i < RUNTIME_MAX_ARGS - 1 && rt->argv[i]; i++)
+		argv[i] = strcmp(rt->argv[i], "{file}") == 0 ? (char *)code_path
+							     : (char *)rt->argv[i];
+	argv[i] = NULL;
+}
+
+/* Environment: a fixed base, the runtime's row, then the request's. */
+static char **build_env(const struct sandbox_spec *spec)
+{
+	static const char *const base[] = {
+		"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" SANDBOX_HOME, "USER=user",
+		"LOGNAME=user", "LANG=C.UTF-8", "TMPDIR=/tmp", "TERM=dumb",
+	};
+	size_t nbase = sizeof(base) / sizeof(base[0]);
+	size_t n = 0, cap = nbase + RUNTIME_MAX_ENV + spec->n_env + 1;
+	char **env = calloc(cap, sizeof(char *));
+	const char *p;
+
+	if (env == NULL)
+		return NULL;
+	for (size_t i = 0; i < nbase; i++)
+		env[n++] = (char *)base[i];
+	for (size_t i = 0; i < RUNTIME_MAX_ENV && spec->rt->env[i]; i++)
+		env[n++] = (char *)spec->rt->env[i];
+	p = spec->env;
+	for (uint32_t i = 0; i < spec->n_env; i++) {
+		size_t namelen = (size_t)(strchr(p, '=') - p);
+		/* a request entry replaces a base one of the same name */
+		for (size_t k = 0; k < n; k++)
+			if (strncmp(env[k], p, namelen + 1) == 0) {
+				env[k] = env[--n];
+				break;
+			}
+		env[n++] = (char *)p;
+		p += strlen(p) + 1;
+	}
+	env[n] = NULL;
+	return env;
+}
+
+/* The runner: becomes the user's program. Never returns. */
+static __attribute__((noreturn)) void run_runner(struct child *c)
+{
+	const struct sandbox_spec *spec = c->spec;
+	const struct exec_limits *l = &spec->limits;
+	char code_path[128], *argv[RUNTIME_MAX_ARGS];
+	char **env;
+	sigset_t none;
+	uint64_t cpu_s = (l->cpu_time_ms + 999) / 1000;
+
+	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR, spec->rt->file_name);
+	build_argv(spec->rt, code_path, argv);
+	env = build_env(spec);
+
+	/* the supervisor's mask and ignored signals must not reach user code */
+	for (int s = 1; s < NSIG; s++)
+		signal(s, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	if (dup2(spec->stdin_fd, 0) < 0 || dup2(spec->stdout_fd, 1) < 0 ||
+	    dup2(spec->stderr_fd, 2) < 0)
+		_exit(127);
+	lseek(0, 0, SEEK_SET);
+	/* nothing of the server leaks in: only 0, 1 and 2 stay open */
+	if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
+		_exit(127);
+
+	if (set_limit(RLIMIT_CORE, 0, 0) < 0 ||
+	    set_limit(RLIMIT_FSIZE, l->max_file_bytes, l->max_file_bytes) < 0 ||
+	    set_limit(RLIMIT_NOFILE, 1024, 1024) < 0 ||
+	    /* SIGXCPU at the limit (reported as CPU timeout), SIGKILL a second later */
+	    set_limit(RLIMIT_CPU, cpu_s, cpu_s + 1) < 0 ||
+	    /* counted per user namespace: init plus max_processes */
+	    set_limit(RLIMIT_NPROC, (uint64_t)l->max_processes + 1, (uint64_t)l->max_processes + 1) < 0) {
+		dprintf(2, "capibox: setrlimit: %s\n", strerror(errno));
+		_exit(127);
+	}
+	if (drop_caps() < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		dprintf(2, "capibox: dropping privileges: %s\n", strerror(errno));
+		_exit(127);
+	}
+	if (env == NULL)
+		_exit(127);
+	execve(argv[0], argv, env);
+	dprintf(2, "capibox: exec %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+/* pid 1 of the sandbox: set up, start the runner, reap, report. */
+static __attribute__((noreturn)) void run_init(struct child *c)
+{
+	struct sandbox_report r = {.type = SANDBOX_REPORT_READY};
+	struct rusage ru;
+	pid_t runner;
+	int status = 0;
+
+	proctitle_set("capibox-init");
+	for (size_t i = 0; i < sizeof(setup_steps) / sizeof(setup_steps[0]); i++) {
+		if (setup_steps[i].run(c) < 0) {
+			char msg[160];
+			snprintf(msg, sizeof(msg), "%s", c->err);
+			snprintf(c->err, sizeof(c->err), "setup step \"%s\" failed: %.110s",
+				 setup_steps[i].name, msg);
+			child_fail(c, (unsigned)i);
+		}
+	}
+	runner = fork();
+	if (runner < 0) {
+		snprintf(c->err, sizeof(c->err), "fork runner: %s", strerror(errno));
+		child_fail(c, 99);
+	}
+	if (runner == 0)
+		run_runner(c);
+
+	/* init keeps no output ends: EOF reaches the front when the code's
+	 * processes are gone */
+	close(c->spec->stdin_fd);
+	close(c->spec->stdout_fd);
+	close(c->spec->stderr_fd);
+	/* user code runs with our uid: make sure it cannot trace or signal us
+	 * into doing anything (pid 1 ignores signals it has no handler for) */
+	(void)drop_caps();
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	report(c->report_fd, &r);
+
+	for (;;) {
+		pid_t p = waitpid(-1, &status, 0);
+		if (p < 0 && errno == EINTR)
+			continue;
+		if (p < 0)
+			break; /* no children left (cannot happen before the runner) */
+		if (p == runner)
+			break;
+	}
+	memset(&r, 0, sizeof(r));
+	r.type = SANDBOX_REPORT_EXIT;
+	r.wstatus = status;
+	if (getrusage(RUSAGE_CHILDREN, &ru) == 0) {
+		r.utime_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec;
+		r.stime_us = (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
+		r.maxrss_kb = (uint64_t)ru.ru_maxrss;
+	}
+	report(c->report_fd, &r);
+	/* exiting as pid 1 makes the kernel kill everything left in the sandbox */
+	_exit(0);
+}
+
+/* ---- parent side -------------------------------------------------------- */
+
+pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, char *err, size_t errlen)
+{
+	int rep[2] = {-1, -1}, sync[2] = {-1, -1};
+	char path[64], map[64];
+	pid_t pid;
+
+	if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	/* raw clone without a new stack behaves like fork: fine in the
+	 * single-threaded supervisor */
+	pid = (pid_t)syscall(SYS_clone, CLONE_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
+	if (pid < 0) {
+		snprintf(err, errlen, "clone: %s", strerror(errno));
+		goto fail;
+	}
+	if (pid == 0) {
+		struct child c = {.spec = spec, .report_fd = rep[1], .sync_fd = sync[0]};
+		close(rep[0]);
+		close(sync[1]);
+		run_init(&c);
+	}
+	close(rep[1]);
+	close(sync[0]);
+	rep[1] = sync[0] = -1;
+
+	/* inside uid/gid 1000 is this sandbox's own host uid; nothing else maps */
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	snprintf(map, sizeof(map), "%d %u 1\n", SANDBOX_UID, spec->host_uid);
+	if (write_file_str(path, map) < 0) {
+		snprintf(err, errlen, "write uid_map: %s", strerror(errno));
+		goto kill;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
+	if (write_file_str(path, "deny") < 0) {
+		snprintf(err, errlen, "write setgroups: %s", strerror(errno));
+		goto kill;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	snprintf(map, sizeof(map), "%d %u 1\n", SANDBOX_GID, spec->host_uid);
+	if (write_file_str(path, map) < 0) {
+		snprintf(err, errlen, "write gid_map: %s", strerror(errno));
+		goto kill;
+	}
+	if (write(sync[1], "g", 1) != 1) {
+		snprintf(err, errlen, "release child: %s", strerror(errno));
+		goto kill;
+	}
+	close(sync[1]);
+	if (fcntl(rep[0], F_SETFL, O_NONBLOCK) < 0) {
+		snprintf(err, errlen, "fcntl: %s", strerror(errno));
+		sync[1] = -1;
+		goto kill;
+	}
+	*report_fd = rep[0];
+	return pid;
+kill:
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (rep[i] >= 0)
+			close(rep[i]);
+		if (sync[i] >= 0)
+			close(sync[i]);
+	}
+	return -1;
+}

@@ -1,0 +1,538 @@
+/*
+ * Theory of operation (supervisor)
+ *
+ * One process, one thread, one epoll loop over:
+ *   - the IPC socket to the front: SPAWN and KILL come in; HELLO, STARTED
+ *     and EXITED go out;
+ *   - a signalfd for SIGCHLD: every sandbox init is our child;
+ *   - per sandbox, its report pipe (init's READY, EXIT or setup ERROR
+ *     records) and a timerfd (setup timeout, then the wall-time limit).
+ * A sandbox slot lives from SPAWN until its init is reaped; only then is
+ * EXITED sent, so "EXITED" means no process of it remains (when a pid
+ * namespace's init dies the kernel kills and reaps the rest first).
+ * When the front goes away (socket EOF) every sandbox is killed and the
+ * supervisor exits.
+ */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../log.h"
+#include "../proctitle.h"
+#include "../runtime.h"
+#include "../sandbox/sandbox.h"
+
+extern char **environ;
+
+#define SETUP_TIMEOUT_MS 10000
+
+enum ev_kind { EV_IPC = 1, EV_SIGNAL, EV_REPORT, EV_TIMER };
+
+struct slot {
+	bool used;
+	uint64_t id;
+	pid_t pid;
+	uint32_t host_uid;
+	uint32_t runtime;
+	int report_fd;
+	int timer_fd;
+	struct exec_limits limits;
+	enum exec_reason kill_reason;
+	bool ready, got_exit, got_error;
+	struct sandbox_report exit_rep;
+	char errmsg[160];
+	uint64_t t_spawn_ns, t_ready_ns;
+};
+
+struct sup {
+	const struct config *cfg;
+	int sock;
+	int ep;
+	int sigfd;
+	char root_dir[512];
+	struct slot *slots;
+	unsigned nslots;
+	unsigned live;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t ev_data(enum ev_kind k, unsigned idx) { return ((uint64_t)k << 32) | idx; }
+
+static void ep_add(struct sup *s, int fd, enum ev_kind k, unsigned idx)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ev_data(k, idx)};
+	if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+		fatal("epoll_ctl add");
+}
+
+static void send_msg(struct sup *s, const void *m, size_t len)
+{
+	if (ipc_send(s->sock, m, len, NULL, 0) < 0) {
+		/* the front is gone: the main loop sees EOF and cleans up */
+		if (errno != EPIPE && errno != ECONNRESET)
+			fatal("ipc send");
+	}
+}
+
+static void send_exited(struct sup *s, uint64_t id, enum exec_reason reason, const char *msg)
+{
+	struct ipc_exited x;
+
+	memset(&x, 0, sizeof(x));
+	x.type = IPC_EXITED;
+	x.id = id;
+	x.reason = reason;
+	snprintf(x.message, sizeof(x.message), "%s", msg);
+	send_msg(s, &x, sizeof(x));
+}
+
+static void arm_timer(int fd, uint64_t ms)
+{
+	struct itimerspec it = {0};
+	it.it_value.tv_sec = (time_t)(ms / 1000);
+	it.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+	if (it.it_value.tv_sec == 0 && it.it_value.tv_nsec == 0)
+		it.it_value.tv_nsec = 1;
+	if (timerfd_settime(fd, 0, &it, NULL) < 0)
+		fatal("timerfd_settime");
+}
+
+static struct slot *find_slot(struct sup *s, uint64_t id)
+{
+	for (unsigned i = 0; i < s->nslots; i++)
+		if (s->slots[i].used && s->slots[i].id == id)
+			return &s->slots[i];
+	return NULL;
+}
+
+static void kill_slot(struct slot *sl, enum exec_reason reason)
+{
+	if (sl->kill_reason == EXEC_REASON_UNSPECIFIED)
+		sl->kill_reason = reason;
+	/* SIGKILL to a pid namespace's init ends every process in it */
+	if (kill(sl->pid, SIGKILL) < 0 && errno != ESRCH)
+		log_warn("kill %d", (int)sl->pid);
+}
+
+static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
+{
+	struct sandbox_spec spec;
+	struct slot *sl = NULL;
+	char err[200];
+	unsigned idx = 0;
+	pid_t pid;
+	int report_fd = -1;
+
+	if (sp->runtime >= runtime_count())
+		fatalx("ipc: SPAWN with runtime index %u out of range", sp->runtime);
+	if (find_slot(s, sp->id) != NULL)
+		fatalx("ipc: SPAWN with duplicate id %" PRIu64, sp->id);
+	for (idx = 0; idx < s->nslots; idx++)
+		if (!s->slots[idx].used) {
+			sl = &s->slots[idx];
+			break;
+		}
+	if (sl == NULL) {
+		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, "supervisor: no free sandbox slot");
+		goto out;
+	}
+	memset(&spec, 0, sizeof(spec));
+	spec.rt = runtime_at(sp->runtime);
+	spec.limits = sp->limits;
+	spec.tmpfs_bytes = sp->tmpfs_bytes;
+	/* slot index -> host uid: unique among live sandboxes, and a slot is
+	 * reused only after every process of its previous sandbox is gone */
+	spec.host_uid = s->cfg->uid_base + idx;
+	spec.root_dir = s->root_dir;
+	spec.env = sp->env;
+	spec.n_env = sp->n_env;
+	spec.payload_fd = fds[0];
+	spec.stdin_fd = fds[1];
+	spec.stdout_fd = fds[2];
+	spec.stderr_fd = fds[3];
+
+	memset(sl, 0, sizeof(*sl));
+	sl->t_spawn_ns = now_ns();
+	pid = sandbox_spawn(&spec, &report_fd, err, sizeof(err));
+	if (pid < 0) {
+		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
+		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
+		goto out;
+	}
+	sl->used = true;
+	sl->id = sp->id;
+	sl->pid = pid;
+	sl->host_uid = spec.host_uid;
+	sl->runtime = sp->runtime;
+	sl->limits = sp->limits;
+	sl->report_fd = report_fd;
+	sl->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (sl->timer_fd < 0)
+		fatal("timerfd_create");
+	arm_timer(sl->timer_fd, SETUP_TIMEOUT_MS);
+	ep_add(s, sl->report_fd, EV_REPORT, idx);
+	ep_add(s, sl->timer_fd, EV_TIMER, idx);
+	s->live++;
+out:
+	/* the child has its own copies; ours would keep the pipes open */
+	for (int i = 0; i < IPC_SPAWN_FDS; i++)
+		close(fds[i]);
+}
+
+/* Reads report records; the sandbox is not trusted to write well-formed ones. */
+static void read_reports(struct sup *s, struct slot *sl)
+{
+	for (;;) {
+		struct sandbox_report r;
+		ssize_t n = read(sl->report_fd, &r, sizeof(r));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0 || errno != EAGAIN) {
+				epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->report_fd, NULL);
+				close(sl->report_fd);
+				sl->report_fd = -1;
+			}
+			return;
+		}
+		if (n != sizeof(r)) {
+			snprintf(sl->errmsg, sizeof(sl->errmsg), "sandbox sent a malformed report");
+			sl->got_error = true;
+			kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);
+			continue;
+		}
+		r.msg[sizeof(r.msg) - 1] = '\0';
+		switch (r.type) {
+		case SANDBOX_REPORT_READY:
+			if (!sl->ready) {
+				struct ipc_started st = {.type = IPC_STARTED, .id = sl->id};
+				sl->ready = true;
+				sl->t_ready_ns = now_ns();
+				st.pid = (uint32_t)sl->pid;
+				st.start_us = (sl->t_ready_ns - sl->t_spawn_ns) / 1000;
+				send_msg(s, &st, sizeof(st));
+				arm_timer(sl->timer_fd, sl->limits.wall_time_ms);
+			}
+			break;
+		case SANDBOX_REPORT_EXIT:
+			sl->exit_rep = r;
+			sl->got_exit = true;
+			break;
+		case SANDBOX_REPORT_ERROR:
+			snprintf(sl->errmsg, sizeof(sl->errmsg), "%s", r.msg);
+			sl->got_error = true;
+			break;
+		default:
+			snprintf(sl->errmsg, sizeof(sl->errmsg), "sandbox sent an unknown report");
+			sl->got_error = true;
+			kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);
+			break;
+		}
+	}
+}
+
+static void finish_slot(struct sup *s, struct slot *sl, int init_status)
+{
+	struct ipc_exited x;
+	uint64_t end = now_ns();
+	const struct sandbox_report *r = &sl->exit_rep;
+
+	if (sl->report_fd >= 0)
+		read_reports(s, sl);
+	memset(&x, 0, sizeof(x));
+	x.type = IPC_EXITED;
+	x.id = sl->id;
+	x.wall_time_us = (end - (sl->ready ? sl->t_ready_ns : sl->t_spawn_ns)) / 1000;
+	if (sl->got_exit) {
+		x.cpu_time_us = r->utime_us + r->stime_us;
+		x.peak_memory_bytes = r->maxrss_kb * 1024;
+	}
+	if (sl->kill_reason != EXEC_REASON_UNSPECIFIED) {
+		x.reason = sl->kill_reason;
+		switch (sl->kill_reason) {
+		case EXEC_REASON_WALL_TIMEOUT:
+			snprintf(x.message, sizeof(x.message), "wall time limit of %" PRIu32 " ms reached",
+				 sl->limits.wall_time_ms);
+			break;
+		case EXEC_REASON_CANCELLED:
+			snprintf(x.message, sizeof(x.message), "cancelled");
+			break;
+		case EXEC_REASON_SANDBOX_ERROR:
+			snprintf(x.message, sizeof(x.message), "%s",
+				 sl->errmsg[0] ? sl->errmsg : "sandbox error");
+			break;
+		default:
+			snprintf(x.message, sizeof(x.message), "stopped: %s",
+				 exec_reason_name(sl->kill_reason));
+			break;
+		}
+		if (sl->got_exit && WIFSIGNALED(r->wstatus))
+			x.signal = WTERMSIG(r->wstatus);
+	} else if (sl->got_error) {
+		x.reason = EXEC_REASON_SANDBOX_ERROR;
+		snprintf(x.message, sizeof(x.message), "%s", sl->errmsg);
+	} else if (sl->got_exit && WIFEXITED(r->wstatus)) {
+		x.reason = EXEC_REASON_EXITED;
+		x.exit_code = WEXITSTATUS(r->wstatus);
+	} else if (sl->got_exit && WIFSIGNALED(r->wstatus)) {
+		int sig = WTERMSIG(r->wstatus);
+		uint64_t cpu_limit_us = (uint64_t)sl->limits.cpu_time_ms * 1000;
+		x.signal = sig;
+		/* RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one */
+		if (sig == SIGXCPU || (sig == SIGKILL && x.cpu_time_us >= cpu_limit_us)) {
+			x.reason = EXEC_REASON_CPU_TIMEOUT;
+			snprintf(x.message, sizeof(x.message), "cpu time limit of %" PRIu32 " ms reached",
+				 sl->limits.cpu_time_ms);
+		} else {
+			x.reason = EXEC_REASON_SIGNALED;
+			snprintf(x.message, sizeof(x.message), "killed by signal %d (%s)", sig,
+				 strsignal(sig));
+		}
+	} else {
+		x.reason = EXEC_REASON_SANDBOX_ERROR;
+		snprintf(x.message, sizeof(x.message), "sandbox init ended unexpectedly (status %#x)",
+			 (unsigned)init_status);
+	}
+	send_msg(s, &x, sizeof(x));
+
+	if (sl->report_fd >= 0) {
+		epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->report_fd, NULL);
+		close(sl->report_fd);
+	}
+	epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->timer_fd, NULL);
+	close(sl->timer_fd);
+	memset(sl, 0, sizeof(*sl));
+	s->live--;
+}
+
+static void reap(struct sup *s)
+{
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid <= 0)
+			return;
+		for (unsigned i = 0; i < s->nslots; i++)
+			if (s->slots[i].used && s->slots[i].pid == pid) {
+				finish_slot(s, &s->slots[i], status);
+				break;
+			}
+	}
+}
+
+static void handle_timer(struct slot *sl)
+{
+	uint64_t ticks;
+
+	if (read(sl->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		fatal("timerfd read");
+	if (!sl->ready) {
+		snprintf(sl->errmsg, sizeof(sl->errmsg), "sandbox setup timed out");
+		kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);
+	} else {
+		kill_slot(sl, EXEC_REASON_WALL_TIMEOUT);
+	}
+}
+
+/* Runs a runtime's version command on the host (trusted binaries, at start). */
+static void probe_version(const struct runtime *rt, char *out, size_t len)
+{
+	posix_spawn_file_actions_t fa;
+	int p[2];
+	pid_t pid;
+	ssize_t n = 0, k;
+	char buf[256];
+
+	snprintf(out, len, "unknown");
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+	if (posix_spawn(&pid, rt->version_argv[0], &fa, NULL, (char *const *)rt->version_argv,
+			environ) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		close(p[0]);
+		close(p[1]);
+		snprintf(out, len, "not installed");
+		return;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	while (n < (ssize_t)sizeof(buf) - 1 &&
+	       (k = read(p[0], buf + n, sizeof(buf) - 1 - (size_t)n)) != 0) {
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			break;
+		n += k;
+	}
+	close(p[0]);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (buf[0])
+		snprintf(out, len, "%s", buf);
+}
+
+static __attribute__((noreturn)) void supervisor_main(const struct config *cfg, int sock)
+{
+	struct sup s = {.cfg = cfg, .sock = sock};
+	struct ipc_hello hello;
+	union ipc_msg *msg = malloc(IPC_MAX_PACKET);
+	sigset_t mask;
+
+	log_init("supervisor");
+	if (msg == NULL)
+		fatal("malloc");
+	/* sandboxes are cloned from us: carry no supplementary groups into them */
+	if (setgroups(0, NULL) < 0)
+		fatal("setgroups");
+	if (mkdir(cfg->state_dir, 0711) < 0 && errno != EEXIST)
+		fatal("mkdir %s", cfg->state_dir);
+	snprintf(s.root_dir, sizeof(s.root_dir), "%s/root", cfg->state_dir);
+	if (mkdir(s.root_dir, 0755) < 0 && errno != EEXIST)
+		fatal("mkdir %s", s.root_dir);
+	s.nslots = cfg->max_live < cfg->uid_count ? cfg->max_live : cfg->uid_count;
+	s.slots = calloc(s.nslots, sizeof(*s.slots));
+	if (s.slots == NULL)
+		fatal("calloc");
+
+	memset(&hello, 0, sizeof(hello));
+	hello.type = IPC_HELLO;
+	hello.n_runtimes = (uint32_t)runtime_count();
+	for (size_t i = 0; i < runtime_count() && i < IPC_MAX_RUNTIMES; i++)
+		probe_version(runtime_at(i), hello.versions[i], IPC_VERSION_LEN);
+
+	/* sandbox inits are our forks and show as pid 1 inside: they must not
+	 * carry capiboxd's arguments or environment */
+	if (clearenv() != 0)
+		fatalx("clearenv failed");
+	proctitle_set("capiboxd: supervisor");
+
+	/* SIGTERM/SIGINT stay blocked here: the front decides when we stop
+	 * (by closing the socket), so a Ctrl-C to the process group cannot cut
+	 * running executions short of their grace period */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	s.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	s.ep = epoll_create1(EPOLL_CLOEXEC);
+	if (s.sigfd < 0 || s.ep < 0)
+		fatal("signalfd/epoll");
+	ep_add(&s, s.sock, EV_IPC, 0);
+	ep_add(&s, s.sigfd, EV_SIGNAL, 0);
+	send_msg(&s, &hello, sizeof(hello));
+
+	for (;;) {
+		struct epoll_event evs[32];
+		int n = epoll_wait(s.ep, evs, 32, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			fatal("epoll_wait");
+		for (int i = 0; i < n; i++) {
+			enum ev_kind k = (enum ev_kind)(evs[i].data.u64 >> 32);
+			unsigned idx = (unsigned)(evs[i].data.u64 & 0xffffffffu);
+			if (k == EV_IPC) {
+				int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1};
+				size_t len = ipc_recv(s.sock, msg, fds);
+				if (len == 0)
+					goto front_gone;
+				if (msg->type == IPC_SPAWN) {
+					handle_spawn(&s, &msg->spawn, fds);
+				} else if (msg->type == IPC_KILL) {
+					struct slot *sl = find_slot(&s, msg->kill.id);
+					if (sl != NULL)
+						kill_slot(sl, (enum exec_reason)msg->kill.reason);
+				} else {
+					fatalx("ipc: unexpected packet type %u from front", msg->type);
+				}
+			} else if (k == EV_SIGNAL) {
+				struct signalfd_siginfo si;
+				while (read(s.sigfd, &si, sizeof(si)) > 0)
+					;
+				reap(&s);
+			} else if (idx < s.nslots && s.slots[idx].used) {
+				if (k == EV_REPORT && s.slots[idx].report_fd >= 0)
+					read_reports(&s, &s.slots[idx]);
+				else if (k == EV_TIMER)
+					handle_timer(&s.slots[idx]);
+			}
+		}
+	}
+front_gone:
+	for (unsigned i = 0; i < s.nslots; i++)
+		if (s.slots[i].used)
+			kill_slot(&s.slots[i], EXEC_REASON_CANCELLED);
+	while (s.live > 0) {
+		int status;
+		pid_t pid = waitpid(-1, &status, 0);
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid < 0)
+			break;
+		for (unsigned i = 0; i < s.nslots; i++)
+			if (s.slots[i].used && s.slots[i].pid == pid) {
+				finish_slot(&s, &s.slots[i], status);
+				break;
+			}
+	}
+	_exit(0);
+}
+
+int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hello)
+{
+	union ipc_msg *msg;
+	int sv[2], fds[IPC_SPAWN_FDS];
+	size_t len;
+
+	ipc_socketpair(sv);
+	*pid = fork();
+	if (*pid < 0)
+		fatal("fork supervisor");
+	if (*pid == 0) {
+		close(sv[0]);
+		/* if the front dies without closing the socket cleanly, follow it */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+			fatal("prctl");
+		supervisor_main(cfg, sv[1]);
+	}
+	close(sv[1]);
+	msg = malloc(IPC_MAX_PACKET);
+	if (msg == NULL)
+		fatal("malloc");
+	len = ipc_recv(sv[0], msg, fds);
+	if (len == 0)
+		fatalx("supervisor exited during start-up");
+	if (msg->type != IPC_HELLO)
+		fatalx("supervisor: expected HELLO, got type %u", msg->type);
+	*hello = msg->hello;
+	free(msg);
+	return sv[0];
+}

@@ -1,0 +1,23 @@
+/*
+ * The supervisor process: forked from capiboxd before grpc_init (and before
+ * any thread), it stays single-threaded and owns everything that needs
+ * privilege: cloning sandboxes, writing their id maps, their timers and
+ * reaping them. It talks to the front only through the IPC socket (ipc.h)
+ * and never sees user output: the pipes go from the sandbox to the front.
+ */
+#ifndef CAPIBOX_SUPERVISOR_H
+#define CAPIBOX_SUPERVISOR_H
+
+#include <sys/types.h>
+
+#include "../config.h"
+#include "../ipc.h"
+
+/*
+ * Forks the supervisor and waits for its HELLO (copied to *hello). Returns
+ * the front's end of the IPC socket and sets *pid. Exits via fatal() if the
+ * supervisor cannot start.
+ */
+int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hello);
+
+#endif
