@@ -244,7 +244,7 @@ static void on_pipe(struct local_backend *lb, uint64_t data)
 
 	pthread_mutex_lock(&lb->mu);
 	x = find_live(lb, id);
-	if (x == NULL || x->fd[i] < 0 || !x->can_emit || !x->started_sent) {
+	if (x == NULL || x->fd[i] < 0 || !x->can_emit || (!x->started_sent && !x->have_exit)) {
 		/* one-shot: stays disarmed until the next resume re-arms it */
 		pthread_mutex_unlock(&lb->mu);
 		return;

@@ -1,0 +1,359 @@
+/*
+ * The local backend and supervisor without gRPC: real sandboxes, driven
+ * through the backend interface the rpc layer uses. Needs root and user
+ * namespaces; skips with a reason without them.
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "backend/local.h"
+#include "config.h"
+#include "supervisor/supervisor.h"
+
+static struct config cfg;
+static struct backend *be;
+
+struct run {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct exec *e;
+	bool started, done;
+	bool hold;           /* do not resume after output (backpressure test) */
+	char out[1 << 20];
+	size_t out_len;
+	char err[1 << 16];
+	size_t err_len;
+	size_t max_chunk;
+	struct exec_result res;
+	char sandbox_id[64];
+};
+
+static void on_started(void *arg, const struct exec_started *st)
+{
+	struct run *r = arg;
+	pthread_mutex_lock(&r->mu);
+	r->started = true;
+	snprintf(r->sandbox_id, sizeof(r->sandbox_id), "%s", st->sandbox_id);
+	pthread_mutex_unlock(&r->mu);
+	backend_resume(r->e);
+}
+
+static void on_output(void *arg, enum exec_stream s, const uint8_t *d, size_t n)
+{
+	struct run *r = arg;
+	bool hold;
+	pthread_mutex_lock(&r->mu);
+	if (s == EXEC_STDOUT) {
+		size_t k = n < sizeof(r->out) - r->out_len ? n : sizeof(r->out) - r->out_len;
+		memcpy(r->out + r->out_len, d, k);
+		r->out_len += k;
+	} else {
+		size_t k = n < sizeof(r->err) - r->err_len ? n : sizeof(r->err) - r->err_len;
+		memcpy(r->err + r->err_len, d, k);
+		r->err_len += k;
+	}
+	if (n > r->max_chunk)
+		r->max_chunk = n;
+	hold = r->hold;
+	pthread_mutex_unlock(&r->mu);
+	if (!hold)
+		backend_resume(r->e);
+}
+
+static void on_finished(void *arg, const struct exec_result *res)
+{
+	struct run *r = arg;
+	pthread_mutex_lock(&r->mu);
+	r->res = *res;
+	r->done = true;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static const struct exec_sink sink = {on_started, on_output, on_finished};
+
+static struct run *run_start(const char *lang, const char *code, struct exec_request *tmpl)
+{
+	struct run *r = calloc(1, sizeof(*r));
+	struct exec_request req;
+	char err[256];
+
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	if (tmpl)
+		req = *tmpl;
+	else
+		memset(&req, 0, sizeof(req));
+	req.language = lang;
+	req.code = code;
+	req.code_len = strlen(code);
+	if (req.limits.wall_time_ms == 0)
+		req.limits = cfg.defaults;
+	/* the callbacks may fire before backend_execute returns *out: hold mu */
+	pthread_mutex_lock(&r->mu);
+	assert_int_equal(backend_execute(be, &req, &sink, r, &r->e, err, sizeof(err)), BACKEND_OK);
+	pthread_mutex_unlock(&r->mu);
+	return r;
+}
+
+static void run_wait(struct run *r)
+{
+	pthread_mutex_lock(&r->mu);
+	while (!r->done)
+		pthread_cond_wait(&r->cv, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void run_free(struct run *r)
+{
+	backend_release(r->e);
+	free(r);
+}
+
+static struct run *run(const char *lang, const char *code, struct exec_request *tmpl)
+{
+	struct run *r = run_start(lang, code, tmpl);
+	run_wait(r);
+	return r;
+}
+
+/* Processes owned by a host uid in the sandbox range. */
+static int sandbox_processes(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	int n = 0;
+
+	while ((de = readdir(d)) != NULL) {
+		char path[300];
+		struct stat st;
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s", de->d_name);
+		if (stat(path, &st) == 0 && st.st_uid >= cfg.uid_base &&
+		    st.st_uid < cfg.uid_base + cfg.max_live)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static int group_setup(void **state)
+{
+	struct ipc_hello hello;
+	sigset_t mask;
+	pid_t pid;
+	int sock;
+	(void)state;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "SKIP: needs root (sandboxes map uids and mount)\n");
+		exit(77);
+	}
+	pid = fork();
+	if (pid == 0)
+		_exit(unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID) == 0 ? 0 : 1);
+	{
+		int st;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			fprintf(stderr, "SKIP: user/mount/pid namespaces are not available here\n");
+			exit(77);
+		}
+	}
+	config_defaults(&cfg);
+	cfg.state_dir = "/run/capibox-unit";
+	cfg.uid_base = 5000000;
+	cfg.max_live = 8;
+	cfg.tmpfs_bytes = 8 << 20;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sock = supervisor_start(&cfg, &pid, &hello);
+	assert_int_equal(hello.n_runtimes, 3);
+	be = local_backend_create(&cfg, sock, pid, &hello);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	backend_destroy(be);
+	return 0;
+}
+
+static void test_hello_and_exit_code(void **state)
+{
+	struct run *r = run("python", "print('hi')\nraise SystemExit(3)\n", NULL);
+	(void)state;
+	assert_true(r->started);
+	assert_non_null(strstr(r->sandbox_id, "local-"));
+	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
+	assert_int_equal(r->res.exit_code, 3);
+	assert_int_equal(r->out_len, 3);
+	assert_memory_equal(r->out, "hi\n", 3);
+	assert_int_equal(r->res.stdout_bytes, 3);
+	run_free(r);
+}
+
+static void test_signal(void **state)
+{
+	struct run *r = run("bash", "kill -SEGV $$\n", NULL);
+	(void)state;
+	assert_int_equal(r->res.reason, EXEC_REASON_SIGNALED);
+	assert_int_equal(r->res.signal, SIGSEGV);
+	run_free(r);
+}
+
+static void test_wall_timeout_and_cleanup(void **state)
+{
+	struct exec_request t;
+	struct run *r;
+	(void)state;
+	memset(&t, 0, sizeof(t));
+	t.limits = cfg.defaults;
+	t.limits.wall_time_ms = 300;
+	/* a daemonised child must not outlive the run */
+	r = run("bash", "(setsid sleep 1000 &) ; sleep 1000\n", &t);
+	assert_int_equal(r->res.reason, EXEC_REASON_WALL_TIMEOUT);
+	assert_non_null(strstr(r->res.message, "300 ms"));
+	assert_int_equal(sandbox_processes(), 0);
+	run_free(r);
+}
+
+static void test_cpu_timeout(void **state)
+{
+	struct exec_request t;
+	struct run *r;
+	(void)state;
+	memset(&t, 0, sizeof(t));
+	t.limits = cfg.defaults;
+	t.limits.cpu_time_ms = 1000;
+	t.limits.wall_time_ms = 20000;
+	r = run("python", "while True: pass\n", &t);
+	assert_int_equal(r->res.reason, EXEC_REASON_CPU_TIMEOUT);
+	run_free(r);
+}
+
+static void test_output_limit_exact(void **state)
+{
+	struct exec_request t;
+	struct run *r;
+	(void)state;
+	memset(&t, 0, sizeof(t));
+	t.limits = cfg.defaults;
+	t.limits.max_output_bytes = 100000;
+	r = run("python", "import sys\nwhile True: sys.stdout.write('x' * 4096)\n", &t);
+	assert_int_equal(r->res.reason, EXEC_REASON_OUTPUT_LIMIT);
+	assert_int_equal(r->out_len, 100000);
+	assert_int_equal(r->res.stdout_bytes, 100000);
+	assert_true(r->max_chunk <= 64 * 1024);
+	run_free(r);
+}
+
+static void test_cancel(void **state)
+{
+	struct run *r = run_start("bash", "echo ready; sleep 1000\n", NULL);
+	(void)state;
+	for (int i = 0; i < 500; i++) {
+		pthread_mutex_lock(&r->mu);
+		bool got = r->out_len > 0;
+		pthread_mutex_unlock(&r->mu);
+		if (got)
+			break;
+		usleep(10000);
+	}
+	backend_cancel(r->e, EXEC_REASON_CANCELLED);
+	run_wait(r);
+	assert_int_equal(r->res.reason, EXEC_REASON_CANCELLED);
+	assert_int_equal(sandbox_processes(), 0);
+	run_free(r);
+}
+
+static void test_backpressure(void **state)
+{
+	/* while the caller does not resume, nothing is read: the program's
+	 * writes block once the pipe is full, so it cannot run ahead */
+	struct run *r;
+	struct exec_request t;
+	(void)state;
+	memset(&t, 0, sizeof(t));
+	t.limits = cfg.defaults;
+	t.limits.max_output_bytes = 65ULL << 20;
+	r = calloc(1, sizeof(*r));
+	free(r);
+	r = run_start("python",
+		      "import sys\nfor i in range(64):\n    sys.stdout.write('y' * 1048576)\n"
+		      "sys.stderr.write('done')\n",
+		      &t);
+	pthread_mutex_lock(&r->mu);
+	r->hold = true;
+	pthread_mutex_unlock(&r->mu);
+	usleep(500000);
+	pthread_mutex_lock(&r->mu);
+	assert_false(r->done);
+	assert_int_equal(r->err_len, 0);
+	assert_true(r->out_len <= 64 * 1024);
+	r->hold = false;
+	pthread_mutex_unlock(&r->mu);
+	backend_resume(r->e);
+	run_wait(r);
+	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
+	assert_int_equal(r->res.stdout_bytes, 64ULL << 20);
+	assert_int_equal(r->err_len, 4);
+	run_free(r);
+}
+
+static void test_full(void **state)
+{
+	struct run *rs[8];
+	struct exec_request req;
+	struct exec *e;
+	char err[256];
+	(void)state;
+	for (int i = 0; i < 8; i++)
+		rs[i] = run_start("bash", "sleep 1000\n", NULL);
+	memset(&req, 0, sizeof(req));
+	req.language = "bash";
+	req.code = "true";
+	req.code_len = 4;
+	req.limits = cfg.defaults;
+	assert_int_equal(backend_execute(be, &req, &sink, NULL, &e, err, sizeof(err)), BACKEND_FULL);
+	assert_non_null(strstr(err, "8 of 8"));
+	backend_cancel_all(be, EXEC_REASON_CANCELLED);
+	for (int i = 0; i < 8; i++) {
+		run_wait(rs[i]);
+		assert_int_equal(rs[i]->res.reason, EXEC_REASON_CANCELLED);
+		run_free(rs[i]);
+	}
+	assert_int_equal(backend_live(be), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hello_and_exit_code),
+		cmocka_unit_test(test_signal),
+		cmocka_unit_test(test_wall_timeout_and_cleanup),
+		cmocka_unit_test(test_cpu_timeout),
+		cmocka_unit_test(test_output_limit_exact),
+		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_backpressure),
+		cmocka_unit_test(test_full),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
