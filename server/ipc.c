@@ -70,6 +70,9 @@ const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
 		for (size_t i = 0; i < IPC_MAX_RUNTIMES; i++)
 			if (memchr(m->hello.versions[i], '\0', IPC_VERSION_LEN) == NULL)
 				return "unterminated HELLO version";
+		if (memchr(m->hello.cgroup, '\0', sizeof(m->hello.cgroup)) == NULL ||
+		    m->hello.cgroup_mode > 2)
+			return "bad HELLO cgroup";
 		return NULL;
 	case IPC_SPAWN: {
 		const char *p, *end;

@@ -32,6 +32,8 @@ struct ipc_hello {
 	uint32_t type;
 	uint32_t n_runtimes;
 	char versions[IPC_MAX_RUNTIMES][IPC_VERSION_LEN];
+	uint32_t cgroup_mode;   /* 0 none, 1 v1, 2 v2 */
+	char cgroup[128];       /* describes the limits enforcement in use */
 };
 
 struct ipc_spawn {

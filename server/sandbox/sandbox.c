@@ -421,6 +421,9 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, char *err, 
 		snprintf(err, errlen, "write gid_map: %s", strerror(errno));
 		goto kill;
 	}
+	if (spec->before_release != NULL &&
+	    spec->before_release(spec->hook_arg, pid, err, errlen) < 0)
+		goto kill;
 	if (write(sync[1], "g", 1) != 1) {
 		snprintf(err, errlen, "release child: %s", strerror(errno));
 		goto kill;

@@ -38,6 +38,11 @@ struct sandbox_spec {
 	int stdin_fd;             /* becomes fd 0 */
 	int stdout_fd;            /* becomes fd 1 */
 	int stderr_fd;            /* becomes fd 2 */
+	/* called with the child's pid after its id maps are written and before
+	 * it may run anything (the supervisor puts it in its cgroup here);
+	 * returns 0, or -1 with a message in err */
+	int (*before_release)(void *arg, pid_t pid, char *err, size_t errlen);
+	void *hook_arg;
 };
 
 enum sandbox_report_type {

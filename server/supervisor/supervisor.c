@@ -38,6 +38,7 @@
 #include "../proctitle.h"
 #include "../runtime.h"
 #include "../sandbox/sandbox.h"
+#include "cgroup.h"
 
 extern char **environ;
 
@@ -137,6 +138,13 @@ static void kill_slot(struct slot *sl, enum exec_reason reason)
 		log_warn("kill %d", (int)sl->pid);
 }
 
+/* Puts a new sandbox into its cgroup before it runs anything. */
+static int attach_cgroup(void *arg, pid_t pid, char *err, size_t errlen)
+{
+	const struct ipc_spawn *sp = arg;
+	return cg_attach(sp->id, pid, err, errlen);
+}
+
 static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
 {
 	struct sandbox_spec spec;
@@ -174,11 +182,21 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	spec.stdout_fd = fds[2];
 	spec.stderr_fd = fds[3];
 
+	spec.before_release = attach_cgroup;
+	spec.hook_arg = (void *)sp;
+
 	memset(sl, 0, sizeof(*sl));
 	sl->t_spawn_ns = now_ns();
+	if (cg_create(sp->id, sp->limits.memory_bytes, sp->limits.max_processes, err,
+		      sizeof(err)) < 0) {
+		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
+		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
+		goto out;
+	}
 	pid = sandbox_spawn(&spec, &report_fd, err, sizeof(err));
 	if (pid < 0) {
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
+		cg_destroy(sp->id);
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
@@ -257,6 +275,7 @@ static void read_reports(struct sup *s, struct slot *sl)
 static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 {
 	struct ipc_exited x;
+	struct cg_usage use;
 	uint64_t end = now_ns();
 	const struct sandbox_report *r = &sl->exit_rep;
 
@@ -266,11 +285,26 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 	x.type = IPC_EXITED;
 	x.id = sl->id;
 	x.wall_time_us = (end - (sl->ready ? sl->t_ready_ns : sl->t_spawn_ns)) / 1000;
+	/* every process of the sandbox is gone: the cgroup's figures are final */
+	cg_read_usage(sl->id, &use);
 	if (sl->got_exit) {
 		x.cpu_time_us = r->utime_us + r->stime_us;
 		x.peak_memory_bytes = r->maxrss_kb * 1024;
 	}
-	if (sl->kill_reason != EXEC_REASON_UNSPECIFIED) {
+	/* the cgroup counts every process, also those killed before init
+	 * could wait for them */
+	if (use.cpu_us > 0)
+		x.cpu_time_us = use.cpu_us;
+	if (use.peak_memory_bytes > 0)
+		x.peak_memory_bytes = use.peak_memory_bytes;
+	if (sl->kill_reason == EXEC_REASON_UNSPECIFIED && use.oom_killed && sl->got_exit &&
+	    WIFSIGNALED(r->wstatus) && WTERMSIG(r->wstatus) == SIGKILL) {
+		/* the OOM killer's SIGKILL: report the limit, not the signal */
+		x.reason = EXEC_REASON_MEMORY_LIMIT;
+		x.signal = SIGKILL;
+		snprintf(x.message, sizeof(x.message), "memory limit of %" PRIu64 " bytes reached",
+			 sl->limits.memory_bytes);
+	} else if (sl->kill_reason != EXEC_REASON_UNSPECIFIED) {
 		x.reason = sl->kill_reason;
 		switch (sl->kill_reason) {
 		case EXEC_REASON_WALL_TIMEOUT:
@@ -316,6 +350,7 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 		snprintf(x.message, sizeof(x.message), "sandbox init ended unexpectedly (status %#x)",
 			 (unsigned)init_status);
 	}
+	cg_destroy(sl->id);
 	send_msg(s, &x, sizeof(x));
 
 	if (sl->report_fd >= 0) {
@@ -398,7 +433,7 @@ static void probe_version(const struct runtime *rt, char *out, size_t len)
 	buf[n] = '\0';
 	buf[strcspn(buf, "\n")] = '\0';
 	if (buf[0])
-		snprintf(out, len, "%s", buf);
+		snprintf(out, len, "%.*s", (int)len - 1, buf);
 }
 
 static __attribute__((noreturn)) void supervisor_main(const struct config *cfg, int sock)
@@ -426,6 +461,8 @@ static __attribute__((noreturn)) void supervisor_main(const struct config *cfg, 
 
 	memset(&hello, 0, sizeof(hello));
 	hello.type = IPC_HELLO;
+	hello.cgroup_mode = cg_init(hello.cgroup, sizeof(hello.cgroup));
+	log_info("limits: %s", hello.cgroup);
 	hello.n_runtimes = (uint32_t)runtime_count();
 	for (size_t i = 0; i < runtime_count() && i < IPC_MAX_RUNTIMES; i++)
 		probe_version(runtime_at(i), hello.versions[i], IPC_VERSION_LEN);

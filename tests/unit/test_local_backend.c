@@ -25,6 +25,7 @@
 
 static struct config cfg;
 static struct backend *be;
+static pid_t sup_pid;
 
 struct run {
 	pthread_mutex_t mu;
@@ -185,6 +186,7 @@ static int group_setup(void **state)
 	signal(SIGPIPE, SIG_IGN);
 	sock = supervisor_start(&cfg, &pid, &hello);
 	assert_int_equal(hello.n_runtimes, 3);
+	sup_pid = pid;
 	be = local_backend_create(&cfg, sock, pid, &hello);
 	return 0;
 }
@@ -318,6 +320,88 @@ static void test_backpressure(void **state)
 	run_free(r);
 }
 
+static bool cgroups_v1(void)
+{
+	struct stat st;
+	return stat("/sys/fs/cgroup/memory/capibox", &st) == 0;
+}
+
+static int capibox_cgroups(void)
+{
+	/* sandbox groups left under capibox's parent group(s) */
+	const char *dirs[] = {"/sys/fs/cgroup/memory/capibox", "/sys/fs/cgroup/pids/capibox",
+			      "/sys/fs/cgroup/capibox"};
+	char prefix[32];
+	int n = 0;
+	/* ours only: other capiboxd (integration tests) may run beside us */
+	snprintf(prefix, sizeof(prefix), "sb-%d-", (int)sup_pid);
+	for (size_t i = 0; i < 3; i++) {
+		DIR *d = opendir(dirs[i]);
+		struct dirent *de;
+		if (d == NULL)
+			continue;
+		while ((de = readdir(d)) != NULL)
+			if (strncmp(de->d_name, prefix, strlen(prefix)) == 0)
+				n++;
+		closedir(d);
+	}
+	return n;
+}
+
+static void test_memory_limit(void **state)
+{
+	struct exec_request t;
+	struct run *r;
+	(void)state;
+	if (!cgroups_v1() && access("/sys/fs/cgroup/capibox", F_OK) != 0) {
+		skip(); /* no cgroups here: memory is not enforced (Health says so) */
+	}
+	memset(&t, 0, sizeof(t));
+	t.limits = cfg.defaults;
+	t.limits.memory_bytes = 64ULL << 20;
+	r = run("python", "b = []\nwhile True: b.append(bytearray(8 << 20))\n", &t);
+	assert_int_equal(r->res.reason, EXEC_REASON_MEMORY_LIMIT);
+	assert_non_null(strstr(r->res.message, "memory limit"));
+	assert_true(r->res.peak_memory_bytes > 32ULL << 20);
+	assert_true(r->res.peak_memory_bytes <= 64ULL << 20);
+	assert_int_equal(capibox_cgroups(), 0);
+	run_free(r);
+}
+
+static void test_process_limit(void **state)
+{
+	struct exec_request t;
+	struct run *r;
+	(void)state;
+	memset(&t, 0, sizeof(t));
+	t.limits = cfg.defaults;
+	t.limits.max_processes = 8;
+	/* forking until it fails: the limit holds, the run still ends */
+	r = run("python",
+		"import os, time\npids = []\nfor i in range(40):\n    try:\n        p = os.fork()\n"
+		"    except OSError:\n        break\n    if p == 0:\n        time.sleep(5)\n"
+		"        os._exit(0)\n    pids.append(p)\nprint('forked', len(pids))\n"
+		"for p in pids:\n    os.kill(p, 9)\n",
+		&t);
+	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
+	assert_non_null(strstr(r->out, "forked "));
+	/* python itself and init count: at most 7 children */
+	assert_true(atoi(strstr(r->out, "forked ") + 7) <= 7);
+	assert_true(atoi(strstr(r->out, "forked ") + 7) > 0);
+	assert_int_equal(sandbox_processes(), 0);
+	run_free(r);
+}
+
+static void test_peak_and_cpu_reported(void **state)
+{
+	struct run *r = run("python", "x = bytearray(30 << 20)\ns = sum(range(3000000))\n", NULL);
+	(void)state;
+	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
+	assert_true(r->res.peak_memory_bytes >= 30ULL << 20);
+	assert_true(r->res.cpu_time_us > 0);
+	run_free(r);
+}
+
 static void test_full(void **state)
 {
 	struct run *rs[8];
@@ -353,6 +437,9 @@ int main(void)
 		cmocka_unit_test(test_output_limit_exact),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_backpressure),
+		cmocka_unit_test(test_memory_limit),
+		cmocka_unit_test(test_process_limit),
+		cmocka_unit_test(test_peak_and_cpu_reported),
 		cmocka_unit_test(test_full),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

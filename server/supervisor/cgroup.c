@@ -1,0 +1,304 @@
+/*
+ * Control groups for sandboxes.
+ *
+ * Groups are named sb-<supervisor pid>-<execution id>: several capiboxd
+ * (tests, replicas) may share a machine.
+ *
+ * v2: /sys/fs/cgroup/capibox/sb-<pid>-<id>, with memory, pids and cpu enabled in
+ *     capibox's subtree_control (capibox itself holds no process, as v2's
+ *     no-internal-process rule wants). memory.max, memory.swap.max = 0,
+ *     pids.max; memory.peak, memory.events (oom_kill), cpu.stat.
+ * v1: /sys/fs/cgroup/{memory,pids,cpuacct}/capibox/sb-<pid>-<id>.
+ *     memory.limit_in_bytes and memory.memsw.limit_in_bytes (swap off, when
+ *     swap accounting exists), pids.max; memory.max_usage_in_bytes,
+ *     memory.oom_control (oom_kill), cpuacct.usage.
+ * Memory charged includes the sandbox's tmpfs pages: files written to
+ * /home/user and /tmp count against the memory limit.
+ */
+#include "cgroup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../log.h"
+
+#define CG_ROOT "/sys/fs/cgroup"
+
+static enum cg_mode mode = CG_NONE;
+static bool v1_memsw;    /* swap accounting present */
+static bool have_pids;
+static bool have_cpu;
+
+static const char *const v1_ctrls[] = {"memory", "pids", "cpuacct"};
+
+static int write_str(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, val, strlen(val));
+	if (n < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	close(fd);
+	return n == (ssize_t)strlen(val) ? 0 : -1;
+}
+
+static int read_str(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
+static uint64_t read_u64(const char *path)
+{
+	char buf[64];
+
+	if (read_str(path, buf, sizeof(buf)) < 0)
+		return 0;
+	return strtoull(buf, NULL, 10);
+}
+
+/* Value of "key N" in a flat-keyed file (memory.events, cpu.stat, oom_control). */
+static uint64_t read_key(const char *path, const char *key)
+{
+	char buf[4096], *p;
+	size_t klen = strlen(key);
+
+	if (read_str(path, buf, sizeof(buf)) < 0)
+		return 0;
+	for (p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (strncmp(p, key, klen) == 0 && p[klen] == ' ')
+			return strtoull(p + klen + 1, NULL, 10);
+	return 0;
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+enum cg_mode cg_init(char *desc, size_t desclen)
+{
+	char path[256], buf[256];
+
+	if (exists(CG_ROOT "/cgroup.controllers")) {
+		if (read_str(CG_ROOT "/cgroup.controllers", buf, sizeof(buf)) < 0 ||
+		    strstr(buf, "memory") == NULL) {
+			snprintf(desc, desclen, "cgroup v2 without the memory controller");
+			return mode = CG_NONE;
+		}
+		have_pids = strstr(buf, "pids") != NULL;
+		have_cpu = strstr(buf, "cpu") != NULL;
+		if (mkdir(CG_ROOT "/capibox", 0755) < 0 && errno != EEXIST) {
+			snprintf(desc, desclen, "cgroup v2: mkdir %s/capibox: %s", CG_ROOT,
+				 strerror(errno));
+			return mode = CG_NONE;
+		}
+		snprintf(buf, sizeof(buf), "+memory%s%s", have_pids ? " +pids" : "",
+			 have_cpu ? " +cpu" : "");
+		if (write_str(CG_ROOT "/cgroup.subtree_control", buf) < 0 ||
+		    write_str(CG_ROOT "/capibox/cgroup.subtree_control", buf) < 0) {
+			snprintf(desc, desclen, "cgroup v2: enabling controllers: %s",
+				 strerror(errno));
+			return mode = CG_NONE;
+		}
+		snprintf(desc, desclen, "cgroup v2 (memory%s%s)", have_pids ? ", pids" : "",
+			 have_cpu ? ", cpu" : "");
+		return mode = CG_V2;
+	}
+	if (exists(CG_ROOT "/memory/memory.limit_in_bytes")) {
+		char missing[64] = "";
+		for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
+			snprintf(path, sizeof(path), CG_ROOT "/%s", v1_ctrls[i]);
+			if (!exists(path)) {
+				size_t l = strlen(missing);
+				snprintf(missing + l, sizeof(missing) - l, " %s", v1_ctrls[i]);
+				continue;
+			}
+			snprintf(path, sizeof(path), CG_ROOT "/%s/capibox", v1_ctrls[i]);
+			if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+				snprintf(desc, desclen, "cgroup v1: mkdir %s: %s", path,
+					 strerror(errno));
+				return mode = CG_NONE;
+			}
+		}
+		have_pids = exists(CG_ROOT "/pids/capibox");
+		have_cpu = exists(CG_ROOT "/cpuacct/capibox");
+		v1_memsw = exists(CG_ROOT "/memory/capibox/memory.memsw.limit_in_bytes");
+		snprintf(desc, desclen, "cgroup v1 (memory%s%s%s)%s%s", v1_memsw ? "+swap" : "",
+			 have_pids ? ", pids" : "", have_cpu ? ", cpuacct" : "",
+			 missing[0] ? "; missing:" : "", missing);
+		return mode = CG_V1;
+	}
+	snprintf(desc, desclen, "no usable cgroups: memory and process limits are rlimit-only");
+	return mode = CG_NONE;
+}
+
+static void group_path(char *buf, size_t len, const char *ctrl, uint64_t id)
+{
+	if (mode == CG_V2)
+		snprintf(buf, len, CG_ROOT "/capibox/sb-%d-%" PRIu64, (int)getpid(), id);
+	else
+		snprintf(buf, len, CG_ROOT "/%s/capibox/sb-%d-%" PRIu64, ctrl, (int)getpid(), id);
+}
+
+static int set_file(const char *dir, const char *file, const char *val, char *err, size_t errlen)
+{
+	char path[320];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	if (write_str(path, val) < 0) {
+		snprintf(err, errlen, "cgroup: write %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int cg_create(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err,
+	      size_t errlen)
+{
+	char dir[256], val[32], pids[32];
+
+	if (mode == CG_NONE)
+		return 0;
+	snprintf(val, sizeof(val), "%" PRIu64, memory_bytes);
+	/* pids.max counts the sandbox's init too */
+	snprintf(pids, sizeof(pids), "%" PRIu32, max_processes + 1);
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, id);
+		if (mkdir(dir, 0755) < 0) {
+			snprintf(err, errlen, "cgroup: mkdir %s: %s", dir, strerror(errno));
+			return -1;
+		}
+		if (set_file(dir, "memory.max", val, err, errlen) < 0 ||
+		    set_file(dir, "memory.swap.max", "0", err, errlen) < 0 ||
+		    (have_pids && set_file(dir, "pids.max", pids, err, errlen) < 0))
+			goto fail;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
+		if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
+			continue;
+		group_path(dir, sizeof(dir), v1_ctrls[i], id);
+		if (mkdir(dir, 0755) < 0) {
+			snprintf(err, errlen, "cgroup: mkdir %s: %s", dir, strerror(errno));
+			goto fail;
+		}
+	}
+	group_path(dir, sizeof(dir), "memory", id);
+	/* limit before memsw limit: memsw must never be below the limit */
+	if (set_file(dir, "memory.limit_in_bytes", val, err, errlen) < 0 ||
+	    (v1_memsw && set_file(dir, "memory.memsw.limit_in_bytes", val, err, errlen) < 0) ||
+	    set_file(dir, "memory.swappiness", "0", err, errlen) < 0)
+		goto fail;
+	if (have_pids) {
+		group_path(dir, sizeof(dir), "pids", id);
+		if (set_file(dir, "pids.max", pids, err, errlen) < 0)
+			goto fail;
+	}
+	return 0;
+fail:
+	cg_destroy(id);
+	return -1;
+}
+
+int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen)
+{
+	char dir[256], val[32];
+
+	if (mode == CG_NONE)
+		return 0;
+	snprintf(val, sizeof(val), "%d", (int)pid);
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, id);
+		return set_file(dir, "cgroup.procs", val, err, errlen);
+	}
+	for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
+		if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
+			continue;
+		group_path(dir, sizeof(dir), v1_ctrls[i], id);
+		if (set_file(dir, "cgroup.procs", val, err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void cg_read_usage(uint64_t id, struct cg_usage *u)
+{
+	char dir[256], path[320];
+
+	memset(u, 0, sizeof(*u));
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, id);
+		snprintf(path, sizeof(path), "%s/memory.peak", dir);
+		u->peak_memory_bytes = read_u64(path);
+		snprintf(path, sizeof(path), "%s/memory.events", dir);
+		u->oom_killed = read_key(path, "oom_kill") > 0;
+		snprintf(path, sizeof(path), "%s/cpu.stat", dir);
+		u->cpu_us = read_key(path, "usage_usec");
+	} else if (mode == CG_V1) {
+		group_path(dir, sizeof(dir), "memory", id);
+		snprintf(path, sizeof(path), "%s/memory.max_usage_in_bytes", dir);
+		u->peak_memory_bytes = read_u64(path);
+		snprintf(path, sizeof(path), "%s/memory.oom_control", dir);
+		u->oom_killed = read_key(path, "oom_kill") > 0;
+		if (have_cpu) {
+			group_path(dir, sizeof(dir), "cpuacct", id);
+			snprintf(path, sizeof(path), "%s/cpuacct.usage", dir);
+			u->cpu_us = read_u64(path) / 1000;
+		}
+	}
+}
+
+static void remove_dir(const char *dir)
+{
+	/* the last processes may still be leaving the group for a moment */
+	for (int i = 0; i < 100; i++) {
+		struct timespec ts = {0, 1000000};
+		if (rmdir(dir) == 0 || errno == ENOENT)
+			return;
+		if (errno != EBUSY)
+			break;
+		nanosleep(&ts, NULL);
+	}
+	log_warn("cgroup: rmdir %s", dir);
+}
+
+void cg_destroy(uint64_t id)
+{
+	char dir[256];
+
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, id);
+		remove_dir(dir);
+	} else if (mode == CG_V1) {
+		for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
+			group_path(dir, sizeof(dir), v1_ctrls[i], id);
+			if (access(dir, F_OK) == 0)
+				remove_dir(dir);
+		}
+	}
+}

@@ -1,0 +1,47 @@
+/*
+ * Per-sandbox control groups: memory (swap off), process count and CPU
+ * accounting. cgroup v2 (unified hierarchy at /sys/fs/cgroup) is used when
+ * it is mounted there; otherwise cgroup v1 with the memory, pids and
+ * cpuacct controllers (as on the dev and CI machines). Supervisor only.
+ */
+#ifndef CAPIBOX_CGROUP_H
+#define CAPIBOX_CGROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum cg_mode { CG_NONE = 0, CG_V1, CG_V2 };
+
+/*
+ * Detects the hierarchy and creates capibox's parent group(s). Returns the
+ * mode; describes it (and any missing controller) in desc.
+ */
+enum cg_mode cg_init(char *desc, size_t desclen);
+
+struct cg_usage {
+	uint64_t cpu_us;
+	uint64_t peak_memory_bytes;
+	bool oom_killed;
+};
+
+/*
+ * Creates the group for sandbox id with its limits. Returns 0, or -1 with
+ * a message in err. A no-op returning 0 in CG_NONE mode.
+ */
+__attribute__((warn_unused_result)) int cg_create(uint64_t id, uint64_t memory_bytes,
+						  uint32_t max_processes, char *err,
+						  size_t errlen);
+
+/* Moves pid into sandbox id's group. Returns 0 or -1 with a message. */
+__attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *err,
+						  size_t errlen);
+
+/* Reads what sandbox id used (zeros where unknown). */
+void cg_read_usage(uint64_t id, struct cg_usage *u);
+
+/* Removes sandbox id's group; its processes must be gone. */
+void cg_destroy(uint64_t id);
+
+#endif
