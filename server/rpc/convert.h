@@ -1,0 +1,53 @@
+/*
+ * protobuf-c <-> plain C conversion for the rpc layer (internal to
+ * server/rpc/). Decoded strings are borrowed from the unpacked message.
+ */
+#ifndef CAPIBOX_RPC_CONVERT_H
+#define CAPIBOX_RPC_CONVERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capibox/v1/sandbox.pb-c.h"
+
+#include "../exec.h"
+
+/* An exec_request plus the arrays convert_execute_request allocated for it. */
+struct convert_exec {
+	struct exec_request req;
+	struct exec_file *files;
+	struct exec_env *env;
+};
+
+/*
+ * Scans the wire bytes of an ExecuteRequest for NUL bytes in the string
+ * fields that reach the sandbox (protobuf-c would silently cut them there).
+ * Returns 0 when clean; -1 with err naming the field ("code: contains a NUL
+ * byte", "files[0].path: ...", "env: name ...") or "malformed
+ * ExecuteRequest" when the wire format itself is broken.
+ */
+__attribute__((warn_unused_result)) int convert_scan_execute(const uint8_t *buf, size_t len,
+							     char *err, size_t errlen);
+
+/*
+ * Fills out->req from m; strings and bytes are borrowed from m, which must
+ * outlive out. Returns 0, or -1 when out of memory. Free with
+ * convert_exec_free().
+ */
+__attribute__((warn_unused_result)) int
+convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert_exec *out);
+
+/* Frees what convert_execute_request allocated (not m). */
+void convert_exec_free(struct convert_exec *cx);
+
+/* Fills out from st; strings are borrowed. backend names the backend if st does not. */
+void convert_started(const struct exec_started *st, const char *backend, Capibox__V1__Started *out);
+
+/* Fills out from res; the message is copied into buf, made valid UTF-8. */
+void convert_finished(const struct exec_result *res, Capibox__V1__Finished *out, char *buf,
+		      size_t buflen);
+
+/* Copies s into buf with invalid UTF-8 and control bytes replaced by '?'. Returns buf. */
+char *convert_utf8_clean(const char *s, char *buf, size_t buflen);
+
+#endif

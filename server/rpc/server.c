@@ -1,0 +1,1300 @@
+/*
+ * The gRPC front: one completion queue, a few worker threads, and a method
+ * table of our own (protoc-c has no gRPC plugin we can use).
+ *
+ * Theory of operation
+ *
+ * Every call is a struct rpc_call with three tags: new (a request slot was
+ * filled), close (RECV_CLOSE_ON_SERVER completed: the call is over, cancelled
+ * or not) and send (the one batch that may be in flight). Worker threads take
+ * events off the queue and run the tag's function; nothing they run blocks.
+ *
+ * Execute events come from the backend's own thread through an exec_sink.
+ * Each event becomes one message and one batch; the backend is resumed when
+ * that batch completes, so there is never more than one SEND_MESSAGE in
+ * flight and a slow client stalls the sandbox's pipe, not our memory.
+ *
+ * Locks: srv->lock (server state, watcher list) may be taken before a call's
+ * lock, never after. No lock of ours is held while calling into the backend,
+ * whose thread holds its own locks while it calls our sink: holding ours
+ * across backend_* calls could deadlock the two threads against each other.
+ *
+ * Lifetime: a call struct is reference counted (the handler, the close
+ * batch, the send batch, the backend until finished, the watcher list, a
+ * running canary). The grpc_call itself is released as soon as the call is
+ * over and no batch is in flight, so a backend that is slow to deliver
+ * finished after a cancel does not hold up server shutdown.
+ */
+#include "rpc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/time.h>
+
+#include "capibox/v1/sandbox.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#include "../health.h"
+#include "../log.h"
+#include "../request.h"
+#include "convert.h"
+
+#define SANDBOX_SERVICE "capibox.v1.SandboxService"
+#define SLOTS_PER_METHOD 2    /* request slots kept posted per method */
+#define CANCEL_WAIT_MS 3000   /* after cancelling executions, before cancelling calls */
+#define LEFTOVER_WAIT_MS 5000 /* for backends to deliver finished of cancelled calls */
+#define MAX_POOLS 32
+
+enum rpc_kind {
+	RPC_EXECUTE,
+	RPC_ANALYZE,
+	RPC_HEALTH,
+	RPC_CHECK,
+	RPC_WATCH,
+	RPC_N_REGISTERED,
+	RPC_UNKNOWN = RPC_N_REGISTERED, /* catch-all slot: grpc_server_request_call */
+	RPC_N_KINDS,
+};
+
+struct rpc_server;
+struct rpc_call;
+
+struct rpc_tag {
+	void (*fn)(struct rpc_server *srv, struct rpc_call *c, bool ok);
+	struct rpc_call *call;
+};
+
+struct rpc_call {
+	struct rpc_server *srv;
+	enum rpc_kind kind;
+	struct rpc_tag new_tag, close_tag, send_tag;
+
+	/* Out-parameters of the request slot; owned by us once new fires. */
+	grpc_call *call;
+	gpr_timespec deadline;
+	grpc_metadata_array md;
+	grpc_byte_buffer *payload;
+	grpc_call_details details; /* RPC_UNKNOWN only */
+
+	pthread_mutex_t lock; /* guards everything below */
+	unsigned refs;
+	bool md_sent;	     /* initial metadata sent or in flight */
+	bool close_posted;   /* RECV_CLOSE_ON_SERVER started */
+	bool closed;	     /* the call is over: send nothing more */
+	int cancelled;	     /* RECV_CLOSE_ON_SERVER out-parameter */
+	bool send_busy;	     /* a batch is in flight */
+	bool send_has_close; /* ... and it carries RECV_CLOSE_ON_SERVER */
+	bool send_is_final;  /* ... and SEND_STATUS_FROM_SERVER */
+	bool status_started; /* a status was sent or is in flight */
+	grpc_byte_buffer *send_buf;
+	grpc_slice status_details;
+	bool has_status_details;
+
+	/* Execute */
+	struct exec *exec;
+	bool exec_known;     /* backend_execute returned the handle */
+	bool resume_pending; /* a send completed before the handle was known */
+	bool cancel_pending; /* cancelled before the handle was known */
+	bool finished;	     /* the backend delivered finished */
+
+	/* Watch (watch_next and listed are guarded by srv->lock) */
+	struct rpc_call *watch_next;
+	bool watch_listed;
+	bool watch_known; /* the service name is one we serve */
+	bool watch_end;	  /* shutdown: send NOT_SERVING and end the stream */
+};
+
+struct rpc_server {
+	const struct config *cfg;
+	struct backend *backend;
+	grpc_server *server;
+	grpc_completion_queue *cq;
+	void *methods[RPC_N_REGISTERED];
+	pthread_t *threads;
+	unsigned n_threads;
+	struct timespec started;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* CLOCK_MONOTONIC; shutdown_done, n_calls */
+	bool shutting_down;  /* health NOT_SERVING, no new slots */
+	bool shutdown_done;  /* the server shutdown tag fired */
+	unsigned n_calls;    /* live struct rpc_call, slots included */
+	struct rpc_call *watchers;
+	struct rpc_tag shutdown_tag;
+
+	/* Readers start batches; the writer shuts the queue down. Starting a
+	 * batch after grpc_completion_queue_shutdown aborts the process. */
+	pthread_rwlock_t cq_lock;
+	bool cq_down;
+};
+
+static void execute_handle(struct rpc_call *c);
+static void analyze_handle(struct rpc_call *c);
+static void health_handle(struct rpc_call *c);
+static void check_handle(struct rpc_call *c);
+static void watch_handle(struct rpc_call *c);
+
+/*
+ * The method table. Both kinds read the request with the new-call event
+ * (GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER); a streaming handler posts
+ * RECV_CLOSE_ON_SERVER on its own and keeps the call open.
+ */
+static const struct {
+	const char *path;
+	bool server_streaming;
+	void (*handle)(struct rpc_call *c);
+} methods[RPC_N_REGISTERED] = {
+	[RPC_EXECUTE] = {"/capibox.v1.SandboxService/Execute", true, execute_handle},
+	[RPC_ANALYZE] = {"/capibox.v1.SandboxService/Analyze", false, analyze_handle},
+	[RPC_HEALTH] = {"/capibox.v1.SandboxService/Health", false, health_handle},
+	[RPC_CHECK] = {"/grpc.health.v1.Health/Check", false, check_handle},
+	[RPC_WATCH] = {"/grpc.health.v1.Health/Watch", true, watch_handle},
+};
+
+static void slot_post(struct rpc_server *srv, enum rpc_kind kind);
+
+static const char *kind_name(enum rpc_kind kind)
+{
+	return kind < RPC_N_REGISTERED ? methods[kind].path : "unknown method";
+}
+
+/* ------------------------------------------------------------------ */
+/* call lifetime                                                        */
+
+static struct rpc_call *call_new(struct rpc_server *srv, enum rpc_kind kind)
+{
+	struct rpc_call *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->srv = srv;
+	c->kind = kind;
+	c->refs = 1;
+	pthread_mutex_init(&c->lock, NULL);
+	grpc_metadata_array_init(&c->md);
+	if (kind == RPC_UNKNOWN)
+		grpc_call_details_init(&c->details);
+	pthread_mutex_lock(&srv->lock);
+	srv->n_calls++;
+	pthread_mutex_unlock(&srv->lock);
+	return c;
+}
+
+static void call_free(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->srv;
+
+	if (c->call)
+		grpc_call_unref(c->call);
+	if (c->exec)
+		backend_release(c->exec);
+	if (c->payload)
+		grpc_byte_buffer_destroy(c->payload);
+	grpc_metadata_array_destroy(&c->md);
+	if (c->kind == RPC_UNKNOWN)
+		grpc_call_details_destroy(&c->details);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+
+	pthread_mutex_lock(&srv->lock);
+	if (--srv->n_calls == 0)
+		pthread_cond_broadcast(&srv->cond);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+static void call_ref_locked(struct rpc_call *c) { c->refs++; }
+
+static void call_unref(struct rpc_call *c)
+{
+	bool last;
+
+	pthread_mutex_lock(&c->lock);
+	last = --c->refs == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (last)
+		call_free(c);
+}
+
+/* Lets go of the grpc_call once it is over and no batch can still use it. */
+static void call_drop_grpc_locked(struct rpc_call *c)
+{
+	if (c->closed && !c->send_busy && c->call) {
+		grpc_call_unref(c->call);
+		c->call = NULL;
+	}
+}
+
+/* Starts a batch unless the queue is shut down. Caller holds c->lock. */
+static bool call_batch_locked(struct rpc_call *c, const grpc_op *ops, size_t n, struct rpc_tag *tag)
+{
+	struct rpc_server *srv = c->srv;
+	grpc_call_error rc = GRPC_CALL_ERROR;
+
+	if (c->call == NULL)
+		return false;
+	pthread_rwlock_rdlock(&srv->cq_lock);
+	if (!srv->cq_down)
+		rc = grpc_call_start_batch(c->call, ops, n, tag, NULL);
+	pthread_rwlock_unlock(&srv->cq_lock);
+	if (rc != GRPC_CALL_OK) {
+		log_warnx("rpc: %s: cannot start batch: %s", kind_name(c->kind),
+			  grpc_call_error_to_string(rc));
+		return false;
+	}
+	return true;
+}
+
+/* Packs msg into a byte buffer without an intermediate copy. */
+static grpc_byte_buffer *pack_message(const ProtobufCMessage *msg)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	grpc_slice s = grpc_slice_malloc(len);
+	grpc_byte_buffer *bb;
+
+	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+	bb = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return bb;
+}
+
+static void call_send_done(struct rpc_server *srv, struct rpc_call *c, bool ok);
+static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok);
+
+/*
+ * Starts the call's one send batch: initial metadata if not yet sent, msg
+ * (may be NULL), and if final the status (code, details), with
+ * RECV_CLOSE_ON_SERVER when it was not posted on its own. Caller holds
+ * c->lock and has checked !send_busy. Returns false if nothing was started.
+ */
+static bool call_send_locked(struct rpc_call *c, const ProtobufCMessage *msg, bool final,
+			     grpc_status_code code, const char *details)
+{
+	grpc_op ops[4];
+	size_t n = 0;
+	bool with_close = false;
+
+	if (c->closed || c->status_started || c->send_busy)
+		return false;
+	memset(ops, 0, sizeof(ops));
+	if (!c->md_sent) {
+		ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+		ops[n].data.send_initial_metadata.count = 0;
+		n++;
+	}
+	if (msg) {
+		c->send_buf = pack_message(msg);
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n].data.send_message.send_message = c->send_buf;
+		n++;
+	}
+	if (final) {
+		c->status_details = grpc_slice_from_copied_string(details ? details : "");
+		c->has_status_details = true;
+		ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+		ops[n].data.send_status_from_server.trailing_metadata_count = 0;
+		ops[n].data.send_status_from_server.status = code;
+		ops[n].data.send_status_from_server.status_details = &c->status_details;
+		n++;
+		if (!c->close_posted) {
+			ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+			ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+			n++;
+			with_close = true;
+		}
+	}
+	c->send_tag.fn = call_send_done;
+	c->send_tag.call = c;
+	if (!call_batch_locked(c, ops, n, &c->send_tag)) {
+		if (c->send_buf)
+			grpc_byte_buffer_destroy(c->send_buf);
+		c->send_buf = NULL;
+		if (c->has_status_details)
+			grpc_slice_unref(c->status_details);
+		c->has_status_details = false;
+		/* A call that takes no batch is as good as over. */
+		c->closed = true;
+		c->cancelled = 1;
+		call_drop_grpc_locked(c);
+		return false;
+	}
+	c->md_sent = true;
+	c->send_busy = true;
+	c->send_has_close = with_close;
+	c->send_is_final = final;
+	if (final)
+		c->status_started = true;
+	if (with_close)
+		c->close_posted = true;
+	call_ref_locked(c);
+	return true;
+}
+
+/* Status with no message (errors, Analyze, unknown methods). */
+static void call_fail(struct rpc_call *c, grpc_status_code code, const char *details)
+{
+	pthread_mutex_lock(&c->lock);
+	call_send_locked(c, NULL, true, code, details);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Message plus OK status in one batch (unary replies). */
+static void call_reply(struct rpc_call *c, const ProtobufCMessage *msg)
+{
+	pthread_mutex_lock(&c->lock);
+	call_send_locked(c, msg, true, GRPC_STATUS_OK, NULL);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Posts RECV_CLOSE_ON_SERVER on its own: it completes when the call ends,
+ * which is how a client cancel or an expired deadline is seen at once.
+ * Caller holds c->lock.
+ */
+static bool call_post_close_locked(struct rpc_call *c)
+{
+	grpc_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &c->cancelled;
+	c->close_tag.fn = call_close_done;
+	c->close_tag.call = c;
+	if (!call_batch_locked(c, &op, 1, &c->close_tag)) {
+		c->closed = true;
+		c->cancelled = 1;
+		call_drop_grpc_locked(c);
+		return false;
+	}
+	c->close_posted = true;
+	call_ref_locked(c);
+	return true;
+}
+
+/* Reads a received payload into one contiguous slice. */
+static bool payload_read(grpc_byte_buffer *bb, grpc_slice *out)
+{
+	grpc_byte_buffer_reader r;
+
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return false;
+	*out = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	return true;
+}
+
+/*
+ * Unpacks the call's request message. Returns NULL with err set (missing or
+ * malformed message); raw, if given, receives the bytes (caller unrefs).
+ */
+static ProtobufCMessage *request_unpack(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
+					const char *what, grpc_slice *raw, char *err, size_t errlen)
+{
+	ProtobufCMessage *m;
+	grpc_slice s;
+
+	if (c->payload == NULL) {
+		snprintf(err, errlen, "missing %s message", what);
+		return NULL;
+	}
+	if (!payload_read(c->payload, &s)) {
+		snprintf(err, errlen, "malformed %s (cannot decompress)", what);
+		return NULL;
+	}
+	grpc_byte_buffer_destroy(c->payload);
+	c->payload = NULL;
+	m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+	if (m == NULL)
+		snprintf(err, errlen, "malformed %s", what);
+	if (raw)
+		*raw = s;
+	else
+		grpc_slice_unref(s);
+	return m;
+}
+
+/* ------------------------------------------------------------------ */
+/* Execute                                                              */
+
+/* The backend may go on; now, or once backend_execute has returned. */
+static struct exec *exec_resume_locked(struct rpc_call *c)
+{
+	if (c->exec_known)
+		return c->exec;
+	c->resume_pending = true;
+	return NULL;
+}
+
+/* Sends one event (final: with status OK), or lets the backend go on. */
+static void execute_deliver(struct rpc_call *c, const ProtobufCMessage *msg, bool final)
+{
+	struct exec *resume = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	if (final)
+		c->finished = true;
+	/* A cancelled call sends nothing more, but the backend must still be
+	 * resumed to reach finished and clean up. */
+	if (!call_send_locked(c, msg, final, GRPC_STATUS_OK, NULL) && !final)
+		resume = exec_resume_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	if (resume)
+		backend_resume(resume);
+	if (final)
+		call_unref(c); /* the backend's reference */
+}
+
+static void execute_on_started(void *arg, const struct exec_started *st)
+{
+	struct rpc_call *c = arg;
+	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
+	Capibox__V1__Started started;
+
+	convert_started(st, c->srv->backend->ops->name, &started);
+	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STARTED;
+	resp.started = &started;
+	execute_deliver(c, &resp.base, false);
+}
+
+static void execute_on_output(void *arg, enum exec_stream stream, const uint8_t *data, size_t len)
+{
+	struct rpc_call *c = arg;
+	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
+	Capibox__V1__Output out = CAPIBOX__V1__OUTPUT__INIT;
+
+	out.data.data = (uint8_t *)data;
+	out.data.len = len;
+	if (stream == EXEC_STDERR) {
+		resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STDERR;
+		resp.stderr = &out;
+	} else {
+		resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STDOUT;
+		resp.stdout = &out;
+	}
+	execute_deliver(c, &resp.base, false);
+}
+
+static void execute_on_finished(void *arg, const struct exec_result *res)
+{
+	struct rpc_call *c = arg;
+	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
+	Capibox__V1__Finished fin;
+	char msg[sizeof(res->message) * 2];
+
+	convert_finished(res, &fin, msg, sizeof(msg));
+	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_FINISHED;
+	resp.finished = &fin;
+	execute_deliver(c, &resp.base, true);
+}
+
+static const struct exec_sink execute_sink = {
+	.started = execute_on_started,
+	.output = execute_on_output,
+	.finished = execute_on_finished,
+};
+
+static grpc_status_code status_of_request(enum request_rc rc)
+{
+	switch (rc) {
+	case REQUEST_OK:
+		return GRPC_STATUS_OK;
+	case REQUEST_TOO_LARGE:
+		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case REQUEST_UNIMPLEMENTED:
+		return GRPC_STATUS_UNIMPLEMENTED;
+	case REQUEST_INVALID:
+	default:
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+}
+
+static grpc_status_code status_of_backend(enum backend_rc rc)
+{
+	switch (rc) {
+	case BACKEND_OK:
+		return GRPC_STATUS_OK;
+	case BACKEND_FULL:
+		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case BACKEND_DRAINING:
+		return GRPC_STATUS_UNAVAILABLE;
+	case BACKEND_INVALID:
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	case BACKEND_INTERNAL:
+	default:
+		return GRPC_STATUS_INTERNAL;
+	}
+}
+
+static void execute_handle(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->srv;
+	Capibox__V1__ExecuteRequest *m = NULL;
+	struct convert_exec cx = {0};
+	grpc_slice raw = grpc_empty_slice();
+	grpc_status_code code = GRPC_STATUS_OK;
+	enum backend_rc brc;
+	struct exec *e = NULL;
+	char err[512] = "";
+	bool resume, cancel, posted;
+
+	if (c->payload == NULL) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(err, sizeof(err), "missing ExecuteRequest message");
+		goto out;
+	}
+	if (!payload_read(c->payload, &raw)) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(err, sizeof(err), "malformed ExecuteRequest (cannot decompress)");
+		goto out;
+	}
+	grpc_byte_buffer_destroy(c->payload);
+	c->payload = NULL;
+	if (convert_scan_execute(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), err,
+				 sizeof(err)) < 0) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		goto out;
+	}
+	m = capibox__v1__execute_request__unpack(NULL, GRPC_SLICE_LENGTH(raw),
+						 GRPC_SLICE_START_PTR(raw));
+	if (m == NULL) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(err, sizeof(err), "malformed ExecuteRequest");
+		goto out;
+	}
+	if (convert_execute_request(m, &cx) < 0) {
+		code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		snprintf(err, sizeof(err), "out of memory");
+		goto out;
+	}
+	code = status_of_request(request_validate_execute(srv->cfg, &cx.req, err, sizeof(err)));
+	if (code != GRPC_STATUS_OK)
+		goto out;
+
+	/* The stream starts: watch for the call's end before anything else, and
+	 * hold a reference for the backend until it delivers finished. */
+	pthread_mutex_lock(&c->lock);
+	posted = call_post_close_locked(c);
+	if (posted)
+		call_ref_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	if (!posted)
+		goto out; /* the call is already gone: run nothing for it */
+
+	brc = backend_execute(srv->backend, &cx.req, &execute_sink, c, &e, err, sizeof(err));
+	if (brc != BACKEND_OK) {
+		call_unref(c); /* no finished will come */
+		code = status_of_backend(brc);
+		if (err[0] == '\0')
+			snprintf(err, sizeof(err), "backend refused the execution");
+		goto out;
+	}
+	pthread_mutex_lock(&c->lock);
+	c->exec = e;
+	c->exec_known = true;
+	resume = c->resume_pending;
+	cancel = c->cancel_pending && !c->finished;
+	c->resume_pending = c->cancel_pending = false;
+	pthread_mutex_unlock(&c->lock);
+	if (cancel)
+		backend_cancel(e, EXEC_REASON_CANCELLED);
+	if (resume)
+		backend_resume(e);
+out:
+	if (code != GRPC_STATUS_OK) {
+		if (code == GRPC_STATUS_INTERNAL)
+			log_warnx("rpc: Execute: %s", err);
+		call_fail(c, code, err);
+	}
+	if (m)
+		capibox__v1__execute_request__free_unpacked(m, NULL);
+	convert_exec_free(&cx);
+	grpc_slice_unref(raw);
+}
+
+/* ------------------------------------------------------------------ */
+/* capibox.v1 Health                                                    */
+
+static bool server_serving(struct rpc_server *srv)
+{
+	bool serving;
+
+	pthread_mutex_lock(&srv->lock);
+	serving = !srv->shutting_down;
+	pthread_mutex_unlock(&srv->lock);
+	return serving;
+}
+
+/*
+ * Pool figures are taken when the request arrives, on the CQ thread: the
+ * reply to a deep check is sent from a backend callback, where calling back
+ * into the backend for its stats could deadlock on the backend's own lock.
+ */
+struct health_ctx {
+	struct rpc_call *c;
+	size_t n_stats;
+	struct runtime_stats stats[MAX_POOLS];
+};
+
+static void health_stats(struct rpc_server *srv, struct health_ctx *h)
+{
+	h->n_stats = backend_stats(srv->backend, h->stats, MAX_POOLS);
+	if (h->n_stats > MAX_POOLS)
+		h->n_stats = MAX_POOLS;
+}
+
+/* Builds and sends the HealthResponse; rep is NULL for a shallow check. */
+static void health_reply(struct health_ctx *h, const struct health_report *rep)
+{
+	struct rpc_call *c = h->c;
+	struct rpc_server *srv = c->srv;
+	Capibox__V1__HealthResponse resp = CAPIBOX__V1__HEALTH_RESPONSE__INIT;
+	Capibox__V1__BackendHealth bh = CAPIBOX__V1__BACKEND_HEALTH__INIT;
+	Capibox__V1__BackendHealth *bhs[1] = {&bh};
+	Capibox__V1__RuntimePool pools[MAX_POOLS];
+	Capibox__V1__RuntimePool *pool_ptrs[MAX_POOLS];
+	struct timespec now;
+	bool serving = server_serving(srv);
+	char message[1100];
+
+	for (size_t i = 0; i < h->n_stats; i++) {
+		const struct runtime_stats *st = &h->stats[i];
+
+		capibox__v1__runtime_pool__init(&pools[i]);
+		pools[i].language = (char *)(st->language ? st->language : "");
+		pools[i].idle = st->idle;
+		pools[i].busy = st->busy;
+		pools[i].target = st->target;
+		pools[i].runtime_version = (char *)(st->version ? st->version : "");
+		pool_ptrs[i] = &pools[i];
+	}
+
+	bh.name = (char *)srv->backend->ops->name;
+	bh.pools = pool_ptrs;
+	bh.n_pools = h->n_stats;
+	bh.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_SERVING;
+	resp.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_SERVING;
+	message[0] = '\0';
+	if (rep) {
+		snprintf(message, sizeof(message), "%s", rep->summary);
+		bh.canary_us = rep->slowest_us;
+		if (rep->n_ok < rep->n) {
+			bh.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
+			resp.status =
+				rep->n_ok == 0 ?
+					CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING :
+					CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_DEGRADED;
+		}
+	}
+	if (!serving) {
+		bh.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
+		resp.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
+		if (message[0] == '\0')
+			snprintf(message, sizeof(message), "draining: the server is shutting down");
+	}
+	bh.message = message;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	resp.version = (char *)CAPIBOX_VERSION;
+	resp.uptime_s = (uint64_t)(now.tv_sec - srv->started.tv_sec);
+	resp.backends = bhs;
+	resp.n_backends = 1;
+	call_reply(c, &resp.base);
+}
+
+/* health_canary_start's completion: a backend thread, or the handler's. */
+static void health_canary_done(void *arg, const struct health_report *rep)
+{
+	struct health_ctx *h = arg;
+	struct rpc_call *c = h->c;
+
+	health_reply(h, rep); /* sends nothing if the call already ended */
+	free(h);
+	call_unref(c); /* the canary's reference */
+}
+
+static void health_handle(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->srv;
+	Capibox__V1__HealthRequest *m;
+	struct health_ctx *h;
+	char err[256];
+	bool deep, posted;
+
+	m = (Capibox__V1__HealthRequest *)request_unpack(c,
+							 &capibox__v1__health_request__descriptor,
+							 "HealthRequest", NULL, err, sizeof(err));
+	if (m == NULL) {
+		call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+		return;
+	}
+	deep = m->deep;
+	capibox__v1__health_request__free_unpacked(m, NULL);
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	h->c = c;
+	health_stats(srv, h);
+	if (!deep) {
+		health_reply(h, NULL);
+		free(h);
+		return;
+	}
+	/* The canary takes a while: notice a cancel meanwhile, and keep the
+	 * call struct alive until the canary reports. */
+	pthread_mutex_lock(&c->lock);
+	posted = call_post_close_locked(c);
+	if (posted)
+		call_ref_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	if (!posted) {
+		free(h); /* the call is already gone */
+		return;
+	}
+	if (health_canary_start(srv->cfg, srv->backend, health_canary_done, h) < 0) {
+		free(h);
+		call_unref(c);
+		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* grpc.health.v1                                                       */
+
+static bool service_known(const char *name)
+{
+	return name[0] == '\0' || strcmp(name, SANDBOX_SERVICE) == 0;
+}
+
+static Grpc__Health__V1__HealthCheckRequest *check_unpack(struct rpc_call *c)
+{
+	Grpc__Health__V1__HealthCheckRequest *m;
+	char err[256];
+
+	m = (Grpc__Health__V1__HealthCheckRequest *)request_unpack(
+		c, &grpc__health__v1__health_check_request__descriptor, "HealthCheckRequest", NULL,
+		err, sizeof(err));
+	if (m == NULL)
+		call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+	return m;
+}
+
+static void check_handle(struct rpc_call *c)
+{
+	Grpc__Health__V1__HealthCheckRequest *m = check_unpack(c);
+	Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	char err[300];
+
+	if (m == NULL)
+		return;
+	if (!service_known(m->service)) {
+		char name[160];
+
+		snprintf(err, sizeof(err), "unknown service \"%s\"",
+			 convert_utf8_clean(m->service, name, sizeof(name)));
+		call_fail(c, GRPC_STATUS_NOT_FOUND, err);
+	} else {
+		resp.status =
+			server_serving(c->srv) ?
+				GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING :
+				GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+		call_reply(c, &resp.base);
+	}
+	grpc__health__v1__health_check_request__free_unpacked(m, NULL);
+}
+
+/*
+ * Sends the watcher's next message: at shutdown NOT_SERVING (SERVICE_UNKNOWN
+ * stays as it is) together with status UNAVAILABLE, which ends the stream so
+ * it does not hold up server shutdown. Caller holds c->lock.
+ */
+static void watch_send_locked(struct rpc_call *c, bool first)
+{
+	Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+
+	if (c->send_busy || c->closed || c->status_started)
+		return;
+	if (!c->watch_known)
+		resp.status =
+			GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+	else if (c->watch_end)
+		resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+	else
+		resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	if (c->watch_end)
+		call_send_locked(c, (first || c->watch_known) ? &resp.base : NULL, true,
+				 GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+	else if (first)
+		call_send_locked(c, &resp.base, false, GRPC_STATUS_OK, NULL);
+}
+
+static void watch_handle(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->srv;
+	Grpc__Health__V1__HealthCheckRequest *m = check_unpack(c);
+
+	if (m == NULL)
+		return;
+	c->watch_known = service_known(m->service);
+	grpc__health__v1__health_check_request__free_unpacked(m, NULL);
+
+	pthread_mutex_lock(&srv->lock);
+	pthread_mutex_lock(&c->lock);
+	if (srv->shutting_down) {
+		c->watch_end = true;
+	} else {
+		c->watch_next = srv->watchers;
+		srv->watchers = c;
+		c->watch_listed = true;
+		call_ref_locked(c); /* the list's reference */
+		call_post_close_locked(c);
+	}
+	watch_send_locked(c, true);
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/* Takes c off the watcher list, if it is on it. */
+static void watch_unlist(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->srv;
+	bool was_listed = false;
+
+	pthread_mutex_lock(&srv->lock);
+	if (c->watch_listed) {
+		for (struct rpc_call **pp = &srv->watchers; *pp; pp = &(*pp)->watch_next) {
+			if (*pp == c) {
+				*pp = c->watch_next;
+				break;
+			}
+		}
+		c->watch_listed = false;
+		was_listed = true;
+	}
+	pthread_mutex_unlock(&srv->lock);
+	if (was_listed)
+		call_unref(c);
+}
+
+/* Shutdown: every watcher gets NOT_SERVING and its stream ends. */
+static void watch_end_all(struct rpc_server *srv)
+{
+	pthread_mutex_lock(&srv->lock);
+	for (struct rpc_call *c = srv->watchers; c; c = c->watch_next) {
+		pthread_mutex_lock(&c->lock);
+		c->watch_end = true;
+		watch_send_locked(c, false);
+		pthread_mutex_unlock(&c->lock);
+	}
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* completion handlers                                                  */
+
+static void call_send_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
+{
+	struct exec *resume = NULL;
+	bool unlist = false;
+
+	(void)srv;
+	pthread_mutex_lock(&c->lock);
+	c->send_busy = false;
+	if (c->send_buf)
+		grpc_byte_buffer_destroy(c->send_buf);
+	c->send_buf = NULL;
+	if (c->has_status_details)
+		grpc_slice_unref(c->status_details);
+	c->has_status_details = false;
+	if (c->send_has_close || (c->send_is_final && !ok))
+		c->closed = true;
+	/* A failed non-final send means the stream is gone; the RECV_CLOSE
+	 * completion reports it and cancels the execution. */
+	switch (c->kind) {
+	case RPC_EXECUTE:
+		if (!c->send_is_final)
+			resume = exec_resume_locked(c);
+		break;
+	case RPC_WATCH:
+		if (c->watch_end)
+			watch_send_locked(c, false);
+		unlist = c->closed;
+		break;
+	default:
+		break;
+	}
+	call_drop_grpc_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	if (resume)
+		backend_resume(resume);
+	if (unlist)
+		watch_unlist(c);
+	call_unref(c); /* the batch's reference */
+}
+
+static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
+{
+	struct exec *cancel = NULL;
+	bool cancelled;
+
+	(void)srv;
+	pthread_mutex_lock(&c->lock);
+	c->closed = true;
+	cancelled = !ok || c->cancelled;
+	if (c->kind == RPC_EXECUTE && cancelled && !c->finished) {
+		/* Client cancel or deadline: end the run; finished still comes. */
+		if (c->exec_known)
+			cancel = c->exec;
+		else
+			c->cancel_pending = true;
+	}
+	call_drop_grpc_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	if (cancel)
+		backend_cancel(cancel, EXEC_REASON_CANCELLED);
+	if (c->kind == RPC_WATCH)
+		watch_unlist(c);
+	call_unref(c); /* the close batch's reference */
+}
+
+static void analyze_handle(struct rpc_call *c)
+{
+	call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "Analyze is not implemented yet");
+}
+
+static void unknown_handle(struct rpc_call *c)
+{
+	char method[200], msg[260];
+	size_t len = GRPC_SLICE_LENGTH(c->details.method);
+	const uint8_t *p = GRPC_SLICE_START_PTR(c->details.method);
+	size_t o = 0;
+
+	/* The path is the client's: keep it short and printable. */
+	for (size_t i = 0; i < len && o + 1 < sizeof(method); i++)
+		method[o++] = (p[i] >= 0x20 && p[i] < 0x7f) ? (char)p[i] : '?';
+	method[o] = '\0';
+	snprintf(msg, sizeof(msg), "unknown method %s", o ? method : "(empty)");
+	call_fail(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+}
+
+static void call_new_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
+{
+	if (!ok) {
+		/* The server is shutting down: the slot was never filled. */
+		call_unref(c);
+		return;
+	}
+	/* Keep the method's slot posted before serving this call. */
+	slot_post(srv, c->kind);
+
+	if (c->kind < RPC_N_REGISTERED)
+		methods[c->kind].handle(c);
+	else
+		unknown_handle(c);
+	call_unref(c); /* the handler's reference */
+}
+
+static void slot_post(struct rpc_server *srv, enum rpc_kind kind)
+{
+	struct rpc_call *c;
+	grpc_call_error rc;
+
+	c = call_new(srv, kind);
+	if (c == NULL) {
+		log_warnx("rpc: out of memory: a request slot for %s is lost", kind_name(kind));
+		return;
+	}
+	c->new_tag.fn = call_new_done;
+	c->new_tag.call = c;
+	pthread_mutex_lock(&srv->lock);
+	if (srv->shutting_down) {
+		pthread_mutex_unlock(&srv->lock);
+		call_unref(c);
+		return;
+	}
+	if (kind == RPC_UNKNOWN)
+		rc = grpc_server_request_call(srv->server, &c->call, &c->details, &c->md, srv->cq,
+					      srv->cq, &c->new_tag);
+	else
+		rc = grpc_server_request_registered_call(srv->server, srv->methods[kind], &c->call,
+							 &c->deadline, &c->md, &c->payload, srv->cq,
+							 srv->cq, &c->new_tag);
+	pthread_mutex_unlock(&srv->lock);
+	if (rc != GRPC_CALL_OK) {
+		log_warnx("rpc: cannot post a request slot: %s", grpc_call_error_to_string(rc));
+		call_unref(c);
+	}
+}
+
+static void server_shutdown_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
+{
+	(void)c;
+	(void)ok;
+	pthread_mutex_lock(&srv->lock);
+	srv->shutdown_done = true;
+	pthread_cond_broadcast(&srv->cond);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct rpc_server *srv = arg;
+
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(
+			srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		struct rpc_tag *tag;
+
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		tag = ev.tag;
+		tag->fn(srv, tag->call, ev.success != 0);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* start and shutdown                                                   */
+
+/* What clients should dial: the listen address with the bound port. */
+static void bound_address(const char *listen, int port, char *buf, size_t len)
+{
+	const char *colon;
+
+	if (strncmp(listen, "unix:", 5) == 0 || strncmp(listen, "unix-abstract:", 14) == 0) {
+		snprintf(buf, len, "%s", listen);
+		return;
+	}
+	colon = strrchr(listen, ':');
+	if (colon == NULL || (strchr(listen, ']') && colon < strchr(listen, ']')))
+		snprintf(buf, len, "%s:%d", listen, port);
+	else
+		snprintf(buf, len, "%.*s:%d", (int)(colon - listen), listen, port);
+}
+
+/* Writes the address to path atomically, so a reader never sees half of it. */
+static void ready_file_write(const char *path, const char *addr)
+{
+	char tmp[PATH_MAX];
+	size_t len = strlen(addr), off = 0;
+	int fd;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+		fatalx("ready file path too long: %s", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		fatal("open %s", tmp);
+	while (off < len) {
+		ssize_t n = write(fd, addr + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			fatal("write %s", tmp);
+		off += (size_t)n;
+	}
+	if (write(fd, "\n", 1) != 1)
+		fatal("write %s", tmp);
+	if (close(fd) < 0)
+		fatal("close %s", tmp);
+	if (rename(tmp, path) < 0)
+		fatal("rename %s to %s", tmp, path);
+}
+
+struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *backend)
+{
+	struct rpc_server *srv;
+	grpc_server_credentials *creds;
+	grpc_arg args[2];
+	grpc_channel_args chargs;
+	pthread_condattr_t ca;
+	char addr[512];
+	int port;
+
+	srv = calloc(1, sizeof(*srv));
+	if (srv == NULL)
+		fatal("calloc");
+	srv->cfg = cfg;
+	srv->backend = backend;
+	clock_gettime(CLOCK_MONOTONIC, &srv->started);
+	pthread_mutex_init(&srv->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&srv->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_rwlock_init(&srv->cq_lock, NULL);
+	srv->shutdown_tag.fn = server_shutdown_done;
+
+	grpc_init();
+	args[0].type = GRPC_ARG_INTEGER;
+	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[0].value.integer =
+		cfg->max_message_bytes > INT_MAX ? INT_MAX : (int)cfg->max_message_bytes;
+	/* gRPC sets SO_REUSEPORT by default: a second daemon would then share
+	 * the port silently instead of failing to bind. */
+	args[1].type = GRPC_ARG_INTEGER;
+	args[1].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+	args[1].value.integer = 0;
+	chargs.num_args = 2;
+	chargs.args = args;
+
+	srv->cq = grpc_completion_queue_create_for_next(NULL);
+	srv->server = grpc_server_create(&chargs, NULL);
+	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+	for (int i = 0; i < RPC_N_REGISTERED; i++) {
+		srv->methods[i] =
+			grpc_server_register_method(srv->server, methods[i].path, NULL,
+						    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+		if (srv->methods[i] == NULL)
+			fatalx("cannot register %s", methods[i].path);
+	}
+	creds = grpc_insecure_server_credentials_create();
+	port = grpc_server_add_http2_port(srv->server, cfg->listen, creds);
+	grpc_server_credentials_release(creds);
+	if (port == 0)
+		fatalx("cannot listen on %s (address in use, invalid or not permitted)",
+		       cfg->listen);
+	grpc_server_start(srv->server);
+
+	srv->n_threads = cfg->cq_threads ? cfg->cq_threads : 1;
+	srv->threads = calloc(srv->n_threads, sizeof(srv->threads[0]));
+	if (srv->threads == NULL)
+		fatal("calloc");
+	for (unsigned i = 0; i < srv->n_threads; i++) {
+		int rc = pthread_create(&srv->threads[i], NULL, worker_main, srv);
+
+		if (rc != 0) {
+			errno = rc;
+			fatal("pthread_create");
+		}
+	}
+	for (int k = 0; k < RPC_N_KINDS; k++)
+		for (int i = 0; i < SLOTS_PER_METHOD; i++)
+			slot_post(srv, (enum rpc_kind)k);
+
+	bound_address(cfg->listen, port, addr, sizeof(addr));
+	if (cfg->ready_file)
+		ready_file_write(cfg->ready_file, addr);
+	log_info("listening on %s (%u completion-queue threads)", addr, srv->n_threads);
+	return srv;
+}
+
+/* Waits up to ms (UINT_MAX: forever) for the shutdown tag; true if it fired. */
+static bool shutdown_wait(struct rpc_server *srv, unsigned ms)
+{
+	struct timespec until;
+	bool done;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&srv->lock);
+	while (!srv->shutdown_done) {
+		if (ms == UINT_MAX)
+			pthread_cond_wait(&srv->cond, &srv->lock);
+		else if (pthread_cond_timedwait(&srv->cond, &srv->lock, &until) == ETIMEDOUT)
+			break;
+	}
+	done = srv->shutdown_done;
+	pthread_mutex_unlock(&srv->lock);
+	return done;
+}
+
+/* Waits up to ms for every call struct to be freed; true if none is left. */
+static bool calls_wait(struct rpc_server *srv, unsigned ms)
+{
+	struct timespec until;
+	bool none;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&srv->lock);
+	while (srv->n_calls > 0)
+		if (pthread_cond_timedwait(&srv->cond, &srv->lock, &until) == ETIMEDOUT)
+			break;
+	none = srv->n_calls == 0;
+	pthread_mutex_unlock(&srv->lock);
+	return none;
+}
+
+void rpc_server_shutdown(struct rpc_server *srv, unsigned grace_ms)
+{
+	bool leftovers = false;
+
+	log_info("shutting down: %u executions running, grace %u ms", backend_live(srv->backend),
+		 grace_ms);
+	pthread_mutex_lock(&srv->lock);
+	srv->shutting_down = true; /* health NOT_SERVING from here on */
+	pthread_mutex_unlock(&srv->lock);
+	watch_end_all(srv);
+	backend_drain(srv->backend);
+	grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+
+	if (shutdown_wait(srv, grace_ms)) {
+		log_info("all calls ended within the grace period");
+	} else {
+		log_info("grace period over: cancelling %u executions", backend_live(srv->backend));
+		backend_cancel_all(srv->backend, EXEC_REASON_CANCELLED);
+		if (!shutdown_wait(srv, CANCEL_WAIT_MS)) {
+			log_info("calls still open after %u ms: cancelling them", CANCEL_WAIT_MS);
+			grpc_server_cancel_all_calls(srv->server);
+			shutdown_wait(srv, UINT_MAX);
+		}
+	}
+
+	pthread_rwlock_wrlock(&srv->cq_lock);
+	srv->cq_down = true;
+	grpc_completion_queue_shutdown(srv->cq);
+	pthread_rwlock_unlock(&srv->cq_lock);
+	for (unsigned i = 0; i < srv->n_threads; i++)
+		pthread_join(srv->threads[i], NULL);
+
+	/* Calls that were cancelled may still wait for the backend's finished;
+	 * their sink argument is ours, so srv must outlive them. */
+	if (!calls_wait(srv, LEFTOVER_WAIT_MS)) {
+		backend_cancel_all(srv->backend, EXEC_REASON_CANCELLED);
+		if (!calls_wait(srv, LEFTOVER_WAIT_MS)) {
+			log_warnx("%u calls still wait for their backend; leaving them",
+				  srv->n_calls);
+			leftovers = true;
+		}
+	}
+
+	grpc_server_destroy(srv->server);
+	grpc_completion_queue_destroy(srv->cq);
+	grpc_shutdown_blocking();
+	free(srv->threads);
+	srv->threads = NULL;
+	if (leftovers)
+		return; /* a late callback may still use srv: leak it */
+	pthread_rwlock_destroy(&srv->cq_lock);
+	pthread_cond_destroy(&srv->cond);
+	pthread_mutex_destroy(&srv->lock);
+	free(srv);
+	log_info("rpc server stopped");
+}
