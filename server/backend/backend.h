@@ -43,6 +43,11 @@ struct runtime_stats {
 	const char *version;  /* owned by the backend, lives as long as it */
 };
 
+enum backend_status {
+	BACKEND_STATUS_SERVING = 1,   /* values match capibox.v1.ServingStatus */
+	BACKEND_STATUS_DEGRADED = 2,
+};
+
 struct backend;
 struct exec;
 
@@ -57,6 +62,7 @@ struct backend_ops {
 	size_t (*stats)(struct backend *b, struct runtime_stats *out, size_t max);
 	void (*cancel_all)(struct backend *b, enum exec_reason reason);
 	unsigned (*live)(struct backend *b);
+	enum backend_status (*status)(struct backend *b, char *msg, size_t len);
 	void (*drain)(struct backend *b);
 	void (*destroy)(struct backend *b);
 };
@@ -108,6 +114,12 @@ static inline void backend_cancel_all(struct backend *b, enum exec_reason reason
 
 /* Number of executions accepted and not yet finished. */
 static inline unsigned backend_live(struct backend *b) { return b->ops->live(b); }
+
+/* The backend's own state (e.g. limits not enforceable) and a description. */
+static inline enum backend_status backend_status(struct backend *b, char *msg, size_t len)
+{
+	return b->ops->status(b, msg, len);
+}
 
 /* From now on backend_execute returns BACKEND_DRAINING. */
 static inline void backend_drain(struct backend *b) { b->ops->drain(b); }

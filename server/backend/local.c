@@ -83,6 +83,8 @@ struct local_backend {
 	uint64_t next_id;
 	uint32_t nonce;
 	char versions[IPC_MAX_RUNTIMES][IPC_VERSION_LEN];
+	uint32_t cgroup_mode;
+	char cgroup[128];
 	uint8_t *buf; /* io thread only */
 };
 
@@ -598,6 +600,15 @@ static unsigned local_live(struct backend *b)
 	return n;
 }
 
+static enum backend_status local_status(struct backend *b, char *msg, size_t len)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+
+	snprintf(msg, len, "limits: %s", lb->cgroup);
+	/* without cgroups memory and process limits are not enforced */
+	return lb->cgroup_mode == 0 ? BACKEND_STATUS_DEGRADED : BACKEND_STATUS_SERVING;
+}
+
 static void local_drain(struct backend *b)
 {
 	struct local_backend *lb = (struct local_backend *)b;
@@ -642,6 +653,7 @@ static const struct backend_ops local_ops = {
 	.stats = local_stats,
 	.cancel_all = local_cancel_all,
 	.live = local_live,
+	.status = local_status,
 	.drain = local_drain,
 	.destroy = local_destroy,
 };
@@ -660,6 +672,10 @@ struct backend *local_backend_create(const struct config *cfg, int sock, pid_t s
 	lb->sup_pid = sup_pid;
 	for (uint32_t i = 0; i < hello->n_runtimes && i < IPC_MAX_RUNTIMES; i++)
 		memcpy(lb->versions[i], hello->versions[i], IPC_VERSION_LEN);
+	lb->cgroup_mode = hello->cgroup_mode;
+	memcpy(lb->cgroup, hello->cgroup, sizeof(lb->cgroup));
+	if (lb->cgroup_mode == 0)
+		log_warnx("local backend: %s; Health reports DEGRADED", lb->cgroup);
 	if (getrandom(&lb->nonce, sizeof(lb->nonce), 0) != sizeof(lb->nonce))
 		lb->nonce = (uint32_t)time(NULL);
 	pthread_mutex_init(&lb->mu, NULL);

@@ -667,7 +667,7 @@ static void health_reply(struct health_ctx *h, const struct health_report *rep)
 	Capibox__V1__RuntimePool *pool_ptrs[MAX_POOLS];
 	struct timespec now;
 	bool serving = server_serving(srv);
-	char message[1100];
+	char message[1100], bstatus[256];
 
 	for (size_t i = 0; i < h->n_stats; i++) {
 		const struct runtime_stats *st = &h->stats[i];
@@ -686,9 +686,13 @@ static void health_reply(struct health_ctx *h, const struct health_report *rep)
 	bh.n_pools = h->n_stats;
 	bh.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_SERVING;
 	resp.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_SERVING;
-	message[0] = '\0';
+	if (backend_status(srv->backend, bstatus, sizeof(bstatus)) == BACKEND_STATUS_DEGRADED) {
+		bh.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_DEGRADED;
+		resp.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_DEGRADED;
+	}
+	snprintf(message, sizeof(message), "%s", bstatus);
 	if (rep) {
-		snprintf(message, sizeof(message), "%s", rep->summary);
+		snprintf(message, sizeof(message), "%.800s\n%.255s", rep->summary, bstatus);
 		bh.canary_us = rep->slowest_us;
 		if (rep->n_ok < rep->n) {
 			bh.status = CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING;
