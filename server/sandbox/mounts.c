@@ -9,7 +9,7 @@
  *                nsswitch; read-only binds of the few host entries runtimes
  *                need (dynamic linker cache, alternatives, fonts, python)
  *   /proc        fresh, of the sandbox's pid namespace
- *   /dev         tmpfs with null, zero, full, random, urandom; shm
+ *   /dev         read-only tmpfs: null, zero, full, random, urandom; shm -> /tmp
  *   /tmp         size-capped tmpfs
  *   /home/user   size-capped tmpfs, the working directory
  *   /.capibox    the code file, read-only
@@ -201,11 +201,10 @@ static int setup_dev(char *err, size_t errlen)
 	    symlink("/proc/self/fd/1", "dev/stdout") < 0 ||
 	    symlink("/proc/self/fd/2", "dev/stderr") < 0)
 		FAIL("symlink in dev");
-	if (mkdir("dev/shm", 01777) < 0 || chmod("dev/shm", 01777) < 0)
-		FAIL("mkdir dev/shm");
-	if (mount_tmpfs("dev/shm", "size=16m,mode=1777", MS_NOSUID | MS_NODEV | MS_NOEXEC, err,
-			errlen) < 0)
-		return -1;
+	/* POSIX shared memory and semaphores (python multiprocessing) live in
+	 * /tmp's size-capped tmpfs: no third writable place */
+	if (symlink("/tmp", "dev/shm") < 0)
+		FAIL("symlink dev/shm");
 	if (mount(NULL, "dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
 		  NULL) < 0)
 		FAIL("remount dev read-only");
