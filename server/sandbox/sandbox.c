@@ -33,6 +33,7 @@
 
 #include "../proctitle.h"
 #include "payload.h"
+#include "seccomp.h"
 
 #define CLONE_FLAGS                                                                         \
 	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |          \
@@ -271,7 +272,7 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 {
 	const struct sandbox_spec *spec = c->spec;
 	const struct exec_limits *l = &spec->limits;
-	char code_path[128], *argv[RUNTIME_MAX_ARGS];
+	char code_path[128], *argv[RUNTIME_MAX_ARGS], msg[160];
 	char **env;
 	sigset_t none;
 	uint64_t cpu_s = (l->cpu_time_ms + 999) / 1000;
@@ -306,6 +307,11 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	}
 	if (drop_caps() < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
 		dprintf(2, "capibox: dropping privileges: %s\n", strerror(errno));
+		_exit(127);
+	}
+	/* last: from here on the policy holds for the program and its children */
+	if (seccomp_install(msg, sizeof(msg)) < 0) {
+		dprintf(2, "capibox: %s\n", msg);
 		_exit(127);
 	}
 	if (env == NULL)

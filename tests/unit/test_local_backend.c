@@ -402,6 +402,31 @@ static void test_peak_and_cpu_reported(void **state)
 	run_free(r);
 }
 
+static void test_seccomp_refuses(void **state)
+{
+	/* raw syscalls: each refused call fails with EPERM and the program goes on */
+	struct run *r = run("python",
+			    "import ctypes, errno\n"
+			    "libc = ctypes.CDLL(None, use_errno=True)\n"
+			    "calls = {'unshare': (272, 0x10000000), 'mount': (165, b'x', b'/tmp', b'tmpfs', 0, 0),\n"
+			    "         'ptrace': (101, 16, 1, 0, 0), 'bpf': (321, 0, 0, 0), 'keyctl': (250, 0, 0),\n"
+			    "         'io_uring_setup': (425, 1, 0), 'perf_event_open': (298, 0, 0, 0, 0, 0),\n"
+			    "         'setns': (308, 0, 0), 'clock_settime': (227, 0, 0)}\n"
+			    "for name, args in calls.items():\n"
+			    "    ctypes.set_errno(0)\n"
+			    "    rc = libc.syscall(*args)\n"
+			    "    print(name, rc, errno.errorcode.get(ctypes.get_errno()))\n"
+			    "print('alive')\n",
+			    NULL);
+	(void)state;
+	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
+	assert_string_equal(r->out, "unshare -1 EPERM\nmount -1 EPERM\nptrace -1 EPERM\n"
+				    "bpf -1 EPERM\nkeyctl -1 EPERM\nio_uring_setup -1 EPERM\n"
+				    "perf_event_open -1 EPERM\nsetns -1 EPERM\n"
+				    "clock_settime -1 EPERM\nalive\n");
+	run_free(r);
+}
+
 static void test_full(void **state)
 {
 	struct run *rs[8];
@@ -440,6 +465,7 @@ int main(void)
 		cmocka_unit_test(test_memory_limit),
 		cmocka_unit_test(test_process_limit),
 		cmocka_unit_test(test_peak_and_cpu_reported),
+		cmocka_unit_test(test_seccomp_refuses),
 		cmocka_unit_test(test_full),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
