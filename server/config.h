@@ -32,6 +32,7 @@ struct config {
 	uint32_t uid_base;         /* first host uid for sandboxes */
 	uint32_t uid_count;        /* host uids in the range (>= max_live) */
 	const char *state_dir;     /* root-owned scratch dir (sandbox mount point) */
+	const char *supervisor_path; /* the capibox-supervisor program */
 	const char *ready_file;    /* if set: the bound address is written here once serving */
 };
 

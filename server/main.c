@@ -13,8 +13,10 @@
  *     supervisor. It reads the pipes itself and streams them: output never
  *     passes through the supervisor. It never forks.
  *
- *   supervisor (supervisor/supervisor.c, forked before grpc_init)
- *     Single-threaded, root. Clones sandboxes into fresh namespaces, writes
+ *   supervisor (capibox-supervisor, supervisor/supervisor.c)
+ *     Forked and exec'd before grpc_init, so it shares nothing with the
+ *     front: no threads, no gRPC state, a small address space that makes
+ *     each sandbox clone cheap. Single-threaded, root. Clones sandboxes into fresh namespaces, writes
  *     their id maps, enforces wall time, kills on request, reaps, and reports
  *     STARTED/EXITED. It trusts nothing it receives: every IPC packet is
  *     checked, a malformed one is fatal to it.
@@ -31,6 +33,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +86,25 @@ static int is_loopback(const char *addr)
 	    strncmp(addr, "[::1]:", 6) == 0 || strncmp(addr, "ipv4:127.", 9) == 0)
 		return 1;
 	return 0;
+}
+
+/* capibox-supervisor lives next to capiboxd. */
+static void supervisor_path(struct config *cfg)
+{
+	static char path[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+	char *slash;
+
+	if (n <= 0)
+		fatal("readlink /proc/self/exe");
+	path[n] = '\0';
+	slash = strrchr(path, '/');
+	if (slash == NULL || (size_t)(slash - path) + sizeof("/capibox-supervisor") > sizeof(path))
+		fatalx("cannot place capibox-supervisor next to %s", path);
+	memcpy(slash, "/capibox-supervisor", sizeof("/capibox-supervisor"));
+	if (access(path, X_OK) != 0)
+		fatal("%s", path);
+	cfg->supervisor_path = path;
 }
 
 static void parse_args(struct config *cfg, int argc, char **argv)
@@ -165,6 +187,7 @@ int main(int argc, char **argv)
 			  "authenticated, anyone who reaches this port can run code here",
 			  cfg.listen);
 	}
+	supervisor_path(&cfg);
 	if (geteuid() != 0)
 		fatalx("capiboxd must run as root: it creates namespaces and maps sandbox uids");
 

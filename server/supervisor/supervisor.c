@@ -436,7 +436,7 @@ static void probe_version(const struct runtime *rt, char *out, size_t len)
 		snprintf(out, len, "%.*s", (int)len - 1, buf);
 }
 
-static __attribute__((noreturn)) void supervisor_main(const struct config *cfg, int sock)
+void supervisor_main(const struct config *cfg, int sock)
 {
 	struct sup s = {.cfg = cfg, .sock = sock};
 	struct ipc_hello hello;
@@ -548,17 +548,30 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	union ipc_msg *msg;
 	int sv[2], fds[IPC_SPAWN_FDS];
 	size_t len;
+	char max_live[16], uid_base[16], uid_count[16];
+	char *const argv[] = {
+		(char *)"capibox-supervisor", (char *)"--state-dir", (char *)cfg->state_dir,
+		(char *)"--max-live", max_live, (char *)"--uid-base", uid_base,
+		(char *)"--uid-count", uid_count, NULL,
+	};
+	char *const envp[] = {NULL};
 
+	snprintf(max_live, sizeof(max_live), "%u", cfg->max_live);
+	snprintf(uid_base, sizeof(uid_base), "%u", cfg->uid_base);
+	snprintf(uid_count, sizeof(uid_count), "%u", cfg->uid_count);
 	ipc_socketpair(sv);
 	*pid = fork();
 	if (*pid < 0)
 		fatal("fork supervisor");
 	if (*pid == 0) {
-		close(sv[0]);
-		/* if the front dies without closing the socket cleanly, follow it */
+		/* a fresh, small program: no gRPC mappings to copy on every
+		 * sandbox clone, no front memory, no environment */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
 			fatal("prctl");
-		supervisor_main(cfg, sv[1]);
+		if (dup2(sv[1], SUPERVISOR_FD) < 0)
+			fatal("dup2");
+		execve(cfg->supervisor_path, argv, envp);
+		fatal("exec %s", cfg->supervisor_path);
 	}
 	close(sv[1]);
 	msg = malloc(IPC_MAX_PACKET);

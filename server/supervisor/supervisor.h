@@ -13,8 +13,17 @@
 #include "../config.h"
 #include "../ipc.h"
 
+/* The IPC socket's descriptor number in the supervisor program. */
+#define SUPERVISOR_FD 3
+
 /*
- * Forks the supervisor and waits for its HELLO (copied to *hello). Returns
+ * The supervisor program's main loop over the IPC socket sock; never
+ * returns. Called by capibox-supervisor (supervisor/main.c).
+ */
+__attribute__((noreturn)) void supervisor_main(const struct config *cfg, int sock);
+
+/*
+ * Forks and execs the supervisor program (cfg->supervisor_path) and waits for its HELLO (copied to *hello). Returns
  * the front's end of the IPC socket and sets *pid. Exits via fatal() if the
  * supervisor cannot start.
  */

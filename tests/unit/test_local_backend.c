@@ -177,6 +177,7 @@ static int group_setup(void **state)
 	}
 	config_defaults(&cfg);
 	cfg.state_dir = "/run/capibox-unit";
+	cfg.supervisor_path = SUPERVISOR_PATH;
 	cfg.uid_base = 5000000;
 	cfg.max_live = 8;
 	cfg.tmpfs_bytes = 8 << 20;

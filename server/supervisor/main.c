@@ -1,0 +1,51 @@
+/*
+ * capibox-supervisor: the privileged half of capiboxd, started by it (never
+ * by hand) with the IPC socket on descriptor 3. See supervisor.c.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../config.h"
+#include "../log.h"
+#include "../proctitle.h"
+#include "supervisor.h"
+
+static unsigned long number(const char *opt, const char *s)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0')
+		fatalx("%s: bad number \"%s\"", opt, s);
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state-dir", required_argument, NULL, 's'},
+		{"max-live", required_argument, NULL, 'm'},
+		{"uid-base", required_argument, NULL, 'u'},
+		{"uid-count", required_argument, NULL, 'c'},
+		{NULL, 0, NULL, 0},
+	};
+	struct config cfg;
+	int c;
+
+	proctitle_init(argc, argv);
+	log_init("supervisor");
+	config_defaults(&cfg);
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': cfg.state_dir = optarg; break;
+		case 'm': cfg.max_live = (unsigned)number("--max-live", optarg); break;
+		case 'u': cfg.uid_base = (uint32_t)number("--uid-base", optarg); break;
+		case 'c': cfg.uid_count = (uint32_t)number("--uid-count", optarg); break;
+		default: fatalx("capibox-supervisor is started by capiboxd, not by hand");
+		}
+	}
+	if (cfg.max_live == 0 || cfg.uid_count == 0)
+		fatalx("bad arguments");
+	supervisor_main(&cfg, SUPERVISOR_FD);
+}
