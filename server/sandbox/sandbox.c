@@ -18,6 +18,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <net/if.h>
+#include <linux/close_range.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -267,6 +268,16 @@ static char **build_env(const struct sandbox_spec *spec)
 	return env;
 }
 
+/*
+ * A runner step failed before exec: that is the sandbox's failure, not the
+ * program's, so it goes to the supervisor as a setup error (not exit 127).
+ */
+static __attribute__((noreturn)) void runner_fail(struct child *c, const char *what)
+{
+	snprintf(c->err, sizeof(c->err), "runner: %s: %s", what, strerror(errno));
+	child_fail(c, 100);
+}
+
 /* The runner: becomes the user's program. Never returns. */
 static __attribute__((noreturn)) void run_runner(struct child *c)
 {
@@ -280,6 +291,8 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR, spec->rt->file_name);
 	build_argv(spec->rt, code_path, argv);
 	env = build_env(spec);
+	if (env == NULL)
+		runner_fail(c, "environment");
 
 	/* the supervisor's mask and ignored signals must not reach user code */
 	for (int s = 1; s < NSIG; s++)
@@ -289,11 +302,12 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 
 	if (dup2(spec->stdin_fd, 0) < 0 || dup2(spec->stdout_fd, 1) < 0 ||
 	    dup2(spec->stderr_fd, 2) < 0)
-		_exit(127);
+		runner_fail(c, "dup2");
 	lseek(0, 0, SEEK_SET);
-	/* nothing of the server leaks in: only 0, 1 and 2 stay open */
-	if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
-		_exit(127);
+	/* nothing of the server leaks in: only 0, 1 and 2 survive exec (the
+	 * report pipe stays usable until then, for the failures below) */
+	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		runner_fail(c, "close_range");
 
 	if (set_limit(RLIMIT_CORE, 0, 0) < 0 ||
 	    set_limit(RLIMIT_FSIZE, l->max_file_bytes, l->max_file_bytes) < 0 ||
@@ -301,24 +315,17 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	    /* SIGXCPU at the limit (reported as CPU timeout), SIGKILL a second later */
 	    set_limit(RLIMIT_CPU, cpu_s, cpu_s + 1) < 0 ||
 	    /* counted per user namespace: init plus max_processes */
-	    set_limit(RLIMIT_NPROC, (uint64_t)l->max_processes + 1, (uint64_t)l->max_processes + 1) < 0) {
-		dprintf(2, "capibox: setrlimit: %s\n", strerror(errno));
-		_exit(127);
-	}
-	if (drop_caps() < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		dprintf(2, "capibox: dropping privileges: %s\n", strerror(errno));
-		_exit(127);
-	}
+	    set_limit(RLIMIT_NPROC, (uint64_t)l->max_processes + 1, (uint64_t)l->max_processes + 1) < 0)
+		runner_fail(c, "setrlimit");
+	if (drop_caps() < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		runner_fail(c, "dropping privileges");
 	/* last: from here on the policy holds for the program and its children */
 	if (seccomp_install(msg, sizeof(msg)) < 0) {
-		dprintf(2, "capibox: %s\n", msg);
-		_exit(127);
+		errno = EINVAL;
+		runner_fail(c, msg);
 	}
-	if (env == NULL)
-		_exit(127);
 	execve(argv[0], argv, env);
-	dprintf(2, "capibox: exec %s: %s\n", argv[0], strerror(errno));
-	_exit(127);
+	runner_fail(c, argv[0]);
 }
 
 /* pid 1 of the sandbox: set up, start the runner, reap, report. */
