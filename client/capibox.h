@@ -39,7 +39,7 @@ enum capibox_code {
 
 /* Outcome of an RPC: the gRPC status code and its message. */
 struct capibox_status {
-	int code;              /* enum capibox_code */
+	int code; /* enum capibox_code */
 	char message[512];
 };
 
@@ -63,7 +63,7 @@ enum capibox_reason {
 const char *capibox_reason_name(int reason);
 
 struct capibox_limits {
-	uint32_t wall_time_ms;   /* 0 = server default */
+	uint32_t wall_time_ms; /* 0 = server default */
 	uint32_t cpu_time_ms;
 	uint64_t memory_bytes;
 	uint32_t max_processes;
@@ -72,10 +72,10 @@ struct capibox_limits {
 };
 
 struct capibox_file {
-	const char *path;        /* relative to /home/user */
+	const char *path; /* relative to /home/user */
 	const uint8_t *data;
 	size_t len;
-	uint32_t mode;           /* 0 = 0644 */
+	uint32_t mode; /* 0 = 0644 */
 };
 
 struct capibox_env {
@@ -86,7 +86,7 @@ struct capibox_env {
 struct capibox_exec_request {
 	const char *language;
 	const char *code;
-	size_t code_len;                  /* 0 = strlen(code) */
+	size_t code_len; /* 0 = strlen(code) */
 	const struct capibox_file *files;
 	size_t n_files;
 	const struct capibox_env *env;
@@ -94,9 +94,9 @@ struct capibox_exec_request {
 	const uint8_t *stdin_data;
 	size_t stdin_len;
 	struct capibox_limits limits;
-	const char *request_id;           /* may be NULL */
-	int64_t deadline_ms;              /* 0 = none; else RPC deadline from now */
-	const char *const *collect;       /* globs of files to return as artifacts */
+	const char *request_id;	    /* may be NULL */
+	int64_t deadline_ms;	    /* 0 = none; else RPC deadline from now */
+	const char *const *collect; /* globs of files to return as artifacts */
 	size_t n_collect;
 };
 
@@ -118,7 +118,7 @@ struct capibox_event {
 			uint64_t start_us;
 			const char *backend;
 		} started;
-		struct {                  /* STDOUT and STDERR */
+		struct { /* STDOUT and STDERR */
 			const uint8_t *data;
 			size_t len;
 		} output;
@@ -131,7 +131,7 @@ struct capibox_event {
 			bool truncated;
 		} artifact;
 		struct {
-			int reason;       /* enum capibox_reason */
+			int reason; /* enum capibox_reason */
 			int32_t exit_code;
 			int32_t signal;
 			uint64_t wall_time_us;
@@ -151,7 +151,7 @@ struct capibox_event {
 typedef int (*capibox_event_cb)(const struct capibox_event *ev, void *arg);
 
 struct capibox_connect_opts {
-	bool wait_for_ready;      /* wait for the server instead of failing fast */
+	bool wait_for_ready;	  /* wait for the server instead of failing fast */
 	size_t max_message_bytes; /* receive limit; 0 = 64 MiB */
 };
 
@@ -180,7 +180,7 @@ struct capibox_runtime_pool {
 
 struct capibox_backend_health {
 	char *name;
-	int status;               /* 1 serving, 2 degraded, 3 not serving */
+	int status; /* 1 serving, 2 degraded, 3 not serving */
 	char *message;
 	uint64_t canary_us;
 	struct capibox_runtime_pool *pools;

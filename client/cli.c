@@ -1,0 +1,1479 @@
+/*
+ * capibox: command-line client for capiboxd, built on libcapibox.
+ *
+ *   capibox [--target ADDR] exec -l LANG [-c CODE | FILE] [options]
+ *   capibox [--target ADDR] health [--deep] [--json]
+ *
+ * exec streams the sandbox's stdout and stderr to our own as they arrive
+ * (plain write(2), nothing buffered) and exits with a status derived from
+ * the Finished event, so shell scripts can tell a program's own exit code
+ * from a limit or an RPC error (see usage_main for the table).
+ *
+ * Signals: SIGINT, SIGTERM and SIGHUP are blocked before the client starts
+ * gRPC (its threads inherit the mask) and a dedicated thread waits for
+ * them with sigwait(); it cancels the call in flight, which tells the
+ * server to kill the sandbox, and we exit 128+signal (130 for Ctrl-C).
+ * A second signal exits at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "capibox.h"
+
+#ifndef CAPIBOX_VERSION
+#define CAPIBOX_VERSION "0.1.0"
+#endif
+
+#define DEFAULT_TARGET "127.0.0.1:50051"
+
+/* capibox.v1.ServingStatus SERVING (see capibox_health). */
+#define SERVING_STATUS_SERVING 1
+
+/* Exit codes; sysexits.h values where one fits. */
+enum {
+	EXIT_TIMEOUT = 124, /* wall or CPU time limit, as timeout(1) */
+	EXIT_LIMIT = 125,   /* memory or output limit */
+	EXIT_SANDBOX_ERROR = 126,
+	EXIT_SIGNAL_BASE = 128,
+	EXIT_CANCELLED = 130,
+	EXIT_USAGE = 64, /* EX_USAGE */
+	EXIT_RPC = 69,	 /* EX_UNAVAILABLE */
+	EXIT_IOERR = 74, /* EX_IOERR: cannot write our own output */
+};
+
+/* Health deadlines: a deep check starts one sandbox per runtime. */
+#define HEALTH_DEADLINE_MS 10000
+#define HEALTH_DEEP_DEADLINE_MS 60000
+
+static const char usage_main[] =
+	"Usage: capibox [-a ADDR] [--wait-for-ready] COMMAND [OPTIONS]\n"
+	"\n"
+	"Client for capiboxd, the capibox code-execution server.\n"
+	"\n"
+	"Commands:\n"
+	"  exec      run code in a fresh sandbox, streaming its output\n"
+	"  health    show the server's status, backends and pools\n"
+	"\n"
+	"Global options:\n"
+	"  -a, --target ADDR     server address, host:port or unix:/path\n"
+	"                        (default $CAPIBOX_TARGET, else " DEFAULT_TARGET ")\n"
+	"      --wait-for-ready  wait for the server to come up instead of failing\n"
+	"  -h, --help            show this help; 'capibox COMMAND --help' for a command\n"
+	"  -V, --version         print the version\n"
+	"\n"
+	"Exit status of exec:\n"
+	"  N        the program exited with status N\n"
+	"  128+N    the program was killed by signal N\n"
+	"  124      wall-time or CPU-time limit reached\n"
+	"  125      memory or output limit reached\n"
+	"  126      the sandbox failed (see the message)\n"
+	"  130      cancelled (Ctrl-C, or the server shut down)\n"
+	"  69       RPC error (printed as 'capibox: CODE: message')\n"
+	"  64       usage error\n"
+	"  74       cannot write to stdout or stderr\n"
+	"Exit status of health: 0 serving, 1 degraded or not serving, 69 RPC error.\n";
+
+static const char usage_exec[] =
+	"Usage: capibox exec -l LANG [-c CODE | FILE] [OPTIONS]\n"
+	"\n"
+	"Runs code in a fresh sandbox and writes its stdout and stderr to ours as\n"
+	"they arrive. The code comes from -c, from FILE, or from stdin; with FILE\n"
+	"the language may be left out for .py, .js, .mjs, .sh and .bash files.\n"
+	"\n"
+	"  -l, --language LANG     python, javascript, bash (capibox health lists them)\n"
+	"  -c, --code CODE         the code to run\n"
+	"      --timeout MS        wall-time limit in milliseconds\n"
+	"      --cpu MS            CPU-time limit in milliseconds\n"
+	"      --memory BYTES      memory limit; K, M, G suffixes (powers of 1024)\n"
+	"      --procs N           process and thread limit\n"
+	"      --max-output BYTES  stdout+stderr limit; K, M, G suffixes\n"
+	"      --max-file BYTES    largest file the code may write; K, M, G suffixes\n"
+	"                          (limits left out take the server's defaults)\n"
+	"  -e, --env NAME=VALUE    set an environment variable (repeatable); a bare\n"
+	"                          NAME passes our own value\n"
+	"      --stdin TEXT        give TEXT to the program on standard input\n"
+	"      --stdin-file PATH   give the file's content on standard input ('-' =\n"
+	"                          our stdin, when the code does not come from it)\n"
+	"  -f, --file LOCAL[:REMOTE]  upload a file to /home/user/REMOTE (default the\n"
+	"                          basename of LOCAL; repeatable)\n"
+	"      --collect GLOB      return files matching GLOB as artifacts (repeatable)\n"
+	"      --artifact-dir DIR  where artifacts are saved (default: current directory;\n"
+	"                          with --json only when given)\n"
+	"      --request-id ID     identifier for the server's logs\n"
+	"      --deadline MS       RPC deadline in milliseconds (default none)\n"
+	"      --json              print one JSON object per event on stdout\n"
+	"  -v, --verbose           print the Started and Finished details on stderr\n"
+	"  -a, --target ADDR       server address (as the global option)\n"
+	"  -h, --help              show this help\n"
+	"\n"
+	"Exit status: the program's own exit status when it exited; 128+N when it\n"
+	"was killed by signal N; 124 time limit; 125 memory or output limit; 126\n"
+	"sandbox error; 130 cancelled; 69 RPC error; 64 usage error.\n";
+
+static const char usage_health[] =
+	"Usage: capibox health [--deep] [--json] [--deadline MS]\n"
+	"\n"
+	"Shows the server's status, version, uptime and per backend its runtime\n"
+	"pools.\n"
+	"\n"
+	"      --deep         also run a canary execution on every runtime\n"
+	"      --json         print the reply as one JSON object\n"
+	"      --deadline MS  RPC deadline (default 10000, 60000 with --deep)\n"
+	"  -a, --target ADDR  server address (as the global option)\n"
+	"  -h, --help         show this help\n"
+	"\n"
+	"Exit status: 0 serving, 1 degraded or not serving, 69 RPC error, 64 usage\n"
+	"error.\n";
+
+/* Global options, shared by the subcommands. */
+static const char *opt_target;
+static bool opt_wait_for_ready;
+
+__attribute__((format(printf, 2, 3), noreturn)) static void usage_fail(const char *cmd,
+								       const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("capibox: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'capibox%s%s --help'.\n", cmd != NULL ? " " : "",
+		cmd != NULL ? cmd : "");
+	exit(EXIT_USAGE);
+}
+
+/* Writes all of buf to fd; 0 or an errno value. */
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Parses a decimal number (optionally with a K/M/G suffix) no larger than max. */
+static bool parse_number(const char *s, bool suffixes, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	uint64_t mult = 1;
+	char *end;
+
+	/* strtoull accepts leading blanks and a minus sign: refuse both. */
+	if (s[0] < '0' || s[0] > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return false;
+	if (suffixes && *end != '\0') {
+		switch (*end) {
+		case 'k':
+		case 'K':
+			mult = 1ull << 10;
+			break;
+		case 'm':
+		case 'M':
+			mult = 1ull << 20;
+			break;
+		case 'g':
+		case 'G':
+			mult = 1ull << 30;
+			break;
+		default:
+			return false;
+		}
+		end++;
+		/* Accept "M", "MB" and "MiB" alike. */
+		if (*end == 'i')
+			end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+	}
+	if (*end != '\0')
+		return false;
+	if (v > max / mult)
+		return false;
+	*out = (uint64_t)v * mult;
+	return true;
+}
+
+static uint32_t opt_u32(const char *cmd, const char *name, const char *arg)
+{
+	uint64_t v;
+
+	if (!parse_number(arg, false, UINT32_MAX, &v))
+		usage_fail(cmd, "%s: '%s' is not a number from 0 to %" PRIu32, name, arg,
+			   UINT32_MAX);
+	return (uint32_t)v;
+}
+
+static uint64_t opt_bytes(const char *cmd, const char *name, const char *arg)
+{
+	uint64_t v;
+
+	if (!parse_number(arg, true, UINT64_MAX, &v))
+		usage_fail(cmd, "%s: '%s' is not a size (e.g. 512M, 2G, 1048576)", name, arg);
+	return v;
+}
+
+/* Reads all of fd into a NUL-terminated heap buffer. 0 or an errno value. */
+static int read_fd(int fd, uint8_t **out, size_t *outlen)
+{
+	size_t len = 0, cap = 65536;
+	uint8_t *buf = malloc(cap + 1), *nbuf;
+
+	if (buf == NULL)
+		return ENOMEM;
+	for (;;) {
+		ssize_t n;
+
+		if (len == cap) {
+			if (cap > SIZE_MAX / 2 - 1) {
+				free(buf);
+				return EFBIG;
+			}
+			cap *= 2;
+			nbuf = realloc(buf, cap + 1);
+			if (nbuf == NULL) {
+				free(buf);
+				return ENOMEM;
+			}
+			buf = nbuf;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0) {
+			int e = errno;
+
+			if (e == EINTR)
+				continue;
+			free(buf);
+			return e;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+/* Reads path ("-" = stdin) whole, or exits with a message. *mode gets its permission bits. */
+static uint8_t *read_path(const char *cmd, const char *path, size_t *len, uint32_t *mode)
+{
+	uint8_t *buf;
+	struct stat sb;
+	int fd, e;
+
+	if (strcmp(path, "-") == 0) {
+		e = read_fd(STDIN_FILENO, &buf, len);
+		if (e != 0)
+			usage_fail(cmd, "reading stdin: %s", strerror(e));
+		if (mode != NULL)
+			*mode = 0;
+		return buf;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		usage_fail(cmd, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &sb) != 0)
+		usage_fail(cmd, "%s: %s", path, strerror(errno));
+	if (S_ISDIR(sb.st_mode))
+		usage_fail(cmd, "%s: is a directory", path);
+	e = read_fd(fd, &buf, len);
+	close(fd);
+	if (e != 0)
+		usage_fail(cmd, "%s: %s", path, strerror(e));
+	if (mode != NULL)
+		*mode = (uint32_t)(sb.st_mode & 0777);
+	return buf;
+}
+
+static const char *language_from_name(const char *path)
+{
+	static const struct {
+		const char *ext, *lang;
+	} map[] = {
+		{".py", "python"}, {".js", "javascript"}, {".mjs", "javascript"},
+		{".sh", "bash"},   {".bash", "bash"},
+	};
+	const char *dot = strrchr(path, '.');
+	size_t i;
+
+	if (dot == NULL)
+		return NULL;
+	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(dot, map[i].ext) == 0)
+			return map[i].lang;
+	return NULL;
+}
+
+/* --- signals ------------------------------------------------------------ */
+
+static struct capibox_client *sig_client;
+static atomic_int sig_received;
+static atomic_bool sig_stopping;
+static pthread_t sig_thread;
+static bool sig_thread_running;
+static sigset_t sig_set;
+
+static void *signal_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int sig;
+
+		if (sigwait(&sig_set, &sig) != 0)
+			continue;
+		if (sig == SIGUSR1) {
+			/* Our own wake-up from signals_stop; a stray one is ignored. */
+			if (atomic_load(&sig_stopping))
+				return NULL;
+			continue;
+		}
+		/* A second signal: the user insists, do not wait for the cancel. */
+		if (atomic_exchange(&sig_received, sig) != 0)
+			_exit(EXIT_SIGNAL_BASE + sig);
+		capibox_cancel_all(sig_client);
+	}
+}
+
+/*
+ * Blocks the signals we handle; must run before capibox_connect, whose
+ * gRPC threads inherit the mask (a signal delivered to one of them would
+ * otherwise kill us without a cancel).
+ */
+static void signals_block(void)
+{
+	sigemptyset(&sig_set);
+	sigaddset(&sig_set, SIGINT);
+	sigaddset(&sig_set, SIGTERM);
+	sigaddset(&sig_set, SIGHUP);
+	sigaddset(&sig_set, SIGUSR1); /* stops the signal thread */
+	if (pthread_sigmask(SIG_BLOCK, &sig_set, NULL) != 0) {
+		fprintf(stderr, "capibox: pthread_sigmask failed\n");
+		exit(EXIT_FAILURE);
+	}
+}
+
+static void signals_start(struct capibox_client *c)
+{
+	int e;
+
+	sig_client = c;
+	e = pthread_create(&sig_thread, NULL, signal_main, NULL);
+	if (e != 0) {
+		fprintf(stderr, "capibox: pthread_create: %s\n", strerror(e));
+		exit(EXIT_FAILURE);
+	}
+	sig_thread_running = true;
+}
+
+static void signals_stop(void)
+{
+	int e;
+
+	if (!sig_thread_running)
+		return;
+	/*
+	 * Woken with a signal rather than pthread_cancel: cancelling a thread
+	 * inside sigwait leaves ASan's stack poisoning behind (a false report
+	 * when the thread exits), and would need care around the client's lock.
+	 */
+	atomic_store(&sig_stopping, true);
+	e = pthread_kill(sig_thread, SIGUSR1);
+	if (e != 0) {
+		fprintf(stderr, "capibox: pthread_kill: %s\n", strerror(e));
+		exit(EXIT_FAILURE);
+	}
+	pthread_join(sig_thread, NULL);
+	sig_thread_running = false;
+}
+
+static struct capibox_client *client_open(void)
+{
+	struct capibox_connect_opts opts = {.wait_for_ready = opt_wait_for_ready};
+	struct capibox_client *c;
+	char err[256];
+
+	signals_block();
+	c = capibox_connect(opt_target, &opts, err, sizeof(err));
+	if (c == NULL) {
+		fprintf(stderr, "capibox: %s: %s\n", opt_target, err);
+		exit(EXIT_RPC);
+	}
+	signals_start(c);
+	return c;
+}
+
+static void client_close(struct capibox_client *c)
+{
+	signals_stop();
+	capibox_close(c);
+}
+
+/* --- JSON output -------------------------------------------------------- */
+
+/*
+ * Length of the longest prefix of p[0..n) that is valid UTF-8 when an
+ * incomplete but so far valid sequence at the very end is set aside (it
+ * may be completed by the next chunk). Returns false if p is not UTF-8.
+ */
+static bool utf8_prefix(const uint8_t *p, size_t n, size_t *valid)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		uint8_t c = p[i], lo = 0x80, hi = 0xbf;
+		size_t need, k;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			need = 1;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			need = 2;
+			if (c == 0xe0)
+				lo = 0xa0; /* overlong */
+			else if (c == 0xed)
+				hi = 0x9f; /* UTF-16 surrogates */
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3;
+			if (c == 0xf0)
+				lo = 0x90; /* overlong */
+			else if (c == 0xf4)
+				hi = 0x8f; /* above U+10FFFF */
+		} else {
+			return false;
+		}
+		for (k = 1; k <= need; k++) {
+			if (i + k >= n) {
+				*valid = i;
+				return true;
+			}
+			if (p[i + k] < (k == 1 ? lo : 0x80) || p[i + k] > (k == 1 ? hi : 0xbf))
+				return false;
+		}
+		i += need + 1;
+	}
+	*valid = n;
+	return true;
+}
+
+/* Standard base64 with padding; the caller frees. */
+static char *base64_encode(const uint8_t *p, size_t n)
+{
+	static const char tab[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+	size_t i;
+
+	if (out == NULL)
+		return NULL;
+	for (i = 0; i + 2 < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+
+		*o++ = tab[v >> 18];
+		*o++ = tab[(v >> 12) & 63];
+		*o++ = tab[(v >> 6) & 63];
+		*o++ = tab[v & 63];
+	}
+	if (i < n) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+
+		*o++ = tab[v >> 18];
+		*o++ = tab[(v >> 12) & 63];
+		*o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+		*o++ = '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Adds key (text) or key_b64 (otherwise) holding p[0..n) to obj. */
+static void json_add_bytes(struct json_object *obj, const char *key, const uint8_t *p, size_t n,
+			   bool text)
+{
+	char b64key[64];
+	char *b64;
+
+	if (text && n <= INT_MAX) {
+		json_object_object_add(obj, key,
+				       json_object_new_string_len((const char *)p, (int)n));
+		return;
+	}
+	snprintf(b64key, sizeof(b64key), "%s_b64", key);
+	b64 = base64_encode(p, n);
+	json_object_object_add(obj, b64key, json_object_new_string(b64 != NULL ? b64 : ""));
+	free(b64);
+}
+
+/* Prints obj as one line on stdout and releases it; 0 or an errno value. */
+static int json_emit(struct json_object *obj)
+{
+	const char *s = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
+								    JSON_C_TO_STRING_NOSLASHESCAPE);
+	int e = write_all(STDOUT_FILENO, s, strlen(s));
+
+	if (e == 0)
+		e = write_all(STDOUT_FILENO, "\n", 1);
+	json_object_put(obj);
+	return e;
+}
+
+/* --- exec ----------------------------------------------------------------- */
+
+/* Bytes of a multi-byte character split across two chunks, held back. */
+struct utf8_carry {
+	uint8_t buf[4];
+	size_t n;
+};
+
+struct exec_ctx {
+	bool json;
+	bool verbose;
+	const char *artifact_dir;   /* NULL: do not save artifacts */
+	struct utf8_carry carry[2]; /* stdout, stderr (JSON mode) */
+	bool finished;
+	int reason;
+	int32_t exit_code;
+	int32_t signal;
+	int write_error; /* errno of a failed write of ours */
+};
+
+static double us_to_ms(uint64_t us) { return (double)us / 1000.0; }
+
+static void format_bytes(char *buf, size_t len, uint64_t v)
+{
+	if (v >= (1ull << 30))
+		snprintf(buf, len, "%.1f GiB", (double)v / (double)(1ull << 30));
+	else if (v >= (1ull << 20))
+		snprintf(buf, len, "%.1f MiB", (double)v / (double)(1ull << 20));
+	else if (v >= (1ull << 10))
+		snprintf(buf, len, "%.1f KiB", (double)v / (double)(1ull << 10));
+	else
+		snprintf(buf, len, "%" PRIu64 " B", v);
+}
+
+/* Emits a stream chunk as JSON, holding back a trailing partial character. */
+static int json_output(struct exec_ctx *x, int idx, const uint8_t *data, size_t len)
+{
+	static const char *const keys[] = {"stdout", "stderr"};
+	struct utf8_carry *cy = &x->carry[idx];
+	struct json_object *obj;
+	uint8_t *all = NULL;
+	const uint8_t *p = data;
+	size_t n = len, valid;
+	int e = 0;
+
+	if (cy->n > 0) {
+		all = malloc(cy->n + len);
+		if (all == NULL)
+			return ENOMEM;
+		memcpy(all, cy->buf, cy->n);
+		memcpy(all + cy->n, data, len);
+		p = all;
+		n = cy->n + len;
+		cy->n = 0;
+	}
+	if (!utf8_prefix(p, n, &valid)) {
+		obj = json_object_new_object();
+		json_add_bytes(obj, keys[idx], p, n, false);
+		e = json_emit(obj);
+	} else {
+		if (valid > 0) {
+			obj = json_object_new_object();
+			json_add_bytes(obj, keys[idx], p, valid, true);
+			e = json_emit(obj);
+		}
+		/* At most 3 bytes: the start of one character. */
+		memcpy(cy->buf, p + valid, n - valid);
+		cy->n = n - valid;
+	}
+	free(all);
+	return e;
+}
+
+/* Emits held-back bytes of both streams: the stream is over. */
+static int json_flush_carry(struct exec_ctx *x)
+{
+	static const char *const keys[] = {"stdout", "stderr"};
+	int idx, e = 0;
+
+	for (idx = 0; idx < 2 && e == 0; idx++) {
+		struct json_object *obj;
+
+		if (x->carry[idx].n == 0)
+			continue;
+		obj = json_object_new_object();
+		json_add_bytes(obj, keys[idx], x->carry[idx].buf, x->carry[idx].n, false);
+		x->carry[idx].n = 0;
+		e = json_emit(obj);
+	}
+	return e;
+}
+
+/* True when an artifact path from the server is safe to create under our directory. */
+static bool artifact_path_ok(const char *path)
+{
+	const char *p = path;
+
+	if (*p == '\0' || *p == '/')
+		return false;
+	while (*p != '\0') {
+		const char *slash = strchr(p, '/');
+		size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+
+		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		if (slash == NULL)
+			break;
+		p = slash + 1;
+		if (*p == '\0')
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Saves an artifact under x->artifact_dir. The path comes from the server
+ * and so, indirectly, from untrusted code: it is checked to stay inside
+ * the directory and no symlink on the way is followed.
+ */
+static void artifact_save(struct exec_ctx *x, const struct capibox_event *ev)
+{
+	const char *path = ev->u.artifact.path;
+	char *copy = NULL, *comp, *slash;
+	int dfd = -1, fd = -1, e;
+
+	if (!artifact_path_ok(path)) {
+		fprintf(stderr, "capibox: artifact '%s': unsafe path, not saved\n", path);
+		return;
+	}
+	copy = strdup(path);
+	if (copy == NULL)
+		goto fail;
+	dfd = open(x->artifact_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		goto fail;
+	comp = copy;
+	while ((slash = strchr(comp, '/')) != NULL) {
+		int nfd;
+
+		*slash = '\0';
+		if (mkdirat(dfd, comp, 0755) != 0 && errno != EEXIST)
+			goto fail;
+		nfd = openat(dfd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd < 0)
+			goto fail;
+		close(dfd);
+		dfd = nfd;
+		comp = slash + 1;
+	}
+	fd = openat(dfd, comp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		goto fail;
+	e = write_all(fd, ev->u.artifact.content, ev->u.artifact.len);
+	if (e != 0) {
+		errno = e;
+		goto fail;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (ev->u.artifact.truncated)
+		fprintf(stderr, "capibox: artifact %s: truncated to %zu of %" PRIu64 " bytes\n",
+			path, ev->u.artifact.len, ev->u.artifact.size);
+	if (x->verbose)
+		fprintf(stderr, "capibox: artifact %s (%s, %zu bytes) saved in %s\n", path,
+			ev->u.artifact.mime_type, ev->u.artifact.len, x->artifact_dir);
+	goto out;
+fail:
+	fprintf(stderr, "capibox: artifact %s: cannot save in %s: %s\n", path, x->artifact_dir,
+		strerror(errno));
+out:
+	if (fd >= 0)
+		close(fd);
+	if (dfd >= 0)
+		close(dfd);
+	free(copy);
+}
+
+/* One line for a run that did not simply exit. */
+static void print_finish_line(const struct capibox_event *ev)
+{
+	int reason = ev->u.finished.reason;
+	const char *msg = ev->u.finished.message;
+	char dflt[128];
+
+	if (msg == NULL || *msg == '\0') {
+		switch (reason) {
+		case CAPIBOX_REASON_SIGNALED: {
+			const char *abbrev = sigabbrev_np(ev->u.finished.signal);
+
+			snprintf(dflt, sizeof(dflt), "killed by signal %d%s%s%s",
+				 ev->u.finished.signal, abbrev != NULL ? " (SIG" : "",
+				 abbrev != NULL ? abbrev : "", abbrev != NULL ? ")" : "");
+			break;
+		}
+		case CAPIBOX_REASON_WALL_TIMEOUT:
+			snprintf(dflt, sizeof(dflt), "wall time limit reached");
+			break;
+		case CAPIBOX_REASON_CPU_TIMEOUT:
+			snprintf(dflt, sizeof(dflt), "CPU time limit reached");
+			break;
+		case CAPIBOX_REASON_MEMORY_LIMIT:
+			snprintf(dflt, sizeof(dflt), "memory limit reached");
+			break;
+		case CAPIBOX_REASON_OUTPUT_LIMIT:
+			snprintf(dflt, sizeof(dflt), "output limit reached");
+			break;
+		case CAPIBOX_REASON_CANCELLED:
+			snprintf(dflt, sizeof(dflt), "cancelled");
+			break;
+		default:
+			snprintf(dflt, sizeof(dflt), "the run ended abnormally (reason %d)",
+				 reason);
+			break;
+		}
+		msg = dflt;
+	}
+	fprintf(stderr, "capibox: %s: %s\n", capibox_reason_name(reason), msg);
+}
+
+static int exec_event_json(struct exec_ctx *x, const struct capibox_event *ev)
+{
+	struct json_object *obj, *in;
+	int e;
+
+	switch (ev->kind) {
+	case CAPIBOX_EVENT_STARTED:
+		in = json_object_new_object();
+		json_object_object_add(in, "sandbox_id",
+				       json_object_new_string(ev->u.started.sandbox_id));
+		json_object_object_add(in, "language",
+				       json_object_new_string(ev->u.started.language));
+		json_object_object_add(in, "backend",
+				       json_object_new_string(ev->u.started.backend));
+		json_object_object_add(in, "queued_us",
+				       json_object_new_uint64(ev->u.started.queued_us));
+		json_object_object_add(in, "start_us",
+				       json_object_new_uint64(ev->u.started.start_us));
+		obj = json_object_new_object();
+		json_object_object_add(obj, "started", in);
+		return json_emit(obj);
+	case CAPIBOX_EVENT_STDOUT:
+		return json_output(x, 0, ev->u.output.data, ev->u.output.len);
+	case CAPIBOX_EVENT_STDERR:
+		return json_output(x, 1, ev->u.output.data, ev->u.output.len);
+	case CAPIBOX_EVENT_ARTIFACT: {
+		size_t valid;
+		bool text;
+
+		/* Text when it is valid UTF-8 and not cut inside a character. */
+		text = utf8_prefix(ev->u.artifact.content, ev->u.artifact.len, &valid) &&
+		       valid == ev->u.artifact.len;
+		in = json_object_new_object();
+		json_object_object_add(in, "path", json_object_new_string(ev->u.artifact.path));
+		json_object_object_add(in, "mime_type",
+				       json_object_new_string(ev->u.artifact.mime_type));
+		json_object_object_add(in, "size", json_object_new_uint64(ev->u.artifact.size));
+		json_object_object_add(in, "truncated",
+				       json_object_new_boolean(ev->u.artifact.truncated));
+		json_add_bytes(in, "content", ev->u.artifact.content, ev->u.artifact.len, text);
+		obj = json_object_new_object();
+		json_object_object_add(obj, "artifact", in);
+		return json_emit(obj);
+	}
+	case CAPIBOX_EVENT_FINISHED:
+		e = json_flush_carry(x);
+		if (e != 0)
+			return e;
+		in = json_object_new_object();
+		json_object_object_add(
+			in, "reason",
+			json_object_new_string(capibox_reason_name(ev->u.finished.reason)));
+		json_object_object_add(in, "exit_code",
+				       json_object_new_int(ev->u.finished.exit_code));
+		json_object_object_add(in, "signal", json_object_new_int(ev->u.finished.signal));
+		json_object_object_add(in, "wall_time_us",
+				       json_object_new_uint64(ev->u.finished.wall_time_us));
+		json_object_object_add(in, "cpu_time_us",
+				       json_object_new_uint64(ev->u.finished.cpu_time_us));
+		json_object_object_add(in, "peak_memory_bytes",
+				       json_object_new_uint64(ev->u.finished.peak_memory_bytes));
+		json_object_object_add(in, "stdout_bytes",
+				       json_object_new_uint64(ev->u.finished.stdout_bytes));
+		json_object_object_add(in, "stderr_bytes",
+				       json_object_new_uint64(ev->u.finished.stderr_bytes));
+		json_object_object_add(in, "message",
+				       json_object_new_string(ev->u.finished.message));
+		obj = json_object_new_object();
+		json_object_object_add(obj, "finished", in);
+		return json_emit(obj);
+	}
+	return 0;
+}
+
+static int exec_event_plain(struct exec_ctx *x, const struct capibox_event *ev)
+{
+	char mem[32];
+
+	switch (ev->kind) {
+	case CAPIBOX_EVENT_STARTED:
+		if (x->verbose)
+			fprintf(stderr,
+				"capibox: started %s (%s) on %s: queued %.1f ms, sandbox ready in %.1f ms\n",
+				ev->u.started.sandbox_id, ev->u.started.language,
+				ev->u.started.backend, us_to_ms(ev->u.started.queued_us),
+				us_to_ms(ev->u.started.start_us));
+		return 0;
+	case CAPIBOX_EVENT_STDOUT:
+		return write_all(STDOUT_FILENO, ev->u.output.data, ev->u.output.len);
+	case CAPIBOX_EVENT_STDERR:
+		return write_all(STDERR_FILENO, ev->u.output.data, ev->u.output.len);
+	case CAPIBOX_EVENT_ARTIFACT:
+		return 0; /* saved by the caller */
+	case CAPIBOX_EVENT_FINISHED:
+		if (x->verbose) {
+			format_bytes(mem, sizeof(mem), ev->u.finished.peak_memory_bytes);
+			fprintf(stderr,
+				"capibox: finished: %s, exit code %d, signal %d, wall %.1f ms, cpu %.1f ms, "
+				"peak memory %s, stdout %" PRIu64 " B, stderr %" PRIu64 " B\n",
+				capibox_reason_name(ev->u.finished.reason),
+				ev->u.finished.exit_code, ev->u.finished.signal,
+				us_to_ms(ev->u.finished.wall_time_us),
+				us_to_ms(ev->u.finished.cpu_time_us), mem,
+				ev->u.finished.stdout_bytes, ev->u.finished.stderr_bytes);
+		}
+		if (ev->u.finished.reason != CAPIBOX_REASON_EXITED)
+			print_finish_line(ev);
+		return 0;
+	}
+	return 0;
+}
+
+static int exec_on_event(const struct capibox_event *ev, void *arg)
+{
+	struct exec_ctx *x = arg;
+	int e;
+
+	if (ev->kind == CAPIBOX_EVENT_FINISHED) {
+		x->finished = true;
+		x->reason = ev->u.finished.reason;
+		x->exit_code = ev->u.finished.exit_code;
+		x->signal = ev->u.finished.signal;
+	}
+	if (ev->kind == CAPIBOX_EVENT_ARTIFACT && x->artifact_dir != NULL)
+		artifact_save(x, ev);
+	e = x->json ? exec_event_json(x, ev) : exec_event_plain(x, ev);
+	if (e != 0) {
+		/* Nobody reads our output any more: stop the run. */
+		x->write_error = e;
+		return 1;
+	}
+	return 0;
+}
+
+static int exit_code_for_finish(const struct exec_ctx *x)
+{
+	switch (x->reason) {
+	case CAPIBOX_REASON_EXITED:
+		return x->exit_code & 0xff;
+	case CAPIBOX_REASON_SIGNALED:
+		return EXIT_SIGNAL_BASE + (x->signal & 0x7f);
+	case CAPIBOX_REASON_WALL_TIMEOUT:
+	case CAPIBOX_REASON_CPU_TIMEOUT:
+		return EXIT_TIMEOUT;
+	case CAPIBOX_REASON_MEMORY_LIMIT:
+	case CAPIBOX_REASON_OUTPUT_LIMIT:
+		return EXIT_LIMIT;
+	case CAPIBOX_REASON_CANCELLED:
+		return EXIT_CANCELLED;
+	default:
+		return EXIT_SANDBOX_ERROR;
+	}
+}
+
+/* Reports an RPC failure on stderr, or as a JSON error object. */
+static void report_rpc_error(bool json, const struct capibox_status *st)
+{
+	if (json) {
+		struct json_object *in = json_object_new_object(), *obj = json_object_new_object();
+
+		json_object_object_add(in, "code", json_object_new_int(st->code));
+		json_object_object_add(in, "name",
+				       json_object_new_string(capibox_code_name(st->code)));
+		json_object_object_add(in, "message", json_object_new_string(st->message));
+		json_object_object_add(obj, "error", in);
+		json_emit(obj);
+		return;
+	}
+	fprintf(stderr, "capibox: %s: %s\n", capibox_code_name(st->code), st->message);
+}
+
+/* Request pieces owned by cmd_exec: argument strings are used in place. */
+struct exec_args {
+	struct capibox_exec_request req;
+	struct capibox_file *files;
+	size_t n_files;
+	struct capibox_env *env;
+	size_t n_env;
+	const char **collect;
+	size_t n_collect;
+	char **owned; /* strings and buffers freed at the end */
+	size_t n_owned;
+};
+
+static void *xgrow(void *p, size_t n, size_t size)
+{
+	void *q;
+
+	if (n > SIZE_MAX / size) {
+		fprintf(stderr, "capibox: out of memory\n");
+		exit(EXIT_FAILURE);
+	}
+	q = realloc(p, n * size);
+	if (q == NULL) {
+		fprintf(stderr, "capibox: out of memory\n");
+		exit(EXIT_FAILURE);
+	}
+	return q;
+}
+
+static void *own(struct exec_args *a, void *p)
+{
+	if (p == NULL) {
+		fprintf(stderr, "capibox: out of memory\n");
+		exit(EXIT_FAILURE);
+	}
+	a->owned = xgrow(a->owned, a->n_owned + 1, sizeof(*a->owned));
+	a->owned[a->n_owned++] = p;
+	return p;
+}
+
+static void exec_add_env(struct exec_args *a, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	char *name;
+	const char *value;
+
+	if (eq != NULL) {
+		name = own(a, strndup(arg, (size_t)(eq - arg)));
+		value = eq + 1;
+	} else {
+		name = own(a, strdup(arg));
+		value = getenv(arg);
+		if (value == NULL)
+			usage_fail("exec", "--env %s: not set here; use NAME=VALUE", arg);
+	}
+	if (*name == '\0')
+		usage_fail("exec", "--env '%s': empty name", arg);
+	a->env = xgrow(a->env, a->n_env + 1, sizeof(*a->env));
+	a->env[a->n_env].name = name;
+	a->env[a->n_env].value = value;
+	a->n_env++;
+}
+
+static void exec_add_file(struct exec_args *a, const char *arg)
+{
+	const char *local = arg, *remote = NULL, *colon;
+	struct capibox_file *f;
+	struct stat sb;
+	size_t len;
+	uint32_t mode;
+	uint8_t *data;
+
+	/* LOCAL:REMOTE, unless the whole argument names a file (a colon in its name). */
+	colon = strrchr(arg, ':');
+	if (colon != NULL && stat(arg, &sb) != 0) {
+		local = own(a, strndup(arg, (size_t)(colon - arg)));
+		remote = colon + 1;
+	}
+	if (remote == NULL || *remote == '\0') {
+		const char *slash = strrchr(local, '/');
+
+		remote = slash != NULL ? slash + 1 : local;
+	}
+	if (*remote == '\0' || strcmp(local, "-") == 0)
+		usage_fail("exec", "--file %s: give a file name (LOCAL[:REMOTE])", arg);
+	data = own(a, read_path("exec", local, &len, &mode));
+	a->files = xgrow(a->files, a->n_files + 1, sizeof(*a->files));
+	f = &a->files[a->n_files++];
+	f->path = remote;
+	f->data = data;
+	f->len = len;
+	f->mode = mode;
+}
+
+enum {
+	OPT_TIMEOUT = 256,
+	OPT_CPU,
+	OPT_MEMORY,
+	OPT_PROCS,
+	OPT_MAX_OUTPUT,
+	OPT_MAX_FILE,
+	OPT_STDIN,
+	OPT_STDIN_FILE,
+	OPT_COLLECT,
+	OPT_ARTIFACT_DIR,
+	OPT_REQUEST_ID,
+	OPT_DEADLINE,
+	OPT_JSON,
+	OPT_WAIT,
+	OPT_DEEP,
+};
+
+/* Reports an unknown option or a missing argument the getopt way. */
+static void __attribute__((noreturn)) bad_option(const char *cmd, char *const argv[], int c)
+{
+	if (c == ':')
+		usage_fail(cmd, "option '%s' needs an argument", argv[optind - 1]);
+	if (optopt != 0)
+		usage_fail(cmd, "unknown option '-%c'", optopt);
+	usage_fail(cmd, "unknown option '%s'", argv[optind - 1]);
+}
+
+static int cmd_exec(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{"language", required_argument, NULL, 'l'},
+		{"code", required_argument, NULL, 'c'},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"cpu", required_argument, NULL, OPT_CPU},
+		{"memory", required_argument, NULL, OPT_MEMORY},
+		{"procs", required_argument, NULL, OPT_PROCS},
+		{"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+		{"max-file", required_argument, NULL, OPT_MAX_FILE},
+		{"env", required_argument, NULL, 'e'},
+		{"stdin", required_argument, NULL, OPT_STDIN},
+		{"stdin-file", required_argument, NULL, OPT_STDIN_FILE},
+		{"file", required_argument, NULL, 'f'},
+		{"collect", required_argument, NULL, OPT_COLLECT},
+		{"artifact-dir", required_argument, NULL, OPT_ARTIFACT_DIR},
+		{"request-id", required_argument, NULL, OPT_REQUEST_ID},
+		{"deadline", required_argument, NULL, OPT_DEADLINE},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"verbose", no_argument, NULL, 'v'},
+		{"target", required_argument, NULL, 'a'},
+		{"wait-for-ready", no_argument, NULL, OPT_WAIT},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct exec_args a;
+	struct exec_ctx x;
+	struct capibox_status st;
+	struct capibox_client *client;
+	const char *code_arg = NULL, *file_arg = NULL, *stdin_text = NULL, *stdin_file = NULL;
+	const char *artifact_dir = NULL;
+	uint64_t v;
+	size_t code_len, i;
+	uint8_t *code;
+	int c, rc, sig;
+
+	memset(&a, 0, sizeof(a));
+	memset(&x, 0, sizeof(x));
+	opterr = 0;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":l:c:e:f:va:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			a.req.language = optarg;
+			break;
+		case 'c':
+			code_arg = optarg;
+			break;
+		case OPT_TIMEOUT:
+			a.req.limits.wall_time_ms = opt_u32("exec", "--timeout", optarg);
+			break;
+		case OPT_CPU:
+			a.req.limits.cpu_time_ms = opt_u32("exec", "--cpu", optarg);
+			break;
+		case OPT_MEMORY:
+			a.req.limits.memory_bytes = opt_bytes("exec", "--memory", optarg);
+			break;
+		case OPT_PROCS:
+			a.req.limits.max_processes = opt_u32("exec", "--procs", optarg);
+			break;
+		case OPT_MAX_OUTPUT:
+			a.req.limits.max_output_bytes = opt_bytes("exec", "--max-output", optarg);
+			break;
+		case OPT_MAX_FILE:
+			a.req.limits.max_file_bytes = opt_bytes("exec", "--max-file", optarg);
+			break;
+		case 'e':
+			exec_add_env(&a, optarg);
+			break;
+		case OPT_STDIN:
+			stdin_text = optarg;
+			break;
+		case OPT_STDIN_FILE:
+			stdin_file = optarg;
+			break;
+		case 'f':
+			exec_add_file(&a, optarg);
+			break;
+		case OPT_COLLECT:
+			a.collect = xgrow(a.collect, a.n_collect + 1, sizeof(*a.collect));
+			a.collect[a.n_collect++] = optarg;
+			break;
+		case OPT_ARTIFACT_DIR:
+			artifact_dir = optarg;
+			break;
+		case OPT_REQUEST_ID:
+			a.req.request_id = optarg;
+			break;
+		case OPT_DEADLINE:
+			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
+				usage_fail(
+					"exec",
+					"--deadline: '%s' is not a positive number of milliseconds",
+					optarg);
+			a.req.deadline_ms = (int64_t)v;
+			break;
+		case OPT_JSON:
+			x.json = true;
+			break;
+		case 'v':
+			x.verbose = true;
+			break;
+		case 'a':
+			opt_target = optarg;
+			break;
+		case OPT_WAIT:
+			opt_wait_for_ready = true;
+			break;
+		case 'h':
+			fputs(usage_exec, stdout);
+			return 0;
+		default:
+			bad_option("exec", argv, c);
+		}
+	}
+	if (optind < argc)
+		file_arg = argv[optind++];
+	if (optind < argc)
+		usage_fail("exec",
+			   "unexpected argument '%s' (arguments for the program are not supported)",
+			   argv[optind]);
+	if (code_arg != NULL && file_arg != NULL)
+		usage_fail("exec", "give the code with -c or as FILE, not both");
+	if (stdin_text != NULL && stdin_file != NULL)
+		usage_fail("exec", "give --stdin or --stdin-file, not both");
+	if (a.req.language == NULL && file_arg != NULL)
+		a.req.language = language_from_name(file_arg);
+	if (a.req.language == NULL)
+		usage_fail("exec", "which language? (-l python, javascript or bash)");
+	if (stdin_file != NULL && strcmp(stdin_file, "-") == 0 && code_arg == NULL &&
+	    (file_arg == NULL || strcmp(file_arg, "-") == 0))
+		usage_fail("exec", "--stdin-file -: stdin already holds the code");
+
+	if (code_arg != NULL) {
+		code = (uint8_t *)code_arg;
+		code_len = strlen(code_arg);
+	} else {
+		code = own(&a,
+			   read_path("exec", file_arg != NULL ? file_arg : "-", &code_len, NULL));
+		if (memchr(code, '\0', code_len) != NULL)
+			usage_fail("exec", "%s: the code contains a NUL byte",
+				   file_arg != NULL ? file_arg : "stdin");
+	}
+	if (code_len == 0)
+		usage_fail("exec", "no code to run");
+	a.req.code = (const char *)code;
+	a.req.code_len = code_len;
+	if (stdin_text != NULL) {
+		a.req.stdin_data = (const uint8_t *)stdin_text;
+		a.req.stdin_len = strlen(stdin_text);
+	} else if (stdin_file != NULL) {
+		a.req.stdin_data = own(&a, read_path("exec", stdin_file, &a.req.stdin_len, NULL));
+	}
+	a.req.files = a.files;
+	a.req.n_files = a.n_files;
+	a.req.env = a.env;
+	a.req.n_env = a.n_env;
+	a.req.collect = a.collect;
+	a.req.n_collect = a.n_collect;
+	/* JSON carries artifacts inline: save them only when asked to. */
+	x.artifact_dir = artifact_dir != NULL ? artifact_dir : (x.json ? NULL : ".");
+
+	client = client_open();
+	rc = capibox_execute(client, &a.req, exec_on_event, &x, &st);
+	client_close(client);
+	sig = atomic_load(&sig_received);
+
+	if (x.json && x.write_error == 0)
+		x.write_error = json_flush_carry(&x);
+	if (sig != 0) {
+		rc = EXIT_SIGNAL_BASE + sig;
+	} else if (x.write_error != 0) {
+		if (x.write_error != EPIPE)
+			fprintf(stderr, "capibox: writing output: %s\n", strerror(x.write_error));
+		/* EPIPE: the reader left (e.g. | head); like a shell pipeline, say nothing. */
+		rc = x.write_error == EPIPE ? EXIT_SIGNAL_BASE + SIGPIPE : EXIT_IOERR;
+	} else if (rc != CAPIBOX_OK) {
+		report_rpc_error(x.json, &st);
+		rc = EXIT_RPC;
+	} else if (!x.finished) {
+		st.code = CAPIBOX_INTERNAL;
+		snprintf(st.message, sizeof(st.message),
+			 "the stream ended without a finished event");
+		report_rpc_error(x.json, &st);
+		rc = EXIT_RPC;
+	} else {
+		rc = exit_code_for_finish(&x);
+	}
+
+	for (i = 0; i < a.n_owned; i++)
+		free(a.owned[i]);
+	free(a.owned);
+	free(a.files);
+	free(a.env);
+	free(a.collect);
+	return rc;
+}
+
+/* --- health -------------------------------------------------------------- */
+
+static void format_uptime(char *buf, size_t len, uint64_t s)
+{
+	if (s < 120)
+		snprintf(buf, len, "%" PRIu64 " s", s);
+	else if (s < 2 * 3600)
+		snprintf(buf, len, "%" PRIu64 " min", s / 60);
+	else if (s < 2 * 86400)
+		snprintf(buf, len, "%" PRIu64 " h %" PRIu64 " min", s / 3600, s / 60 % 60);
+	else
+		snprintf(buf, len, "%" PRIu64 " d %" PRIu64 " h", s / 86400, s / 3600 % 24);
+}
+
+static void health_print(const struct capibox_health *h)
+{
+	char up[64];
+	size_t i, j;
+
+	format_uptime(up, sizeof(up), h->uptime_s);
+	printf("capiboxd %s: %s, up %s\n", h->version, capibox_serving_status_name(h->status), up);
+	for (i = 0; i < h->n_backends; i++) {
+		const struct capibox_backend_health *b = &h->backends[i];
+		const char *m = b->message;
+
+		printf("backend %s: %s", b->name, capibox_serving_status_name(b->status));
+		if (b->canary_us > 0)
+			printf(" (slowest canary %.0f ms)", us_to_ms(b->canary_us));
+		putchar('\n');
+		/* The message may span lines: indent each. */
+		while (m != NULL && *m != '\0') {
+			const char *nl = strchr(m, '\n');
+			int n = nl != NULL ? (int)(nl - m) : (int)strlen(m);
+
+			if (n > 0)
+				printf("  %.*s\n", n, m);
+			m = nl != NULL ? nl + 1 : NULL;
+		}
+		for (j = 0; j < b->n_pools; j++) {
+			const struct capibox_runtime_pool *p = &b->pools[j];
+
+			printf("  %-12s idle %" PRIu32 "  busy %" PRIu32 "  target %" PRIu32
+			       "  %s\n",
+			       p->language, p->idle, p->busy, p->target, p->runtime_version);
+		}
+	}
+}
+
+static void health_print_json(const struct capibox_health *h)
+{
+	struct json_object *obj = json_object_new_object(), *backends = json_object_new_array();
+	size_t i, j;
+
+	json_object_object_add(obj, "status",
+			       json_object_new_string(capibox_serving_status_name(h->status)));
+	json_object_object_add(obj, "version", json_object_new_string(h->version));
+	json_object_object_add(obj, "uptime_s", json_object_new_uint64(h->uptime_s));
+	for (i = 0; i < h->n_backends; i++) {
+		const struct capibox_backend_health *b = &h->backends[i];
+		struct json_object *bo = json_object_new_object(), *pools = json_object_new_array();
+
+		json_object_object_add(bo, "name", json_object_new_string(b->name));
+		json_object_object_add(
+			bo, "status",
+			json_object_new_string(capibox_serving_status_name(b->status)));
+		json_object_object_add(bo, "message", json_object_new_string(b->message));
+		json_object_object_add(bo, "canary_us", json_object_new_uint64(b->canary_us));
+		for (j = 0; j < b->n_pools; j++) {
+			const struct capibox_runtime_pool *p = &b->pools[j];
+			struct json_object *po = json_object_new_object();
+
+			json_object_object_add(po, "language", json_object_new_string(p->language));
+			json_object_object_add(po, "idle", json_object_new_int64(p->idle));
+			json_object_object_add(po, "busy", json_object_new_int64(p->busy));
+			json_object_object_add(po, "target", json_object_new_int64(p->target));
+			json_object_object_add(po, "runtime_version",
+					       json_object_new_string(p->runtime_version));
+			json_object_array_add(pools, po);
+		}
+		json_object_object_add(bo, "pools", pools);
+		json_object_array_add(backends, bo);
+	}
+	json_object_object_add(obj, "backends", backends);
+	json_emit(obj);
+}
+
+static int cmd_health(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{"deep", no_argument, NULL, OPT_DEEP},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"deadline", required_argument, NULL, OPT_DEADLINE},
+		{"target", required_argument, NULL, 'a'},
+		{"wait-for-ready", no_argument, NULL, OPT_WAIT},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct capibox_client *client;
+	struct capibox_health *h = NULL;
+	struct capibox_status st;
+	bool deep = false, json = false;
+	int64_t deadline_ms = 0;
+	uint64_t v;
+	int c, rc, sig;
+
+	opterr = 0;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":a:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_DEEP:
+			deep = true;
+			break;
+		case OPT_JSON:
+			json = true;
+			break;
+		case OPT_DEADLINE:
+			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
+				usage_fail(
+					"health",
+					"--deadline: '%s' is not a positive number of milliseconds",
+					optarg);
+			deadline_ms = (int64_t)v;
+			break;
+		case 'a':
+			opt_target = optarg;
+			break;
+		case OPT_WAIT:
+			opt_wait_for_ready = true;
+			break;
+		case 'h':
+			fputs(usage_health, stdout);
+			return 0;
+		default:
+			bad_option("health", argv, c);
+		}
+	}
+	if (optind < argc)
+		usage_fail("health", "unexpected argument '%s'", argv[optind]);
+	if (deadline_ms == 0)
+		deadline_ms = deep ? HEALTH_DEEP_DEADLINE_MS : HEALTH_DEADLINE_MS;
+
+	client = client_open();
+	rc = capibox_health(client, deep, deadline_ms, &h, &st);
+	client_close(client);
+	sig = atomic_load(&sig_received);
+	if (sig != 0) {
+		rc = EXIT_SIGNAL_BASE + sig;
+	} else if (rc != CAPIBOX_OK) {
+		report_rpc_error(json, &st);
+		rc = EXIT_RPC;
+	} else {
+		if (json)
+			health_print_json(h);
+		else
+			health_print(h);
+		rc = h->status == SERVING_STATUS_SERVING ? 0 : 1;
+	}
+	capibox_health_free(h);
+	if (fflush(stdout) != 0 && rc == 0)
+		rc = EXIT_IOERR;
+	return rc;
+}
+
+int main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{"target", required_argument, NULL, 'a'},
+		{"wait-for-ready", no_argument, NULL, OPT_WAIT},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *cmd;
+	int c;
+
+	opt_target = getenv("CAPIBOX_TARGET");
+	if (opt_target == NULL || *opt_target == '\0')
+		opt_target = DEFAULT_TARGET;
+
+	/* '+': stop at the command; its options are parsed by the command. */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:a:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			opt_target = optarg;
+			break;
+		case OPT_WAIT:
+			opt_wait_for_ready = true;
+			break;
+		case 'h':
+			fputs(usage_main, stdout);
+			return 0;
+		case 'V':
+			printf("capibox %s\n", CAPIBOX_VERSION);
+			return 0;
+		default:
+			bad_option(NULL, argv, c);
+		}
+	}
+	if (optind >= argc)
+		usage_fail(NULL, "no command (exec or health)");
+	cmd = argv[optind];
+	if (strcmp(cmd, "exec") == 0)
+		return cmd_exec(argc - optind, argv + optind);
+	if (strcmp(cmd, "health") == 0)
+		return cmd_health(argc - optind, argv + optind);
+	if (strcmp(cmd, "help") == 0) {
+		fputs(usage_main, stdout);
+		return 0;
+	}
+	usage_fail(NULL, "unknown command '%s'", cmd);
+}

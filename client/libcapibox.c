@@ -1,0 +1,839 @@
+/*
+ * libcapibox: a synchronous client for capiboxd over gRPC C core.
+ *
+ * Theory of operation. One client is one grpc_channel with the three methods
+ * it uses registered once (registered calls skip the per-call method-path
+ * lookup). Every call gets its own pluck completion queue, so calls on one
+ * client from several threads never see each other's events and need no
+ * lock; the only shared mutable state is the list of calls in flight, kept
+ * so that capibox_cancel_all() can reach them from another thread.
+ *
+ * protobuf-c and gRPC types stay in this file: callers see the plain structs
+ * of capibox.h.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "capibox.h"
+#include "capibox/v1/sandbox.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#define DEFAULT_MAX_MESSAGE (64u << 20)
+
+/* A call in flight, linked into its client while it may be cancelled. */
+struct live_call {
+	grpc_call *call;
+	struct live_call *prev, *next;
+};
+
+struct capibox_client {
+	grpc_channel *channel;
+	void *m_execute;
+	void *m_health;
+	void *m_check;
+	uint32_t md_flags;    /* initial-metadata flags of every call */
+	pthread_mutex_t lock; /* protects live and cancelled */
+	struct live_call *live;
+	bool cancelled;
+};
+
+/* Tags of the batches of one call; each call has its own queue. */
+enum {
+	TAG_START = 1,
+	TAG_STATUS,
+	TAG_MESSAGE,
+	TAG_UNARY,
+};
+
+#define TAG(t) ((void *)(intptr_t)(t))
+
+const char *capibox_code_name(int code)
+{
+	static const char *const names[] = {
+		"OK",
+		"CANCELLED",
+		"UNKNOWN",
+		"INVALID_ARGUMENT",
+		"DEADLINE_EXCEEDED",
+		"NOT_FOUND",
+		"ALREADY_EXISTS",
+		"PERMISSION_DENIED",
+		"RESOURCE_EXHAUSTED",
+		"FAILED_PRECONDITION",
+		"ABORTED",
+		"OUT_OF_RANGE",
+		"UNIMPLEMENTED",
+		"INTERNAL",
+		"UNAVAILABLE",
+		"DATA_LOSS",
+		"UNAUTHENTICATED",
+	};
+
+	if (code < 0 || (size_t)code >= sizeof(names) / sizeof(names[0]))
+		return "UNKNOWN";
+	return names[code];
+}
+
+const char *capibox_reason_name(int reason)
+{
+	static const char *const names[] = {
+		"unspecified",	"exited",	"signaled",  "wall_timeout",  "cpu_timeout",
+		"memory_limit", "output_limit", "cancelled", "sandbox_error",
+	};
+
+	if (reason < 0 || (size_t)reason >= sizeof(names) / sizeof(names[0]))
+		return "unknown";
+	return names[reason];
+}
+
+const char *capibox_serving_status_name(int status)
+{
+	switch (status) {
+	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_SERVING:
+		return "serving";
+	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_DEGRADED:
+		return "degraded";
+	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING:
+		return "not_serving";
+	default:
+		return "unspecified";
+	}
+}
+
+/* Sets st to code and a formatted message; returns code. */
+__attribute__((format(printf, 3, 4))) static int status_set(struct capibox_status *st, int code,
+							    const char *fmt, ...)
+{
+	va_list ap;
+
+	st->code = code;
+	va_start(ap, fmt);
+	vsnprintf(st->message, sizeof(st->message), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* Copies a status-details slice (not NUL-terminated) into st. */
+static void status_set_slice(struct capibox_status *st, grpc_status_code code, grpc_slice details)
+{
+	size_t n = GRPC_SLICE_LENGTH(details);
+
+	if (n >= sizeof(st->message))
+		n = sizeof(st->message) - 1;
+	st->code = (int)code;
+	memcpy(st->message, GRPC_SLICE_START_PTR(details), n);
+	st->message[n] = '\0';
+}
+
+struct capibox_client *capibox_connect(const char *target, const struct capibox_connect_opts *opts,
+				       char *err, size_t errlen)
+{
+	struct capibox_client *c = NULL;
+	grpc_channel_credentials *creds;
+	size_t max = DEFAULT_MAX_MESSAGE;
+	grpc_arg args[2];
+	grpc_channel_args chargs;
+
+	if (target == NULL || *target == '\0') {
+		snprintf(err, errlen, "no target address");
+		return NULL;
+	}
+	if (opts != NULL && opts->max_message_bytes != 0)
+		max = opts->max_message_bytes;
+	if (max > INT_MAX)
+		max = INT_MAX; /* channel arguments are ints */
+
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (pthread_mutex_init(&c->lock, NULL) != 0) {
+		snprintf(err, errlen, "pthread_mutex_init failed");
+		free(c);
+		return NULL;
+	}
+	if (opts != NULL && opts->wait_for_ready)
+		c->md_flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+			      GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+
+	grpc_init();
+	/*
+	 * The 4 MiB default receive limit is too small for artifacts and
+	 * datasets; send likewise, so a too-large request fails here with a
+	 * clear RESOURCE_EXHAUSTED instead of at the server.
+	 */
+	args[0].type = GRPC_ARG_INTEGER;
+	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[0].value.integer = (int)max;
+	args[1].type = GRPC_ARG_INTEGER;
+	args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+	args[1].value.integer = (int)max;
+	chargs.num_args = 2;
+	chargs.args = args;
+
+	/* Plaintext for now: the server has no TLS yet (loopback and UDS). */
+	creds = grpc_insecure_credentials_create();
+	c->channel = grpc_channel_create(target, creds, &chargs);
+	grpc_channel_credentials_release(creds);
+	if (c->channel == NULL) {
+		snprintf(err, errlen, "cannot create a channel to %s", target);
+		pthread_mutex_destroy(&c->lock);
+		free(c);
+		grpc_shutdown();
+		return NULL;
+	}
+	c->m_execute = grpc_channel_register_call(c->channel, "/capibox.v1.SandboxService/Execute",
+						  NULL, NULL);
+	c->m_health = grpc_channel_register_call(c->channel, "/capibox.v1.SandboxService/Health",
+						 NULL, NULL);
+	c->m_check =
+		grpc_channel_register_call(c->channel, "/grpc.health.v1.Health/Check", NULL, NULL);
+	return c;
+}
+
+void capibox_close(struct capibox_client *c)
+{
+	if (c == NULL)
+		return;
+	grpc_channel_destroy(c->channel);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+	grpc_shutdown();
+}
+
+void capibox_cancel_all(struct capibox_client *c)
+{
+	struct live_call *lc;
+
+	pthread_mutex_lock(&c->lock);
+	c->cancelled = true;
+	/* grpc_call_cancel is thread-safe; the calls stay referenced until
+	 * call_untrack, which takes this lock first. */
+	for (lc = c->live; lc != NULL; lc = lc->next)
+		grpc_call_cancel(lc->call, NULL);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Links lc into c's live list; false when c was cancelled (do not start). */
+static bool call_track(struct capibox_client *c, struct live_call *lc)
+{
+	bool ok;
+
+	pthread_mutex_lock(&c->lock);
+	ok = !c->cancelled;
+	if (ok) {
+		lc->prev = NULL;
+		lc->next = c->live;
+		if (c->live != NULL)
+			c->live->prev = lc;
+		c->live = lc;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ok;
+}
+
+static void call_untrack(struct capibox_client *c, struct live_call *lc)
+{
+	pthread_mutex_lock(&c->lock);
+	if (lc->prev != NULL)
+		lc->prev->next = lc->next;
+	else
+		c->live = lc->next;
+	if (lc->next != NULL)
+		lc->next->prev = lc->prev;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static bool client_cancelled(struct capibox_client *c)
+{
+	bool v;
+
+	pthread_mutex_lock(&c->lock);
+	v = c->cancelled;
+	pthread_mutex_unlock(&c->lock);
+	return v;
+}
+
+static gpr_timespec deadline_from_ms(int64_t ms)
+{
+	if (ms <= 0)
+		return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+/* Serialises m into a new byte buffer; the caller destroys it. */
+static grpc_byte_buffer *message_encode(const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	grpc_slice s = grpc_slice_malloc(len);
+	grpc_byte_buffer *bb;
+
+	protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+	bb = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return bb;
+}
+
+/* Parses bb as a d message; NULL when it does not decode. Caller frees. */
+static ProtobufCMessage *message_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d)
+{
+	grpc_byte_buffer_reader r;
+	ProtobufCMessage *m;
+	grpc_slice s;
+
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return NULL;
+	s = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+	grpc_slice_unref(s);
+	return m;
+}
+
+/* Waits for tag on the call's own queue. The call deadline bounds it. */
+static bool cq_wait(grpc_completion_queue *cq, intptr_t tag)
+{
+	grpc_event ev =
+		grpc_completion_queue_pluck(cq, TAG(tag), gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+
+	return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static void cq_destroy(grpc_completion_queue *cq)
+{
+	/* Every batch has been plucked by now, so nothing is left to drain. */
+	grpc_completion_queue_shutdown(cq);
+	grpc_completion_queue_destroy(cq);
+}
+
+/*
+ * The request as protobuf-c structs pointing into the caller's data. Only the
+ * arrays of pointers and the NUL-terminated copy of code are allocated.
+ */
+struct exec_msg {
+	Capibox__V1__ExecuteRequest req;
+	Capibox__V1__Limits limits;
+	Capibox__V1__File *files;
+	Capibox__V1__File **file_ptrs;
+	Capibox__V1__ExecuteRequest__EnvEntry *env;
+	Capibox__V1__ExecuteRequest__EnvEntry **env_ptrs;
+	char *code;
+};
+
+static void exec_msg_free(struct exec_msg *m)
+{
+	free(m->files);
+	free(m->file_ptrs);
+	free(m->env);
+	free(m->env_ptrs);
+	free(m->code);
+}
+
+/* Fills m from r; returns 0 or a status code with st set. */
+static int exec_msg_build(struct exec_msg *m, const struct capibox_exec_request *r,
+			  struct capibox_status *st)
+{
+	size_t i, code_len;
+
+	memset(m, 0, sizeof(*m));
+	capibox__v1__execute_request__init(&m->req);
+	capibox__v1__limits__init(&m->limits);
+
+	if (r->language == NULL || r->code == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT, "language and code are required");
+	code_len = r->code_len != 0 ? r->code_len : strlen(r->code);
+	/* protobuf-c packs strings up to their NUL: an inner NUL would cut the code silently. */
+	if (memchr(r->code, '\0', code_len) != NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT, "code: contains a NUL byte");
+	m->code = malloc(code_len + 1);
+	if (m->code == NULL)
+		return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+	memcpy(m->code, r->code, code_len);
+	m->code[code_len] = '\0';
+
+	m->req.language = (char *)r->language;
+	m->req.code = m->code;
+	if (r->request_id != NULL)
+		m->req.request_id = (char *)r->request_id;
+	m->req.stdin.data = (uint8_t *)r->stdin_data;
+	m->req.stdin.len = r->stdin_data != NULL ? r->stdin_len : 0;
+
+	m->limits.wall_time_ms = r->limits.wall_time_ms;
+	m->limits.cpu_time_ms = r->limits.cpu_time_ms;
+	m->limits.memory_bytes = r->limits.memory_bytes;
+	m->limits.max_processes = r->limits.max_processes;
+	m->limits.max_output_bytes = r->limits.max_output_bytes;
+	m->limits.max_file_bytes = r->limits.max_file_bytes;
+	m->req.limits = &m->limits;
+
+	if (r->n_files > 0) {
+		m->files = calloc(r->n_files, sizeof(*m->files));
+		m->file_ptrs = calloc(r->n_files, sizeof(*m->file_ptrs));
+		if (m->files == NULL || m->file_ptrs == NULL)
+			return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+		for (i = 0; i < r->n_files; i++) {
+			const struct capibox_file *f = &r->files[i];
+
+			if (f->path == NULL || (f->data == NULL && f->len != 0))
+				return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+						  "files[%zu]: missing path or data", i);
+			capibox__v1__file__init(&m->files[i]);
+			m->files[i].path = (char *)f->path;
+			m->files[i].content.data = (uint8_t *)f->data;
+			m->files[i].content.len = f->len;
+			m->files[i].mode = f->mode;
+			m->file_ptrs[i] = &m->files[i];
+		}
+		m->req.n_files = r->n_files;
+		m->req.files = m->file_ptrs;
+	}
+	if (r->n_env > 0) {
+		m->env = calloc(r->n_env, sizeof(*m->env));
+		m->env_ptrs = calloc(r->n_env, sizeof(*m->env_ptrs));
+		if (m->env == NULL || m->env_ptrs == NULL)
+			return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+		for (i = 0; i < r->n_env; i++) {
+			if (r->env[i].name == NULL || r->env[i].value == NULL)
+				return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+						  "env[%zu]: missing name or value", i);
+			capibox__v1__execute_request__env_entry__init(&m->env[i]);
+			m->env[i].key = (char *)r->env[i].name;
+			m->env[i].value = (char *)r->env[i].value;
+			m->env_ptrs[i] = &m->env[i];
+		}
+		m->req.n_env = r->n_env;
+		m->req.env = m->env_ptrs;
+	}
+	if (r->n_collect > 0) {
+		for (i = 0; i < r->n_collect; i++)
+			if (r->collect[i] == NULL)
+				return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+						  "collect[%zu]: NULL", i);
+		m->req.n_collect = r->n_collect;
+		m->req.collect = (char **)r->collect;
+	}
+	return 0;
+}
+
+/* Translates one decoded response into the plain event; false if it has no known event. */
+static bool event_from_msg(const Capibox__V1__ExecuteResponse *m, struct capibox_event *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	switch (m->event_case) {
+	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STARTED:
+		ev->kind = CAPIBOX_EVENT_STARTED;
+		ev->u.started.sandbox_id = m->started->sandbox_id;
+		ev->u.started.language = m->started->language;
+		ev->u.started.queued_us = m->started->queued_us;
+		ev->u.started.start_us = m->started->start_us;
+		ev->u.started.backend = m->started->backend;
+		return true;
+	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STDOUT:
+	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STDERR: {
+		const Capibox__V1__Output *o =
+			m->event_case == CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STDOUT ? m->stdout :
+										       m->stderr;
+
+		ev->kind = m->event_case == CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STDOUT ?
+				   CAPIBOX_EVENT_STDOUT :
+				   CAPIBOX_EVENT_STDERR;
+		ev->u.output.data = o->data.data;
+		ev->u.output.len = o->data.len;
+		return true;
+	}
+	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_ARTIFACT:
+		ev->kind = CAPIBOX_EVENT_ARTIFACT;
+		ev->u.artifact.path = m->artifact->path;
+		ev->u.artifact.mime_type = m->artifact->mime_type;
+		ev->u.artifact.content = m->artifact->content.data;
+		ev->u.artifact.len = m->artifact->content.len;
+		ev->u.artifact.size = m->artifact->size;
+		ev->u.artifact.truncated = m->artifact->truncated;
+		return true;
+	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_FINISHED:
+		ev->kind = CAPIBOX_EVENT_FINISHED;
+		ev->u.finished.reason = (int)m->finished->reason;
+		ev->u.finished.exit_code = m->finished->exit_code;
+		ev->u.finished.signal = m->finished->signal;
+		ev->u.finished.wall_time_us = m->finished->wall_time_us;
+		ev->u.finished.cpu_time_us = m->finished->cpu_time_us;
+		ev->u.finished.peak_memory_bytes = m->finished->peak_memory_bytes;
+		ev->u.finished.message = m->finished->message;
+		ev->u.finished.stdout_bytes = m->finished->stdout_bytes;
+		ev->u.finished.stderr_bytes = m->finished->stderr_bytes;
+		return true;
+	default:
+		/* An event added to the proto after this library: skip it. */
+		return false;
+	}
+}
+
+int capibox_execute(struct capibox_client *c, const struct capibox_exec_request *req,
+		    capibox_event_cb cb, void *arg, struct capibox_status *st)
+{
+	struct capibox_status local_st;
+	struct exec_msg msg;
+	struct live_call lc = {0};
+	grpc_completion_queue *cq = NULL;
+	grpc_call *call = NULL;
+	grpc_byte_buffer *send_bb = NULL, *recv_bb = NULL;
+	grpc_metadata_array initial_md, trailing_md;
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details = grpc_empty_slice();
+	const char *error_string = NULL;
+	grpc_op ops[4];
+	bool tracked = false, status_pending = false;
+	int local_code = 0; /* set when we ended the call ourselves */
+	const char *local_msg = NULL;
+
+	if (st == NULL)
+		st = &local_st;
+	status_set(st, CAPIBOX_OK, "%s", "");
+	grpc_metadata_array_init(&initial_md);
+	grpc_metadata_array_init(&trailing_md);
+	memset(&msg, 0, sizeof(msg));
+	if (c == NULL || req == NULL || cb == NULL) {
+		status_set(st, CAPIBOX_INVALID_ARGUMENT, "capibox_execute: NULL argument");
+		goto out;
+	}
+	if (exec_msg_build(&msg, req, st) != 0)
+		goto out;
+	send_bb = message_encode(&msg.req.base);
+
+	cq = grpc_completion_queue_create_for_pluck(NULL);
+	call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+						   c->m_execute, deadline_from_ms(req->deadline_ms),
+						   NULL);
+	lc.call = call;
+	if (!call_track(c, &lc)) {
+		status_set(st, CAPIBOX_CANCELLED, "cancelled");
+		goto out;
+	}
+	tracked = true;
+
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].flags = c->md_flags;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send_bb;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+	if (grpc_call_start_batch(call, ops, 4, TAG(TAG_START), NULL) != GRPC_CALL_OK) {
+		status_set(st, CAPIBOX_INTERNAL, "grpc_call_start_batch failed");
+		goto out;
+	}
+
+	/* Posted early so a cancel or deadline ends the call while we wait. */
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[0].data.recv_status_on_client.trailing_metadata = &trailing_md;
+	ops[0].data.recv_status_on_client.status = &status;
+	ops[0].data.recv_status_on_client.status_details = &details;
+	ops[0].data.recv_status_on_client.error_string = &error_string;
+	if (grpc_call_start_batch(call, ops, 1, TAG(TAG_STATUS), NULL) != GRPC_CALL_OK) {
+		/* The start batch is in flight: end it and collect it. */
+		grpc_call_cancel(call, NULL);
+		cq_wait(cq, TAG_START);
+		status_set(st, CAPIBOX_INTERNAL, "grpc_call_start_batch failed");
+		goto out;
+	}
+	status_pending = true;
+
+	/* A failed start batch means the call is already over; the status says why. */
+	if (cq_wait(cq, TAG_START)) {
+		for (;;) {
+			Capibox__V1__ExecuteResponse *resp;
+			struct capibox_event ev;
+			int stop;
+
+			memset(ops, 0, sizeof(ops));
+			ops[0].op = GRPC_OP_RECV_MESSAGE;
+			ops[0].data.recv_message.recv_message = &recv_bb;
+			recv_bb = NULL;
+			if (grpc_call_start_batch(call, ops, 1, TAG(TAG_MESSAGE), NULL) !=
+			    GRPC_CALL_OK) {
+				grpc_call_cancel(call, NULL);
+				local_code = CAPIBOX_INTERNAL;
+				local_msg = "grpc_call_start_batch failed";
+				break;
+			}
+			if (!cq_wait(cq, TAG_MESSAGE) || recv_bb == NULL)
+				break; /* end of stream, or the call failed */
+			resp = (Capibox__V1__ExecuteResponse *)message_decode(
+				recv_bb, &capibox__v1__execute_response__descriptor);
+			grpc_byte_buffer_destroy(recv_bb);
+			recv_bb = NULL;
+			if (resp == NULL) {
+				/* Tell the server too, so it stops the sandbox. */
+				grpc_call_cancel_with_status(call, GRPC_STATUS_INTERNAL,
+							     "malformed ExecuteResponse", NULL);
+				local_code = CAPIBOX_INTERNAL;
+				local_msg = "malformed ExecuteResponse";
+				break;
+			}
+			stop = event_from_msg(resp, &ev) ? cb(&ev, arg) : 0;
+			capibox__v1__execute_response__free_unpacked(resp, NULL);
+			if (stop) {
+				grpc_call_cancel(call, NULL);
+				local_code = CAPIBOX_CANCELLED;
+				local_msg = "cancelled by the callback";
+				break;
+			}
+		}
+	}
+
+	cq_wait(cq, TAG_STATUS);
+	status_pending = false;
+	if (local_code != 0)
+		status_set(st, local_code, "%s", local_msg);
+	else if (status == GRPC_STATUS_CANCELLED && client_cancelled(c))
+		status_set(st, CAPIBOX_CANCELLED, "cancelled");
+	else
+		status_set_slice(st, status, details);
+
+out:
+	if (status_pending)
+		cq_wait(cq, TAG_STATUS);
+	if (tracked)
+		call_untrack(c, &lc);
+	if (call != NULL)
+		grpc_call_unref(call);
+	if (cq != NULL)
+		cq_destroy(cq);
+	if (send_bb != NULL)
+		grpc_byte_buffer_destroy(send_bb);
+	if (recv_bb != NULL)
+		grpc_byte_buffer_destroy(recv_bb);
+	grpc_metadata_array_destroy(&initial_md);
+	grpc_metadata_array_destroy(&trailing_md);
+	grpc_slice_unref(details);
+	gpr_free((void *)error_string);
+	exec_msg_free(&msg);
+	return st->code;
+}
+
+/*
+ * One unary call: sends req, decodes the answer as resp_desc into *resp
+ * (caller frees) when the status is OK. Returns the status code, st set.
+ */
+static int unary_call(struct capibox_client *c, void *method, int64_t deadline_ms,
+		      const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+		      ProtobufCMessage **resp, struct capibox_status *st)
+{
+	struct live_call lc = {0};
+	grpc_completion_queue *cq = NULL;
+	grpc_call *call = NULL;
+	grpc_byte_buffer *send_bb = NULL, *recv_bb = NULL;
+	grpc_metadata_array initial_md, trailing_md;
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details = grpc_empty_slice();
+	const char *error_string = NULL;
+	bool tracked = false;
+	grpc_op ops[6];
+
+	*resp = NULL;
+	grpc_metadata_array_init(&initial_md);
+	grpc_metadata_array_init(&trailing_md);
+	send_bb = message_encode(req);
+	cq = grpc_completion_queue_create_for_pluck(NULL);
+	call = grpc_channel_create_registered_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+						   method, deadline_from_ms(deadline_ms), NULL);
+	lc.call = call;
+	if (!call_track(c, &lc)) {
+		status_set(st, CAPIBOX_CANCELLED, "cancelled");
+		goto out;
+	}
+	tracked = true;
+
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].flags = c->md_flags;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send_bb;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &recv_bb;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
+	ops[5].data.recv_status_on_client.status = &status;
+	ops[5].data.recv_status_on_client.status_details = &details;
+	ops[5].data.recv_status_on_client.error_string = &error_string;
+	if (grpc_call_start_batch(call, ops, 6, TAG(TAG_UNARY), NULL) != GRPC_CALL_OK) {
+		status_set(st, CAPIBOX_INTERNAL, "grpc_call_start_batch failed");
+		goto out;
+	}
+	/* The batch holds RECV_STATUS, so it completes even when the call fails. */
+	cq_wait(cq, TAG_UNARY);
+
+	if (status == GRPC_STATUS_CANCELLED && client_cancelled(c)) {
+		status_set(st, CAPIBOX_CANCELLED, "cancelled");
+	} else if (status != GRPC_STATUS_OK) {
+		status_set_slice(st, status, details);
+	} else if (recv_bb == NULL) {
+		status_set(st, CAPIBOX_INTERNAL, "no %s in the reply", resp_desc->short_name);
+	} else {
+		*resp = message_decode(recv_bb, resp_desc);
+		if (*resp == NULL)
+			status_set(st, CAPIBOX_INTERNAL, "malformed %s", resp_desc->short_name);
+		else
+			status_set(st, CAPIBOX_OK, "%s", "");
+	}
+
+out:
+	if (tracked)
+		call_untrack(c, &lc);
+	if (call != NULL)
+		grpc_call_unref(call);
+	if (cq != NULL)
+		cq_destroy(cq);
+	if (send_bb != NULL)
+		grpc_byte_buffer_destroy(send_bb);
+	if (recv_bb != NULL)
+		grpc_byte_buffer_destroy(recv_bb);
+	grpc_metadata_array_destroy(&initial_md);
+	grpc_metadata_array_destroy(&trailing_md);
+	grpc_slice_unref(details);
+	gpr_free((void *)error_string);
+	return st->code;
+}
+
+void capibox_health_free(struct capibox_health *h)
+{
+	size_t i, j;
+
+	if (h == NULL)
+		return;
+	for (i = 0; i < h->n_backends; i++) {
+		struct capibox_backend_health *b = &h->backends[i];
+
+		for (j = 0; j < b->n_pools; j++) {
+			free(b->pools[j].language);
+			free(b->pools[j].runtime_version);
+		}
+		free(b->pools);
+		free(b->name);
+		free(b->message);
+	}
+	free(h->backends);
+	free(h->version);
+	free(h);
+}
+
+/* Deep-copies the decoded reply into the plain struct; NULL when out of memory. */
+static struct capibox_health *health_from_msg(const Capibox__V1__HealthResponse *m)
+{
+	struct capibox_health *h;
+	size_t i, j;
+
+	h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return NULL;
+	h->status = (int)m->status;
+	h->uptime_s = m->uptime_s;
+	h->version = strdup(m->version);
+	if (h->version == NULL)
+		goto fail;
+	if (m->n_backends > 0) {
+		h->backends = calloc(m->n_backends, sizeof(*h->backends));
+		if (h->backends == NULL)
+			goto fail;
+	}
+	for (i = 0; i < m->n_backends; i++) {
+		const Capibox__V1__BackendHealth *mb = m->backends[i];
+		struct capibox_backend_health *b = &h->backends[i];
+
+		h->n_backends++;
+		b->status = (int)mb->status;
+		b->canary_us = mb->canary_us;
+		b->name = strdup(mb->name);
+		b->message = strdup(mb->message);
+		if (b->name == NULL || b->message == NULL)
+			goto fail;
+		if (mb->n_pools > 0) {
+			b->pools = calloc(mb->n_pools, sizeof(*b->pools));
+			if (b->pools == NULL)
+				goto fail;
+		}
+		for (j = 0; j < mb->n_pools; j++) {
+			const Capibox__V1__RuntimePool *mp = mb->pools[j];
+			struct capibox_runtime_pool *p = &b->pools[j];
+
+			b->n_pools++;
+			p->idle = mp->idle;
+			p->busy = mp->busy;
+			p->target = mp->target;
+			p->language = strdup(mp->language);
+			p->runtime_version = strdup(mp->runtime_version);
+			if (p->language == NULL || p->runtime_version == NULL)
+				goto fail;
+		}
+	}
+	return h;
+fail:
+	capibox_health_free(h);
+	return NULL;
+}
+
+int capibox_health(struct capibox_client *c, bool deep, int64_t deadline_ms,
+		   struct capibox_health **out, struct capibox_status *st)
+{
+	Capibox__V1__HealthRequest req = CAPIBOX__V1__HEALTH_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	struct capibox_status local_st;
+
+	if (st == NULL)
+		st = &local_st;
+	if (out == NULL || c == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT, "capibox_health: NULL argument");
+	*out = NULL;
+	req.deep = deep;
+	if (unary_call(c, c->m_health, deadline_ms, &req.base,
+		       &capibox__v1__health_response__descriptor, &resp, st) != CAPIBOX_OK)
+		return st->code;
+	*out = health_from_msg((Capibox__V1__HealthResponse *)resp);
+	capibox__v1__health_response__free_unpacked((Capibox__V1__HealthResponse *)resp, NULL);
+	if (*out == NULL)
+		return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+	return CAPIBOX_OK;
+}
+
+int capibox_health_check(struct capibox_client *c, const char *service, int64_t deadline_ms,
+			 int *serving_status, struct capibox_status *st)
+{
+	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	struct capibox_status local_st;
+
+	if (st == NULL)
+		st = &local_st;
+	if (c == NULL || serving_status == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+				  "capibox_health_check: NULL argument");
+	*serving_status = 0;
+	if (service != NULL)
+		req.service = (char *)service;
+	if (unary_call(c, c->m_check, deadline_ms, &req.base,
+		       &grpc__health__v1__health_check_response__descriptor, &resp,
+		       st) != CAPIBOX_OK)
+		return st->code;
+	*serving_status = (int)((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
+	grpc__health__v1__health_check_response__free_unpacked(
+		(Grpc__Health__V1__HealthCheckResponse *)resp, NULL);
+	return CAPIBOX_OK;
+}
