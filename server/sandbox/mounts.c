@@ -8,7 +8,8 @@
  *   /etc         synthesized: passwd and group with the sandbox user, hosts,
  *                nsswitch; read-only binds of the few host entries runtimes
  *                need (dynamic linker cache, alternatives, fonts, python)
- *   /proc        fresh, of the sandbox's pid namespace
+ *   /proc        fresh, of the sandbox's pid namespace; host-kernel entries
+ *                (kcore, sysrq-trigger, kallsyms, ...) masked, sys read-only
  *   /dev         read-only tmpfs: null, zero, full, random, urandom; shm -> /tmp
  *   /tmp         size-capped tmpfs
  *   /home/user   size-capped tmpfs, the working directory
@@ -49,6 +50,19 @@ static const char *const etc_binds[] = {
 };
 
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom"};
+
+/*
+ * /proc entries that describe or drive the host kernel rather than the
+ * sandbox: files are covered with /dev/null, directories with an empty
+ * read-only tmpfs (the set container runtimes mask, plus a few more).
+ */
+static const char *const proc_masked_files[] = {
+	"kcore", "sysrq-trigger", "kallsyms", "keys", "key-users", "timer_list", "sched_debug",
+	"latency_stats", "kmsg", "kpagecount", "kpageflags", "kpagecgroup", "config.gz",
+	"modules", "slabinfo", "vmallocinfo", "iomem", "ioports", "buddyinfo", "pagetypeinfo",
+};
+static const char *const proc_masked_dirs[] = {"acpi", "scsi", "bus", "fs", "irq", "tty",
+						   "driver"};
 
 /*
  * Flags to keep when remounting a bind: a mount namespace owned by a user
@@ -211,6 +225,32 @@ static int setup_dev(char *err, size_t errlen)
 	return 0;
 }
 
+static int mask_proc(char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(proc_masked_files) / sizeof(proc_masked_files[0]); i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "proc/%s", proc_masked_files[i]);
+		if (access(path, F_OK) != 0)
+			continue;
+		if (mount("/dev/null", path, NULL, MS_BIND, NULL) < 0)
+			FAIL("mask %s", path);
+	}
+	for (size_t i = 0; i < sizeof(proc_masked_dirs) / sizeof(proc_masked_dirs[0]); i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "proc/%s", proc_masked_dirs[i]);
+		if (access(path, F_OK) != 0)
+			continue;
+		if (mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			  "size=0,mode=0555") < 0)
+			FAIL("mask %s", path);
+	}
+	/* runtimes read /proc/sys (e.g. vm.overcommit_memory): readable, never
+	 * writable, whatever the file modes say */
+	if (bind_ro("proc/sys", "proc/sys", err, errlen) < 0)
+		return -1;
+	return 0;
+}
+
 int mounts_setup(const struct sandbox_spec *spec, char *err, size_t errlen)
 {
 	char opts[128];
@@ -230,7 +270,7 @@ int mounts_setup(const struct sandbox_spec *spec, char *err, size_t errlen)
 	 * not in it */
 	if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		FAIL("mount proc");
-	if (setup_dev(err, errlen) < 0)
+	if (mask_proc(err, errlen) < 0 || setup_dev(err, errlen) < 0)
 		return -1;
 	if (mkdir("tmp", 01777) < 0 || chmod("tmp", 01777) < 0)
 		FAIL("mkdir tmp");
