@@ -240,7 +240,7 @@ static void test_network_isolated(void **state)
 		assert_true(host_can_connect(ip, lport));
 	else
 		print_message(
-			"note: the host has no non-loopback IPv4 address; probing 127.0.0.1 and 1.1.1.1 only\n");
+			"note: the host has no non-loopback IPv4 address; probing 127.0.0.1 and 198.51.100.1 only\n");
 
 	if (ip[0])
 		snprintf(extra, sizeof(extra), "probe('%s', %u)\n", ip, lport);
@@ -259,12 +259,12 @@ static void test_network_isolated(void **state)
 		 "        s.close()\n"
 		 "probe('127.0.0.1', %u)\n"
 		 "probe('127.0.0.1', %u)\n"
-		 "probe('1.1.1.1', 53)\n"
+		 "probe('198.51.100.1', 53)\n"
 		 "%s",
 		 d->port, lport, extra);
 	off += (size_t)snprintf(
 		expect + off, sizeof(expect) - off,
-		"interfaces ['lo']\n127.0.0.1 %u blocked\n127.0.0.1 %u blocked\n1.1.1.1 53 blocked\n",
+		"interfaces ['lo']\n127.0.0.1 %u blocked\n127.0.0.1 %u blocked\n198.51.100.1 53 blocked\n",
 		d->port, lport);
 	if (ip[0])
 		snprintf(expect + off, sizeof(expect) - off, "%s %u blocked\n", ip, lport);

@@ -1,0 +1,243 @@
+#!/usr/bin/python3
+"""Interop test: a Python grpcio client against the real capiboxd.
+
+Shows that the wire contract works for a client that is not ours: the
+stubs are generated from proto/ at test time (protoc + Debian's
+grpc_python_plugin) and the client is Debian's python3-grpcio. Calls all
+three SandboxService RPCs and grpc.health.v1.Health/Check.
+
+Environment (set by tests/interop/CMakeLists.txt):
+  CAPIBOXD           path of the daemon to start (default build/capiboxd)
+  CAPIBOX_PROTO_DIR  proto/ directory (default: the repository's)
+Exit code 77 (ctest's SKIP_RETURN_CODE) when it cannot run here: grpc not
+importable, or not root (the daemon makes namespaces).
+"""
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SKIP = 77
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CAPIBOXD = os.environ.get("CAPIBOXD", os.path.join(REPO, "build", "capiboxd"))
+PROTO_DIR = os.environ.get("CAPIBOX_PROTO_DIR", os.path.join(REPO, "proto"))
+PROTOC = shutil.which("protoc") or "/usr/bin/protoc"
+GRPC_PLUGIN = "/usr/bin/grpc_python_plugin"
+# Generous: the deep health check runs a canary per runtime.
+RPC_TIMEOUT = 60
+
+try:
+    import grpc
+except ImportError as e:
+    print(f"SKIP: grpc is not importable by {sys.executable} ({e}); "
+          "install python3-grpcio and run with /usr/bin/python3")
+    sys.exit(SKIP)
+
+# Filled in by main(): the work directory, the generated modules.
+WORK = None
+pb = None        # capibox/v1/sandbox_pb2
+pb_grpc = None   # capibox/v1/sandbox_pb2_grpc
+health_pb = None  # grpc/health/v1/health_pb2
+
+
+def generate_stubs(out):
+    """Runs protoc over proto/ into out and imports the generated modules."""
+    global pb, pb_grpc, health_pb
+    os.makedirs(out)
+    subprocess.run(
+        [PROTOC, f"-I{PROTO_DIR}", f"--python_out={out}", f"--grpc_out={out}",
+         f"--plugin=protoc-gen-grpc={GRPC_PLUGIN}",
+         "capibox/v1/sandbox.proto", "grpc/health/v1/health.proto"],
+        check=True)
+    sys.path.insert(0, out)
+    from capibox.v1 import sandbox_pb2, sandbox_pb2_grpc
+    pb, pb_grpc = sandbox_pb2, sandbox_pb2_grpc
+    # The health module's package is "grpc", which would shadow the real
+    # grpc package on import: load it from its file under another name and
+    # call Check through a plain channel method.
+    path = os.path.join(out, "grpc", "health", "v1", "health_pb2.py")
+    spec = importlib.util.spec_from_file_location("capibox_interop_health_pb2", path)
+    health_pb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(health_pb)
+
+
+class Daemon:
+    """capiboxd on an ephemeral loopback port, its stderr in a log file."""
+
+    def __init__(self, workdir):
+        self.ready = os.path.join(workdir, "addr")
+        self.log_path = os.path.join(workdir, "capiboxd.log")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [CAPIBOXD, "--listen", "127.0.0.1:0", "--ready-file", self.ready,
+             "--grace", "2"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        self.addr = self._wait_ready(30)
+
+    def _wait_ready(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if os.path.exists(self.ready) and os.path.getsize(self.ready) > 0:
+                with open(self.ready) as f:
+                    return f.read().strip()
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"capiboxd exited with {self.proc.returncode} before serving")
+            time.sleep(0.05)
+        raise RuntimeError(f"capiboxd did not write {self.ready} within {seconds} s")
+
+    def stop(self):
+        """SIGTERM, then returns the exit status (None if it had to be killed)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.log.close()
+                return None
+        self.log.close()
+        return self.proc.returncode
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+class InteropTest(unittest.TestCase):
+    daemon = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(WORK)
+        cls.channel = grpc.insecure_channel(cls.daemon.addr)
+        try:
+            grpc.channel_ready_future(cls.channel).result(timeout=10)
+        except grpc.FutureTimeoutError:
+            cls.channel.close()
+            cls.daemon.stop()
+            raise
+        cls.stub = pb_grpc.SandboxServiceStub(cls.channel)
+        cls.check = cls.channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb.HealthCheckResponse.FromString)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        rc = cls.daemon.stop()
+        if rc != 0:
+            raise AssertionError(f"capiboxd did not exit 0 on SIGTERM (status {rc})")
+
+    def test_execute_streams_events(self):
+        """Started, stdout chunks as written, then Finished REASON_EXITED."""
+        code = 'import time\nprint("a")\ntime.sleep(1.5)\nprint("b")\n'
+        req = pb.ExecuteRequest(language="python", code=code, request_id="interop-1")
+        events = []  # (arrival time, event name, message)
+        for resp in self.stub.Execute(req, timeout=RPC_TIMEOUT):
+            kind = resp.WhichOneof("event")
+            events.append((time.monotonic(), kind, getattr(resp, kind)))
+
+        kinds = [k for _, k, _ in events]
+        self.assertEqual(kinds[0], "started", kinds)
+        self.assertEqual(kinds[-1], "finished", kinds)
+        self.assertEqual(kinds.count("finished"), 1, kinds)
+        started = events[0][2]
+        self.assertEqual(started.language, "python")
+        self.assertEqual(started.backend, "local")
+        self.assertTrue(started.sandbox_id)
+
+        out = [(t, m.data) for t, k, m in events if k == "stdout"]
+        self.assertEqual(b"".join(d for _, d in out), b"a\nb\n")
+        # Streamed live, not at the end: "a" arrives well before "b".
+        t_a = next(t for t, d in out if b"a" in d)
+        t_b = next(t for t, d in out if b"b" in d)
+        self.assertGreater(t_b - t_a, 1.0, "stdout was not streamed as written")
+
+        fin = events[-1][2]
+        self.assertEqual(fin.reason, pb.REASON_EXITED, fin)
+        self.assertEqual(fin.exit_code, 0)
+        self.assertEqual(fin.stdout_bytes, 4)
+        self.assertGreater(fin.wall_time_us, 1_500_000)
+
+    def test_execute_empty_code_is_invalid_argument(self):
+        req = pb.ExecuteRequest(language="python", code="")
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(self.stub.Execute(req, timeout=RPC_TIMEOUT))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("code", cm.exception.details())
+
+    def test_analyze_is_unimplemented(self):
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.stub.Analyze(pb.AnalyzeRequest(), timeout=RPC_TIMEOUT)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        self.assertIn("Analyze", cm.exception.details())
+
+    def _check_health(self, resp):
+        self.assertEqual(resp.status, pb.SERVING_STATUS_SERVING, resp)
+        self.assertTrue(resp.version)
+        names = [b.name for b in resp.backends]
+        self.assertIn("local", names)
+        local = resp.backends[names.index("local")]
+        self.assertEqual(local.status, pb.SERVING_STATUS_SERVING, local)
+        self.assertEqual({p.language for p in local.pools}, {"python", "javascript", "bash"})
+        return local
+
+    def test_health_shallow(self):
+        self._check_health(self.stub.Health(pb.HealthRequest(deep=False), timeout=RPC_TIMEOUT))
+
+    def test_health_deep_runs_canaries(self):
+        local = self._check_health(
+            self.stub.Health(pb.HealthRequest(deep=True), timeout=RPC_TIMEOUT))
+        self.assertGreater(local.canary_us, 0)
+        for lang in ("python", "javascript", "bash"):
+            self.assertIn(lang, local.message)
+
+    def test_grpc_health_v1_check(self):
+        serving = health_pb.HealthCheckResponse.SERVING
+        for service in ("", "capibox.v1.SandboxService"):
+            resp = self.check(health_pb.HealthCheckRequest(service=service), timeout=RPC_TIMEOUT)
+            self.assertEqual(resp.status, serving, f"service {service!r}")
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.check(health_pb.HealthCheckRequest(service="no.such.Service"),
+                       timeout=RPC_TIMEOUT)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+
+def main():
+    global WORK
+    if os.geteuid() != 0:
+        print("SKIP: capiboxd must run as root (it creates namespaces)")
+        return SKIP
+    if not os.access(CAPIBOXD, os.X_OK):
+        print(f"FAIL: no capiboxd at {CAPIBOXD} (set CAPIBOXD)")
+        return 1
+    WORK = tempfile.mkdtemp(prefix="capibox-interop.")
+    try:
+        generate_stubs(os.path.join(WORK, "stubs"))
+        prog = unittest.main(argv=[sys.argv[0]] + sys.argv[1:], exit=False, verbosity=2)
+        ok = prog.result.wasSuccessful()
+        log = os.path.join(WORK, "capiboxd.log")
+        if not ok and os.path.exists(log):
+            with open(log, "rb") as f:
+                sys.stderr.write("---- capiboxd log ----\n")
+                sys.stderr.write(f.read().decode("utf-8", "replace"))
+        return 0 if ok else 1
+    finally:
+        # A daemon still running here means setUpClass failed half-way.
+        d = InteropTest.daemon
+        if d is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
