@@ -166,14 +166,22 @@ static long parse_long(const char *s, const char *what)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"target", required_argument, NULL, 'a'}, {"language", required_argument, NULL, 'l'},
-		{"code", required_argument, NULL, 'c'},   {"count", required_argument, NULL, 'n'},
+		{"target", required_argument, NULL, 'a'},
+		{"language", required_argument, NULL, 'l'},
+		{"code", required_argument, NULL, 'c'},
+		{"count", required_argument, NULL, 'n'},
 		{"concurrency", required_argument, NULL, 'j'},
-		{"warmup", required_argument, NULL, 'w'}, {"bare", no_argument, NULL, 'b'},
-		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+		{"warmup", required_argument, NULL, 'w'},
+		{"bare", no_argument, NULL, 'b'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
-	struct bench b = {.target = "127.0.0.1:50051", .lang = "python", .code = "print(1)",
-			  .count = 100, .warmup = 5, .conc = 1};
+	struct bench b = {.target = "127.0.0.1:50051",
+			  .lang = "python",
+			  .code = "print(1)",
+			  .count = 100,
+			  .warmup = 5,
+			  .conc = 1};
 	int bare = 0, c;
 	double t0, elapsed, *ok;
 	long nok = 0;

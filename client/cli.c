@@ -195,19 +195,12 @@ static bool parse_number(const char *s, bool suffixes, uint64_t max, uint64_t *o
 	if (suffixes && *end != '\0') {
 		switch (*end) {
 		case 'k':
-		case 'K':
-			mult = 1ull << 10;
-			break;
+		case 'K': mult = 1ull << 10; break;
 		case 'm':
-		case 'M':
-			mult = 1ull << 20;
-			break;
+		case 'M': mult = 1ull << 20; break;
 		case 'g':
-		case 'G':
-			mult = 1ull << 30;
-			break;
-		default:
-			return false;
+		case 'G': mult = 1ull << 30; break;
+		default: return false;
 		}
 		end++;
 		/* Accept "M", "MB" and "MiB" alike. */
@@ -760,9 +753,7 @@ static void print_finish_line(const struct capibox_event *ev)
 		case CAPIBOX_REASON_OUTPUT_LIMIT:
 			snprintf(dflt, sizeof(dflt), "output limit reached");
 			break;
-		case CAPIBOX_REASON_CANCELLED:
-			snprintf(dflt, sizeof(dflt), "cancelled");
-			break;
+		case CAPIBOX_REASON_CANCELLED: snprintf(dflt, sizeof(dflt), "cancelled"); break;
 		default:
 			snprintf(dflt, sizeof(dflt), "the run ended abnormally (reason %d)",
 				 reason);
@@ -794,10 +785,8 @@ static int exec_event_json(struct exec_ctx *x, const struct capibox_event *ev)
 		obj = json_object_new_object();
 		json_object_object_add(obj, "started", in);
 		return json_emit(obj);
-	case CAPIBOX_EVENT_STDOUT:
-		return json_output(x, 0, ev->u.output.data, ev->u.output.len);
-	case CAPIBOX_EVENT_STDERR:
-		return json_output(x, 1, ev->u.output.data, ev->u.output.len);
+	case CAPIBOX_EVENT_STDOUT: return json_output(x, 0, ev->u.output.data, ev->u.output.len);
+	case CAPIBOX_EVENT_STDERR: return json_output(x, 1, ev->u.output.data, ev->u.output.len);
 	case CAPIBOX_EVENT_ARTIFACT: {
 		size_t valid;
 		bool text;
@@ -864,8 +853,7 @@ static int exec_event_plain(struct exec_ctx *x, const struct capibox_event *ev)
 		return write_all(STDOUT_FILENO, ev->u.output.data, ev->u.output.len);
 	case CAPIBOX_EVENT_STDERR:
 		return write_all(STDERR_FILENO, ev->u.output.data, ev->u.output.len);
-	case CAPIBOX_EVENT_ARTIFACT:
-		return 0; /* saved by the caller */
+	case CAPIBOX_EVENT_ARTIFACT: return 0; /* saved by the caller */
 	case CAPIBOX_EVENT_FINISHED:
 		if (x->verbose) {
 			format_bytes(mem, sizeof(mem), ev->u.finished.peak_memory_bytes);
@@ -910,20 +898,14 @@ static int exec_on_event(const struct capibox_event *ev, void *arg)
 static int exit_code_for_finish(const struct exec_ctx *x)
 {
 	switch (x->reason) {
-	case CAPIBOX_REASON_EXITED:
-		return x->exit_code & 0xff;
-	case CAPIBOX_REASON_SIGNALED:
-		return EXIT_SIGNAL_BASE + (x->signal & 0x7f);
+	case CAPIBOX_REASON_EXITED: return x->exit_code & 0xff;
+	case CAPIBOX_REASON_SIGNALED: return EXIT_SIGNAL_BASE + (x->signal & 0x7f);
 	case CAPIBOX_REASON_WALL_TIMEOUT:
-	case CAPIBOX_REASON_CPU_TIMEOUT:
-		return EXIT_TIMEOUT;
+	case CAPIBOX_REASON_CPU_TIMEOUT: return EXIT_TIMEOUT;
 	case CAPIBOX_REASON_MEMORY_LIMIT:
-	case CAPIBOX_REASON_OUTPUT_LIMIT:
-		return EXIT_LIMIT;
-	case CAPIBOX_REASON_CANCELLED:
-		return EXIT_CANCELLED;
-	default:
-		return EXIT_SANDBOX_ERROR;
+	case CAPIBOX_REASON_OUTPUT_LIMIT: return EXIT_LIMIT;
+	case CAPIBOX_REASON_CANCELLED: return EXIT_CANCELLED;
+	default: return EXIT_SANDBOX_ERROR;
 	}
 }
 
@@ -1109,18 +1091,12 @@ static int cmd_exec(int argc, char *argv[])
 	optind = 0;
 	while ((c = getopt_long(argc, argv, ":l:c:e:f:va:h", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'l':
-			a.req.language = optarg;
-			break;
-		case 'c':
-			code_arg = optarg;
-			break;
+		case 'l': a.req.language = optarg; break;
+		case 'c': code_arg = optarg; break;
 		case OPT_TIMEOUT:
 			a.req.limits.wall_time_ms = opt_u32("exec", "--timeout", optarg);
 			break;
-		case OPT_CPU:
-			a.req.limits.cpu_time_ms = opt_u32("exec", "--cpu", optarg);
-			break;
+		case OPT_CPU: a.req.limits.cpu_time_ms = opt_u32("exec", "--cpu", optarg); break;
 		case OPT_MEMORY:
 			a.req.limits.memory_bytes = opt_bytes("exec", "--memory", optarg);
 			break;
@@ -1133,28 +1109,16 @@ static int cmd_exec(int argc, char *argv[])
 		case OPT_MAX_FILE:
 			a.req.limits.max_file_bytes = opt_bytes("exec", "--max-file", optarg);
 			break;
-		case 'e':
-			exec_add_env(&a, optarg);
-			break;
-		case OPT_STDIN:
-			stdin_text = optarg;
-			break;
-		case OPT_STDIN_FILE:
-			stdin_file = optarg;
-			break;
-		case 'f':
-			exec_add_file(&a, optarg);
-			break;
+		case 'e': exec_add_env(&a, optarg); break;
+		case OPT_STDIN: stdin_text = optarg; break;
+		case OPT_STDIN_FILE: stdin_file = optarg; break;
+		case 'f': exec_add_file(&a, optarg); break;
 		case OPT_COLLECT:
 			a.collect = xgrow(a.collect, a.n_collect + 1, sizeof(*a.collect));
 			a.collect[a.n_collect++] = optarg;
 			break;
-		case OPT_ARTIFACT_DIR:
-			artifact_dir = optarg;
-			break;
-		case OPT_REQUEST_ID:
-			a.req.request_id = optarg;
-			break;
+		case OPT_ARTIFACT_DIR: artifact_dir = optarg; break;
+		case OPT_REQUEST_ID: a.req.request_id = optarg; break;
 		case OPT_DEADLINE:
 			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
 				usage_fail(
@@ -1163,23 +1127,12 @@ static int cmd_exec(int argc, char *argv[])
 					optarg);
 			a.req.deadline_ms = (int64_t)v;
 			break;
-		case OPT_JSON:
-			x.json = true;
-			break;
-		case 'v':
-			x.verbose = true;
-			break;
-		case 'a':
-			opt_target = optarg;
-			break;
-		case OPT_WAIT:
-			opt_wait_for_ready = true;
-			break;
-		case 'h':
-			fputs(usage_exec, stdout);
-			return 0;
-		default:
-			bad_option("exec", argv, c);
+		case OPT_JSON: x.json = true; break;
+		case 'v': x.verbose = true; break;
+		case 'a': opt_target = optarg; break;
+		case OPT_WAIT: opt_wait_for_ready = true; break;
+		case 'h': fputs(usage_exec, stdout); return 0;
+		default: bad_option("exec", argv, c);
 		}
 	}
 	if (optind < argc)
@@ -1374,12 +1327,8 @@ static int cmd_health(int argc, char *argv[])
 	optind = 0;
 	while ((c = getopt_long(argc, argv, ":a:h", longopts, NULL)) != -1) {
 		switch (c) {
-		case OPT_DEEP:
-			deep = true;
-			break;
-		case OPT_JSON:
-			json = true;
-			break;
+		case OPT_DEEP: deep = true; break;
+		case OPT_JSON: json = true; break;
 		case OPT_DEADLINE:
 			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
 				usage_fail(
@@ -1388,17 +1337,10 @@ static int cmd_health(int argc, char *argv[])
 					optarg);
 			deadline_ms = (int64_t)v;
 			break;
-		case 'a':
-			opt_target = optarg;
-			break;
-		case OPT_WAIT:
-			opt_wait_for_ready = true;
-			break;
-		case 'h':
-			fputs(usage_health, stdout);
-			return 0;
-		default:
-			bad_option("health", argv, c);
+		case 'a': opt_target = optarg; break;
+		case OPT_WAIT: opt_wait_for_ready = true; break;
+		case 'h': fputs(usage_health, stdout); return 0;
+		default: bad_option("health", argv, c);
 		}
 	}
 	if (optind < argc)
@@ -1448,20 +1390,11 @@ int main(int argc, char *argv[])
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:a:hV", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'a':
-			opt_target = optarg;
-			break;
-		case OPT_WAIT:
-			opt_wait_for_ready = true;
-			break;
-		case 'h':
-			fputs(usage_main, stdout);
-			return 0;
-		case 'V':
-			printf("capibox %s\n", CAPIBOX_VERSION);
-			return 0;
-		default:
-			bad_option(NULL, argv, c);
+		case 'a': opt_target = optarg; break;
+		case OPT_WAIT: opt_wait_for_ready = true; break;
+		case 'h': fputs(usage_main, stdout); return 0;
+		case 'V': printf("capibox %s\n", CAPIBOX_VERSION); return 0;
+		default: bad_option(NULL, argv, c);
 		}
 	}
 	if (optind >= argc)

@@ -101,14 +101,10 @@ const char *capibox_reason_name(int reason)
 const char *capibox_serving_status_name(int status)
 {
 	switch (status) {
-	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_SERVING:
-		return "serving";
-	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_DEGRADED:
-		return "degraded";
-	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING:
-		return "not_serving";
-	default:
-		return "unspecified";
+	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_SERVING: return "serving";
+	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_DEGRADED: return "degraded";
+	case CAPIBOX__V1__SERVING_STATUS__SERVING_STATUS_NOT_SERVING: return "not_serving";
+	default: return "unspecified";
 	}
 }
 

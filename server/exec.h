@@ -35,10 +35,10 @@ struct exec_limits {
 };
 
 struct exec_file {
-	const char *path;      /* validated: relative, normalised */
+	const char *path; /* validated: relative, normalised */
 	const uint8_t *data;
 	size_t len;
-	uint32_t mode;         /* permission bits, 0 = 0644 */
+	uint32_t mode; /* permission bits, 0 = 0644 */
 };
 
 struct exec_env {
@@ -62,8 +62,8 @@ struct exec_request {
 	const uint8_t *stdin_data;
 	size_t stdin_len;
 	struct exec_limits limits; /* after validation: defaults filled in */
-	size_t n_collect;          /* collect globs (not served yet) */
-	const char *session_id;    /* "" or NULL: one-shot */
+	size_t n_collect;	   /* collect globs (not served yet) */
+	const char *session_id;	   /* "" or NULL: one-shot */
 	const char *request_id;
 };
 

@@ -79,7 +79,8 @@ const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
 		uint32_t n = 0;
 		if (len < sizeof(struct ipc_spawn) || nfds != IPC_SPAWN_FDS)
 			return "bad SPAWN size or descriptors";
-		if (m->spawn.env_len > IPC_ENV_MAX || len != sizeof(struct ipc_spawn) + m->spawn.env_len)
+		if (m->spawn.env_len > IPC_ENV_MAX ||
+		    len != sizeof(struct ipc_spawn) + m->spawn.env_len)
 			return "bad SPAWN environment length";
 		p = m->spawn.env;
 		end = p + m->spawn.env_len;
@@ -123,7 +124,9 @@ size_t ipc_recv(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS])
 		char buf[CMSG_SPACE(sizeof(int) * IPC_SPAWN_FDS)];
 		struct cmsghdr align;
 	} ctl;
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = ctl.buf,
 			    .msg_controllen = sizeof(ctl.buf)};
 	size_t nfds = 0;
 	const char *bad;

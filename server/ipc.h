@@ -16,11 +16,11 @@
 #include "exec.h"
 
 enum ipc_type {
-	IPC_HELLO = 1,   /* supervisor -> front: ready, runtime versions */
-	IPC_SPAWN,       /* front -> supervisor: start a sandbox (4 fds) */
-	IPC_KILL,        /* front -> supervisor: end a sandbox with a reason */
-	IPC_STARTED,     /* supervisor -> front: the code is starting */
-	IPC_EXITED,      /* supervisor -> front: the sandbox is gone */
+	IPC_HELLO = 1, /* supervisor -> front: ready, runtime versions */
+	IPC_SPAWN,     /* front -> supervisor: start a sandbox (4 fds) */
+	IPC_KILL,      /* front -> supervisor: end a sandbox with a reason */
+	IPC_STARTED,   /* supervisor -> front: the code is starting */
+	IPC_EXITED,    /* supervisor -> front: the sandbox is gone */
 };
 
 #define IPC_MAX_RUNTIMES 16
@@ -32,32 +32,32 @@ struct ipc_hello {
 	uint32_t type;
 	uint32_t n_runtimes;
 	char versions[IPC_MAX_RUNTIMES][IPC_VERSION_LEN];
-	uint32_t cgroup_mode;   /* 0 none, 1 v1, 2 v2 */
-	char cgroup[128];       /* describes the limits enforcement in use */
+	uint32_t cgroup_mode; /* 0 none, 1 v1, 2 v2 */
+	char cgroup[128];     /* describes the limits enforcement in use */
 };
 
 struct ipc_spawn {
 	uint32_t type;
-	uint32_t runtime;       /* index into the runtime table */
-	uint64_t id;            /* chosen by the front, unique */
+	uint32_t runtime; /* index into the runtime table */
+	uint64_t id;	  /* chosen by the front, unique */
 	struct exec_limits limits;
 	uint64_t tmpfs_bytes;
-	uint32_t n_env;         /* entries in env */
-	uint32_t env_len;       /* bytes of env that follow */
-	char env[];             /* n_env "NAME=value\0" strings */
+	uint32_t n_env;	  /* entries in env */
+	uint32_t env_len; /* bytes of env that follow */
+	char env[];	  /* n_env "NAME=value\0" strings */
 };
 
 struct ipc_kill {
 	uint32_t type;
-	uint32_t reason;        /* enum exec_reason */
+	uint32_t reason; /* enum exec_reason */
 	uint64_t id;
 };
 
 struct ipc_started {
 	uint32_t type;
-	uint32_t pid;           /* host pid of the sandbox's init */
+	uint32_t pid; /* host pid of the sandbox's init */
 	uint64_t id;
-	uint64_t start_us;      /* SPAWN received -> code about to start */
+	uint64_t start_us; /* SPAWN received -> code about to start */
 };
 
 struct ipc_exited {

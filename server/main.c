@@ -146,8 +146,8 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		case O_STATE: cfg->state_dir = optarg; break;
 		case O_UID:
 			/* never below 65536: keep clear of real system and user ids */
-			cfg->uid_base = (uint32_t)parse_ulong("--uid-base", optarg, 65536,
-							      4000000000UL);
+			cfg->uid_base =
+				(uint32_t)parse_ulong("--uid-base", optarg, 65536, 4000000000UL);
 			break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("capiboxd %s\n", CAPIBOX_VERSION); exit(0);

@@ -86,8 +86,8 @@ static int check_limits(const struct config *cfg, struct exec_limits *l, char *e
 		       cfg->maxima.memory_bytes, err, errlen))
 		return 0;
 	v = l->max_processes;
-	if (!check_u64("max_processes", &v, cfg->defaults.max_processes,
-		       cfg->maxima.max_processes, err, errlen))
+	if (!check_u64("max_processes", &v, cfg->defaults.max_processes, cfg->maxima.max_processes,
+		       err, errlen))
 		return 0;
 	l->max_processes = (uint32_t)v;
 	if (!check_u64("max_output_bytes", &l->max_output_bytes, cfg->defaults.max_output_bytes,

@@ -12,9 +12,9 @@
 
 enum request_rc {
 	REQUEST_OK = 0,
-	REQUEST_INVALID,        /* INVALID_ARGUMENT */
-	REQUEST_TOO_LARGE,      /* RESOURCE_EXHAUSTED (sizes and counts of files) */
-	REQUEST_UNIMPLEMENTED,  /* UNIMPLEMENTED (a field this server does not serve yet) */
+	REQUEST_INVALID,       /* INVALID_ARGUMENT */
+	REQUEST_TOO_LARGE,     /* RESOURCE_EXHAUSTED (sizes and counts of files) */
+	REQUEST_UNIMPLEMENTED, /* UNIMPLEMENTED (a field this server does not serve yet) */
 };
 
 /*
@@ -23,7 +23,8 @@ enum request_rc {
  * exceeds the maximum 600000") into err.
  */
 __attribute__((warn_unused_result)) enum request_rc
-request_validate_execute(const struct config *cfg, struct exec_request *req, char *err, size_t errlen);
+request_validate_execute(const struct config *cfg, struct exec_request *req, char *err,
+			 size_t errlen);
 
 /* True when name is a usable environment variable name. */
 int request_env_name_ok(const char *name);

@@ -43,10 +43,7 @@ static const struct runtime runtimes[] = {
 
 size_t runtime_count(void) { return sizeof(runtimes) / sizeof(runtimes[0]); }
 
-const struct runtime *runtime_at(size_t i)
-{
-	return i < runtime_count() ? &runtimes[i] : NULL;
-}
+const struct runtime *runtime_at(size_t i) { return i < runtime_count() ? &runtimes[i] : NULL; }
 
 int runtime_find(const char *name)
 {

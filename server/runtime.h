@@ -11,13 +11,13 @@
 #define RUNTIME_MAX_ENV 12
 
 struct runtime {
-	const char *name;                     /* "python" */
-	const char *file_name;                /* code is written to /.capibox/<file_name> */
-	const char *argv[RUNTIME_MAX_ARGS];   /* "{file}" is replaced by the code path */
-	const char *env[RUNTIME_MAX_ENV];     /* NAME=value, before the request's env */
+	const char *name;			    /* "python" */
+	const char *file_name;			    /* code is written to /.capibox/<file_name> */
+	const char *argv[RUNTIME_MAX_ARGS];	    /* "{file}" is replaced by the code path */
+	const char *env[RUNTIME_MAX_ENV];	    /* NAME=value, before the request's env */
 	const char *version_argv[RUNTIME_MAX_ARGS]; /* prints the version (host, at start) */
-	const char *canary_code;              /* deep health check program */
-	const char *canary_expect;            /* its exact stdout */
+	const char *canary_code;		    /* deep health check program */
+	const char *canary_expect;		    /* its exact stdout */
 };
 
 /* Number of rows in the table. */

@@ -29,10 +29,10 @@ struct exec_sink {
 
 enum backend_rc {
 	BACKEND_OK = 0,
-	BACKEND_FULL,        /* admission cap reached: RESOURCE_EXHAUSTED */
-	BACKEND_DRAINING,    /* shutting down: UNAVAILABLE */
-	BACKEND_INVALID,     /* request the backend cannot serve: INVALID_ARGUMENT */
-	BACKEND_INTERNAL,    /* backend failure: INTERNAL */
+	BACKEND_FULL,	  /* admission cap reached: RESOURCE_EXHAUSTED */
+	BACKEND_DRAINING, /* shutting down: UNAVAILABLE */
+	BACKEND_INVALID,  /* request the backend cannot serve: INVALID_ARGUMENT */
+	BACKEND_INTERNAL, /* backend failure: INTERNAL */
 };
 
 struct runtime_stats {
@@ -40,11 +40,11 @@ struct runtime_stats {
 	uint32_t idle;
 	uint32_t busy;
 	uint32_t target;
-	const char *version;  /* owned by the backend, lives as long as it */
+	const char *version; /* owned by the backend, lives as long as it */
 };
 
 enum backend_status {
-	BACKEND_STATUS_SERVING = 1,   /* values match capibox.v1.ServingStatus */
+	BACKEND_STATUS_SERVING = 1, /* values match capibox.v1.ServingStatus */
 	BACKEND_STATUS_DEGRADED = 2,
 };
 

@@ -98,10 +98,7 @@ static struct local_exec *find_live(struct local_backend *lb, uint64_t id)
 	return NULL;
 }
 
-static void unref_locked(struct local_exec *x, bool *do_free)
-{
-	*do_free = --x->refs == 0;
-}
+static void unref_locked(struct local_exec *x, bool *do_free) { *do_free = --x->refs == 0; }
 
 static void exec_free(struct local_exec *x)
 {
@@ -420,8 +417,8 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	if (lb->live >= lb->cfg->max_live) {
 		unsigned live = lb->live;
 		pthread_mutex_unlock(&lb->mu);
-		snprintf(err, errlen, "server is full: %u of %u sandboxes in use; retry later", live,
-			 lb->cfg->max_live);
+		snprintf(err, errlen, "server is full: %u of %u sandboxes in use; retry later",
+			 live, lb->cfg->max_live);
 		return BACKEND_FULL;
 	}
 	lb->live++; /* reserve the slot before the slow part */
@@ -491,7 +488,8 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	pthread_mutex_lock(&lb->mu);
 	for (int i = 0; i < 2; i++) {
 		/* registered disarmed; armed once started has been delivered */
-		struct epoll_event ev = {.events = EPOLLONESHOT, .data.u64 = x->id * 2 + (uint64_t)i};
+		struct epoll_event ev = {.events = EPOLLONESHOT,
+					 .data.u64 = x->id * 2 + (uint64_t)i};
 		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, x->fd[i], &ev) < 0)
 			fatal("epoll_ctl add");
 	}

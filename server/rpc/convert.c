@@ -27,18 +27,9 @@ enum {
 	F_REQUEST_ID = 9,
 };
 /* File.path, and the key and value of a map entry. */
-enum {
-	F_FILE_PATH = 1,
-	F_ENTRY_KEY = 1,
-	F_ENTRY_VALUE = 2
-};
+enum { F_FILE_PATH = 1, F_ENTRY_KEY = 1, F_ENTRY_VALUE = 2 };
 
-enum wire_type {
-	WT_VARINT = 0,
-	WT_I64 = 1,
-	WT_LEN = 2,
-	WT_I32 = 5
-};
+enum wire_type { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
 struct wire {
 	const uint8_t *p;
@@ -85,8 +76,7 @@ static bool wire_next(struct wire *w, struct wire_field *f)
 	f->data = NULL;
 	f->len = 0;
 	switch (f->type) {
-	case WT_VARINT:
-		return wire_varint(w, &len);
+	case WT_VARINT: return wire_varint(w, &len);
 	case WT_I64:
 		if (w->end - w->p < 8)
 			return false;
@@ -194,18 +184,10 @@ int convert_scan_execute(const uint8_t *buf, size_t len, char *err, size_t errle
 		if (f.type != WT_LEN)
 			continue; /* wrong wire types are left to the unpacker */
 		switch (f.number) {
-		case F_LANGUAGE:
-			name = "language";
-			break;
-		case F_CODE:
-			name = "code";
-			break;
-		case F_SESSION_ID:
-			name = "session_id";
-			break;
-		case F_REQUEST_ID:
-			name = "request_id";
-			break;
+		case F_LANGUAGE: name = "language"; break;
+		case F_CODE: name = "code"; break;
+		case F_SESSION_ID: name = "session_id"; break;
+		case F_REQUEST_ID: name = "request_id"; break;
 		case F_FILES:
 			if (scan_file(&f, n_files++, err, errlen) < 0)
 				return -1;
@@ -222,8 +204,7 @@ int convert_scan_execute(const uint8_t *buf, size_t len, char *err, size_t errle
 			}
 			n_collect++;
 			break;
-		default:
-			break;
+		default: break;
 		}
 		if (name && has_nul(&f)) {
 			snprintf(err, errlen, "%s: contains a NUL byte", name);

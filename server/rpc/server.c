@@ -509,32 +509,23 @@ static const struct exec_sink execute_sink = {
 static grpc_status_code status_of_request(enum request_rc rc)
 {
 	switch (rc) {
-	case REQUEST_OK:
-		return GRPC_STATUS_OK;
-	case REQUEST_TOO_LARGE:
-		return GRPC_STATUS_RESOURCE_EXHAUSTED;
-	case REQUEST_UNIMPLEMENTED:
-		return GRPC_STATUS_UNIMPLEMENTED;
+	case REQUEST_OK: return GRPC_STATUS_OK;
+	case REQUEST_TOO_LARGE: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case REQUEST_UNIMPLEMENTED: return GRPC_STATUS_UNIMPLEMENTED;
 	case REQUEST_INVALID:
-	default:
-		return GRPC_STATUS_INVALID_ARGUMENT;
+	default: return GRPC_STATUS_INVALID_ARGUMENT;
 	}
 }
 
 static grpc_status_code status_of_backend(enum backend_rc rc)
 {
 	switch (rc) {
-	case BACKEND_OK:
-		return GRPC_STATUS_OK;
-	case BACKEND_FULL:
-		return GRPC_STATUS_RESOURCE_EXHAUSTED;
-	case BACKEND_DRAINING:
-		return GRPC_STATUS_UNAVAILABLE;
-	case BACKEND_INVALID:
-		return GRPC_STATUS_INVALID_ARGUMENT;
+	case BACKEND_OK: return GRPC_STATUS_OK;
+	case BACKEND_FULL: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case BACKEND_DRAINING: return GRPC_STATUS_UNAVAILABLE;
+	case BACKEND_INVALID: return GRPC_STATUS_INVALID_ARGUMENT;
 	case BACKEND_INTERNAL:
-	default:
-		return GRPC_STATUS_INTERNAL;
+	default: return GRPC_STATUS_INTERNAL;
 	}
 }
 
@@ -938,8 +929,7 @@ static void call_send_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 			watch_send_locked(c, false);
 		unlist = c->closed;
 		break;
-	default:
-		break;
+	default: break;
 	}
 	call_drop_grpc_locked(c);
 	pthread_mutex_unlock(&c->lock);

@@ -31,13 +31,13 @@
 
 #include "sandbox.h"
 
-#define FAIL(...)                                         \
-	do {                                              \
-		int saved_ = errno;                       \
-		snprintf(err, errlen, __VA_ARGS__);       \
-		size_t l_ = strlen(err);                  \
+#define FAIL(...)                                                          \
+	do {                                                               \
+		int saved_ = errno;                                        \
+		snprintf(err, errlen, __VA_ARGS__);                        \
+		size_t l_ = strlen(err);                                   \
 		snprintf(err + l_, errlen - l_, ": %s", strerror(saved_)); \
-		return -1;                                \
+		return -1;                                                 \
 	} while (0)
 
 /* Host directories bound read-only when they exist and are not symlinks. */
@@ -45,8 +45,8 @@ static const char *const usr_dirs[] = {"usr", "bin", "sbin", "lib", "lib32", "li
 
 /* Host /etc entries runtimes read; none holds a secret. */
 static const char *const etc_binds[] = {
-	"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts", "matplotlibrc",
-	"localtime", "python3", "python3.11", "mime.types",
+	"ld.so.cache",	"ld.so.conf", "ld.so.conf.d", "alternatives", "fonts",
+	"matplotlibrc", "localtime",  "python3",      "python3.11",   "mime.types",
 };
 
 static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom"};
@@ -57,12 +57,12 @@ static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urand
  * read-only tmpfs (the set container runtimes mask, plus a few more).
  */
 static const char *const proc_masked_files[] = {
-	"kcore", "sysrq-trigger", "kallsyms", "keys", "key-users", "timer_list", "sched_debug",
-	"latency_stats", "kmsg", "kpagecount", "kpageflags", "kpagecgroup", "config.gz",
-	"modules", "slabinfo", "vmallocinfo", "iomem", "ioports", "buddyinfo", "pagetypeinfo",
+	"kcore",       "sysrq-trigger", "kallsyms",	 "keys",      "key-users",
+	"timer_list",  "sched_debug",	"latency_stats", "kmsg",      "kpagecount",
+	"kpageflags",  "kpagecgroup",	"config.gz",	 "modules",   "slabinfo",
+	"vmallocinfo", "iomem",		"ioports",	 "buddyinfo", "pagetypeinfo",
 };
-static const char *const proc_masked_dirs[] = {"acpi", "scsi", "bus", "fs", "irq", "tty",
-						   "driver"};
+static const char *const proc_masked_dirs[] = {"acpi", "scsi", "bus", "fs", "irq", "tty", "driver"};
 
 /*
  * Flags to keep when remounting a bind: a mount namespace owned by a user
@@ -163,9 +163,10 @@ static int setup_etc(char *err, size_t errlen)
 		       "user:x:1000:1000:user:/home/user:/bin/bash\n"
 		       "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
 		       err, errlen) < 0 ||
-	    write_text("etc/group", "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n", err, errlen) < 0 ||
-	    write_text("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tsandbox\n", err,
-		       errlen) < 0 ||
+	    write_text("etc/group", "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n", err, errlen) <
+		    0 ||
+	    write_text("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tsandbox\n",
+		       err, errlen) < 0 ||
 	    write_text("etc/hostname", "sandbox\n", err, errlen) < 0 ||
 	    write_text("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n", err,
 		       errlen) < 0 ||

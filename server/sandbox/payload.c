@@ -77,12 +77,11 @@ int payload_create(const struct exec_request *req)
 	if (seal(fd) < 0)
 		goto fail;
 	return fd;
-fail:
-	{
-		int saved = errno;
-		close(fd);
-		errno = saved;
-	}
+fail : {
+	int saved = errno;
+	close(fd);
+	errno = saved;
+}
 	return -1;
 }
 
@@ -125,7 +124,8 @@ static int write_file(int dirfd, const char *path, uint32_t mode, const uint8_t 
 		}
 		*slash = '/';
 	}
-	fd = openat(dirfd, buf, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode & 07777);
+	fd = openat(dirfd, buf, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+		    mode & 07777);
 	if (fd < 0) {
 		snprintf(err, errlen, "create %s: %s", buf, strerror(errno));
 		return -1;

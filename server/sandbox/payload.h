@@ -14,7 +14,8 @@
 __attribute__((warn_unused_result)) int payload_create(const struct exec_request *req);
 
 /* Returns a CLOEXEC, sealed memfd holding data (may be empty), or -1 (errno). */
-__attribute__((warn_unused_result)) int payload_blob(const char *name, const void *data, size_t len);
+__attribute__((warn_unused_result)) int payload_blob(const char *name, const void *data,
+						     size_t len);
 
 /*
  * Writes the code to code_path and the files under dirfd. Checks every

@@ -17,8 +17,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
-#include <net/if.h>
 #include <linux/close_range.h>
+#include <net/if.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,9 +36,9 @@
 #include "payload.h"
 #include "seccomp.h"
 
-#define CLONE_FLAGS                                                                         \
-	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |          \
-	 CLONE_NEWUTS | CLONE_NEWCGROUP)
+#define CLONE_FLAGS                                                                                \
+	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | \
+	 CLONE_NEWCGROUP)
 
 static int write_file_str(const char *path, const char *text)
 {
@@ -79,14 +79,14 @@ static __attribute__((noreturn)) void child_fail(struct child *c, unsigned step)
 	_exit(1);
 }
 
-#define STEP_FAIL(c, ...)                                                               \
-	do {                                                                            \
-		int saved_ = errno;                                                     \
-		snprintf((c)->err, sizeof((c)->err), __VA_ARGS__);                      \
-		size_t l_ = strlen((c)->err);                                           \
+#define STEP_FAIL(c, ...)                                                                 \
+	do {                                                                              \
+		int saved_ = errno;                                                       \
+		snprintf((c)->err, sizeof((c)->err), __VA_ARGS__);                        \
+		size_t l_ = strlen((c)->err);                                             \
 		snprintf((c)->err + l_, sizeof((c)->err) - l_, ": %s", strerror(saved_)); \
-		errno = saved_;                                                         \
-		return -1;                                                              \
+		errno = saved_;                                                           \
+		return -1;                                                                \
 	} while (0)
 
 /* Waits until the supervisor has written our id maps. */
@@ -179,10 +179,7 @@ static int step_payload(struct child *c)
 	return 0;
 }
 
-static int step_seal(struct child *c)
-{
-	return mounts_seal_root(c->err, sizeof(c->err));
-}
+static int step_seal(struct child *c) { return mounts_seal_root(c->err, sizeof(c->err)); }
 
 struct step {
 	const char *name;
@@ -229,8 +226,8 @@ static void build_argv(const struct runtime *rt, const char *code_path, char **a
 	size_t i;
 
 	for (i = 0; i < RUNTIME_MAX_ARGS - 1 && rt->argv[i]; i++)
-		argv[i] = strcmp(rt->argv[i], "{file}") == 0 ? (char *)code_path
-							     : (char *)rt->argv[i];
+		argv[i] = strcmp(rt->argv[i], "{file}") == 0 ? (char *)code_path :
+							       (char *)rt->argv[i];
 	argv[i] = NULL;
 }
 
@@ -238,8 +235,13 @@ static void build_argv(const struct runtime *rt, const char *code_path, char **a
 static char **build_env(const struct sandbox_spec *spec)
 {
 	static const char *const base[] = {
-		"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" SANDBOX_HOME, "USER=user",
-		"LOGNAME=user", "LANG=C.UTF-8", "TMPDIR=/tmp", "TERM=dumb",
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"HOME=" SANDBOX_HOME,
+		"USER=user",
+		"LOGNAME=user",
+		"LANG=C.UTF-8",
+		"TMPDIR=/tmp",
+		"TERM=dumb",
 	};
 	size_t nbase = sizeof(base) / sizeof(base[0]);
 	size_t n = 0, cap = nbase + RUNTIME_MAX_ENV + spec->n_env + 1;
@@ -315,7 +317,8 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	    /* SIGXCPU at the limit (reported as CPU timeout), SIGKILL a second later */
 	    set_limit(RLIMIT_CPU, cpu_s, cpu_s + 1) < 0 ||
 	    /* counted per user namespace: init plus max_processes */
-	    set_limit(RLIMIT_NPROC, (uint64_t)l->max_processes + 1, (uint64_t)l->max_processes + 1) < 0)
+	    set_limit(RLIMIT_NPROC, (uint64_t)l->max_processes + 1,
+		      (uint64_t)l->max_processes + 1) < 0)
 		runner_fail(c, "setrlimit");
 	if (drop_caps() < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		runner_fail(c, "dropping privileges");

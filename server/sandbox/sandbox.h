@@ -30,14 +30,14 @@ struct sandbox_spec {
 	const struct runtime *rt;
 	struct exec_limits limits;
 	uint64_t tmpfs_bytes;
-	uint32_t host_uid;        /* this sandbox's own unprivileged host uid (and gid) */
-	const char *root_dir;     /* empty root-owned dir the new root is mounted on */
-	const char *env;          /* n_env "NAME=value\0" strings from the request */
+	uint32_t host_uid;    /* this sandbox's own unprivileged host uid (and gid) */
+	const char *root_dir; /* empty root-owned dir the new root is mounted on */
+	const char *env;      /* n_env "NAME=value\0" strings from the request */
 	uint32_t n_env;
-	int payload_fd;           /* code and files (payload.h) */
-	int stdin_fd;             /* becomes fd 0 */
-	int stdout_fd;            /* becomes fd 1 */
-	int stderr_fd;            /* becomes fd 2 */
+	int payload_fd; /* code and files (payload.h) */
+	int stdin_fd;	/* becomes fd 0 */
+	int stdout_fd;	/* becomes fd 1 */
+	int stderr_fd;	/* becomes fd 2 */
 	/* called with the child's pid after its id maps are written and before
 	 * it may run anything (the supervisor puts it in its cgroup here);
 	 * returns 0, or -1 with a message in err */
@@ -46,9 +46,9 @@ struct sandbox_spec {
 };
 
 enum sandbox_report_type {
-	SANDBOX_REPORT_READY = 1,  /* setup done, runner started */
-	SANDBOX_REPORT_EXIT = 2,   /* runner ended: wstatus, rusage */
-	SANDBOX_REPORT_ERROR = 3,  /* a setup step failed: step, err, msg */
+	SANDBOX_REPORT_READY = 1, /* setup done, runner started */
+	SANDBOX_REPORT_EXIT = 2,  /* runner ended: wstatus, rusage */
+	SANDBOX_REPORT_ERROR = 3, /* a setup step failed: step, err, msg */
 };
 
 /* One record on the report pipe, init -> supervisor. */
@@ -69,8 +69,7 @@ struct sandbox_report {
  * with a message in err on failure. The spec's fds stay open in the caller.
  */
 __attribute__((warn_unused_result)) pid_t sandbox_spawn(const struct sandbox_spec *spec,
-							int *report_fd, char *err,
-							size_t errlen);
+							int *report_fd, char *err, size_t errlen);
 
 /*
  * Builds the sandbox's filesystem (mounts.c) and pivots into it. Runs in the

@@ -15,8 +15,8 @@
 #include <string.h>
 
 struct rule {
-	const char *name;   /* syscall name; missing ones on this arch are skipped */
-	int err;            /* errno returned */
+	const char *name; /* syscall name; missing ones on this arch are skipped */
+	int err;	  /* errno returned */
 };
 
 /*
@@ -25,42 +25,76 @@ struct rule {
 static const struct rule deny[] = {
 	/* filesystems: the sandbox's mounts are final; remounting or new
 	 * mounts could expose or hide paths */
-	{"mount", EPERM}, {"umount2", EPERM}, {"pivot_root", EPERM}, {"chroot", EPERM},
-	{"move_mount", EPERM}, {"open_tree", EPERM}, {"fsopen", EPERM}, {"fsconfig", EPERM},
-	{"fsmount", EPERM}, {"fspick", EPERM}, {"mount_setattr", EPERM},
+	{"mount", EPERM},
+	{"umount2", EPERM},
+	{"pivot_root", EPERM},
+	{"chroot", EPERM},
+	{"move_mount", EPERM},
+	{"open_tree", EPERM},
+	{"fsopen", EPERM},
+	{"fsconfig", EPERM},
+	{"fsmount", EPERM},
+	{"fspick", EPERM},
+	{"mount_setattr", EPERM},
 	/* other processes' memory: tracing and cross-process reads */
-	{"ptrace", EPERM}, {"process_vm_readv", EPERM}, {"process_vm_writev", EPERM},
-	{"kcmp", EPERM}, {"pidfd_getfd", EPERM},
+	{"ptrace", EPERM},
+	{"process_vm_readv", EPERM},
+	{"process_vm_writev", EPERM},
+	{"kcmp", EPERM},
+	{"pidfd_getfd", EPERM},
 	/* large, often-exploited kernel subsystems untrusted code never needs */
-	{"bpf", EPERM}, {"perf_event_open", EPERM}, {"userfaultfd", EPERM},
-	{"io_uring_setup", EPERM}, {"io_uring_enter", EPERM}, {"io_uring_register", EPERM},
+	{"bpf", EPERM},
+	{"perf_event_open", EPERM},
+	{"userfaultfd", EPERM},
+	{"io_uring_setup", EPERM},
+	{"io_uring_enter", EPERM},
+	{"io_uring_register", EPERM},
 	/* the kernel keyring is not namespaced */
-	{"keyctl", EPERM}, {"add_key", EPERM}, {"request_key", EPERM},
+	{"keyctl", EPERM},
+	{"add_key", EPERM},
+	{"request_key", EPERM},
 	/* loading code into the kernel or replacing it */
-	{"kexec_load", EPERM}, {"kexec_file_load", EPERM}, {"init_module", EPERM},
-	{"finit_module", EPERM}, {"delete_module", EPERM},
+	{"kexec_load", EPERM},
+	{"kexec_file_load", EPERM},
+	{"init_module", EPERM},
+	{"finit_module", EPERM},
+	{"delete_module", EPERM},
 	/* machine state */
-	{"reboot", EPERM}, {"swapon", EPERM}, {"swapoff", EPERM}, {"acct", EPERM},
-	{"quotactl", EPERM}, {"quotactl_fd", EPERM}, {"syslog", EPERM}, {"vhangup", EPERM},
-	{"iopl", EPERM}, {"ioperm", EPERM}, {"lookup_dcookie", EPERM}, {"nfsservctl", EPERM},
+	{"reboot", EPERM},
+	{"swapon", EPERM},
+	{"swapoff", EPERM},
+	{"acct", EPERM},
+	{"quotactl", EPERM},
+	{"quotactl_fd", EPERM},
+	{"syslog", EPERM},
+	{"vhangup", EPERM},
+	{"iopl", EPERM},
+	{"ioperm", EPERM},
+	{"lookup_dcookie", EPERM},
+	{"nfsservctl", EPERM},
 	/* new namespaces would give the code capabilities over fresh ones
 	 * (more kernel surface); clone with namespace flags is refused below */
-	{"setns", EPERM}, {"unshare", EPERM},
+	{"setns", EPERM},
+	{"unshare", EPERM},
 	/* file handles bypass path-based confinement */
-	{"open_by_handle_at", EPERM}, {"name_to_handle_at", EPERM},
+	{"open_by_handle_at", EPERM},
+	{"name_to_handle_at", EPERM},
 	/* clocks are global */
-	{"clock_settime", EPERM}, {"clock_adjtime", EPERM}, {"settimeofday", EPERM},
+	{"clock_settime", EPERM},
+	{"clock_adjtime", EPERM},
+	{"settimeofday", EPERM},
 	{"adjtimex", EPERM},
 	/* names of the (own) uts namespace stay as set up */
-	{"sethostname", EPERM}, {"setdomainname", EPERM},
+	{"sethostname", EPERM},
+	{"setdomainname", EPERM},
 	/* clone3 passes its flags in memory a filter cannot read: ENOSYS makes
 	 * libc fall back to clone, whose flags are checked */
 	{"clone3", ENOSYS},
 };
 
 static const unsigned long ns_flags[] = {
-	CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
-	CLONE_NEWCGROUP,
+	CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,    CLONE_NEWUSER,
+	CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP,
 };
 
 /* ADDR_NO_RANDOMIZE, MMAP_PAGE_ZERO, ADDR_COMPAT_LAYOUT, READ_IMPLIES_EXEC */

@@ -32,7 +32,7 @@
 #define CG_ROOT "/sys/fs/cgroup"
 
 static enum cg_mode mode = CG_NONE;
-static bool v1_memsw;    /* swap accounting present */
+static bool v1_memsw; /* swap accounting present */
 static bool have_pids;
 static bool have_cpu;
 
@@ -177,8 +177,7 @@ static int set_file(const char *dir, const char *file, const char *val, char *er
 	return 0;
 }
 
-int cg_create(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err,
-	      size_t errlen)
+int cg_create(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err, size_t errlen)
 {
 	char dir[256], val[32], pids[32];
 

@@ -31,12 +31,10 @@ struct cg_usage {
  * a message in err. A no-op returning 0 in CG_NONE mode.
  */
 __attribute__((warn_unused_result)) int cg_create(uint64_t id, uint64_t memory_bytes,
-						  uint32_t max_processes, char *err,
-						  size_t errlen);
+						  uint32_t max_processes, char *err, size_t errlen);
 
 /* Moves pid into sandbox id's group. Returns 0 or -1 with a message. */
-__attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *err,
-						  size_t errlen);
+__attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen);
 
 /* Reads what sandbox id used (zeros where unknown). */
 void cg_read_usage(uint64_t id, struct cg_usage *u);

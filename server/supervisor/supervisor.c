@@ -164,7 +164,8 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 			break;
 		}
 	if (sl == NULL) {
-		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, "supervisor: no free sandbox slot");
+		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR,
+			    "supervisor: no free sandbox slot");
 		goto out;
 	}
 	memset(&spec, 0, sizeof(spec));
@@ -187,8 +188,8 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 
 	memset(sl, 0, sizeof(*sl));
 	sl->t_spawn_ns = now_ns();
-	if (cg_create(sp->id, sp->limits.memory_bytes, sp->limits.max_processes, err,
-		      sizeof(err)) < 0) {
+	if (cg_create(sp->id, sp->limits.memory_bytes, sp->limits.max_processes, err, sizeof(err)) <
+	    0) {
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
@@ -308,7 +309,8 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 		x.reason = sl->kill_reason;
 		switch (sl->kill_reason) {
 		case EXEC_REASON_WALL_TIMEOUT:
-			snprintf(x.message, sizeof(x.message), "wall time limit of %" PRIu32 " ms reached",
+			snprintf(x.message, sizeof(x.message),
+				 "wall time limit of %" PRIu32 " ms reached",
 				 sl->limits.wall_time_ms);
 			break;
 		case EXEC_REASON_CANCELLED:
@@ -338,7 +340,8 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 		/* RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL at the hard one */
 		if (sig == SIGXCPU || (sig == SIGKILL && x.cpu_time_us >= cpu_limit_us)) {
 			x.reason = EXEC_REASON_CPU_TIMEOUT;
-			snprintf(x.message, sizeof(x.message), "cpu time limit of %" PRIu32 " ms reached",
+			snprintf(x.message, sizeof(x.message),
+				 "cpu time limit of %" PRIu32 " ms reached",
 				 sl->limits.cpu_time_ms);
 		} else {
 			x.reason = EXEC_REASON_SIGNALED;
@@ -347,8 +350,8 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 		}
 	} else {
 		x.reason = EXEC_REASON_SANDBOX_ERROR;
-		snprintf(x.message, sizeof(x.message), "sandbox init ended unexpectedly (status %#x)",
-			 (unsigned)init_status);
+		snprintf(x.message, sizeof(x.message),
+			 "sandbox init ended unexpectedly (status %#x)", (unsigned)init_status);
 	}
 	cg_destroy(sl->id);
 	send_msg(s, &x, sizeof(x));
@@ -508,7 +511,8 @@ void supervisor_main(const struct config *cfg, int sock)
 					if (sl != NULL)
 						kill_slot(sl, (enum exec_reason)msg->kill.reason);
 				} else {
-					fatalx("ipc: unexpected packet type %u from front", msg->type);
+					fatalx("ipc: unexpected packet type %u from front",
+					       msg->type);
 				}
 			} else if (k == EV_SIGNAL) {
 				struct signalfd_siginfo si;
@@ -550,9 +554,16 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	size_t len;
 	char max_live[16], uid_base[16], uid_count[16];
 	char *const argv[] = {
-		(char *)"capibox-supervisor", (char *)"--state-dir", (char *)cfg->state_dir,
-		(char *)"--max-live", max_live, (char *)"--uid-base", uid_base,
-		(char *)"--uid-count", uid_count, NULL,
+		(char *)"capibox-supervisor",
+		(char *)"--state-dir",
+		(char *)cfg->state_dir,
+		(char *)"--max-live",
+		max_live,
+		(char *)"--uid-base",
+		uid_base,
+		(char *)"--uid-count",
+		uid_count,
+		NULL,
 	};
 	char *const envp[] = {NULL};
 

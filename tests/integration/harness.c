@@ -551,8 +551,7 @@ static int run_cb(const struct capibox_event *ev, void *arg)
 		copy_str(r->message, sizeof(r->message), ev->u.finished.message);
 		r->t_finished = t;
 		break;
-	default:
-		break;
+	default: break;
 	}
 	if (r->hook != NULL)
 		return r->hook(ev, r, r->hook_arg);

@@ -319,14 +319,15 @@ static void test_filesystem_writable_places(void **state)
 static void test_dev_shm_is_tmp(void **state)
 {
 	struct daemon *d = *state;
-	struct run r = { 0 };
+	struct run r = {0};
 
 	HARNESS_REQUIRE(d);
-	harness_run_code(d, "bash",
-			 "readlink -f /dev/shm\n"
-			 "echo x > /dev/shm/capibox-probe && cat /tmp/capibox-probe\n"
-			 "[ \"$(stat -f -c %i /dev/shm/)\" = \"$(stat -f -c %i /tmp)\" ] && echo same-fs\n",
-			 &r);
+	harness_run_code(
+		d, "bash",
+		"readlink -f /dev/shm\n"
+		"echo x > /dev/shm/capibox-probe && cat /tmp/capibox-probe\n"
+		"[ \"$(stat -f -c %i /dev/shm/)\" = \"$(stat -f -c %i /tmp)\" ] && echo same-fs\n",
+		&r);
 	assert_run_exited(&r, 0);
 	assert_run_stdout(&r, "/tmp\nx\nsame-fs\n");
 	/* Never the host's /dev/shm. */

@@ -32,7 +32,7 @@ struct run {
 	pthread_cond_t cv;
 	struct exec *e;
 	bool started, done;
-	bool hold;           /* do not resume after output (backpressure test) */
+	bool hold; /* do not resume after output (backpressure test) */
 	char out[1 << 20];
 	size_t out_len;
 	char err[1 << 16];
@@ -406,19 +406,20 @@ static void test_peak_and_cpu_reported(void **state)
 static void test_seccomp_refuses(void **state)
 {
 	/* raw syscalls: each refused call fails with EPERM and the program goes on */
-	struct run *r = run("python",
-			    "import ctypes, errno\n"
-			    "libc = ctypes.CDLL(None, use_errno=True)\n"
-			    "calls = {'unshare': (272, 0x10000000), 'mount': (165, b'x', b'/tmp', b'tmpfs', 0, 0),\n"
-			    "         'ptrace': (101, 16, 1, 0, 0), 'bpf': (321, 0, 0, 0), 'keyctl': (250, 0, 0),\n"
-			    "         'io_uring_setup': (425, 1, 0), 'perf_event_open': (298, 0, 0, 0, 0, 0),\n"
-			    "         'setns': (308, 0, 0), 'clock_settime': (227, 0, 0)}\n"
-			    "for name, args in calls.items():\n"
-			    "    ctypes.set_errno(0)\n"
-			    "    rc = libc.syscall(*args)\n"
-			    "    print(name, rc, errno.errorcode.get(ctypes.get_errno()))\n"
-			    "print('alive')\n",
-			    NULL);
+	struct run *r = run(
+		"python",
+		"import ctypes, errno\n"
+		"libc = ctypes.CDLL(None, use_errno=True)\n"
+		"calls = {'unshare': (272, 0x10000000), 'mount': (165, b'x', b'/tmp', b'tmpfs', 0, 0),\n"
+		"         'ptrace': (101, 16, 1, 0, 0), 'bpf': (321, 0, 0, 0), 'keyctl': (250, 0, 0),\n"
+		"         'io_uring_setup': (425, 1, 0), 'perf_event_open': (298, 0, 0, 0, 0, 0),\n"
+		"         'setns': (308, 0, 0), 'clock_settime': (227, 0, 0)}\n"
+		"for name, args in calls.items():\n"
+		"    ctypes.set_errno(0)\n"
+		"    rc = libc.syscall(*args)\n"
+		"    print(name, rc, errno.errorcode.get(ctypes.get_errno()))\n"
+		"print('alive')\n",
+		NULL);
 	(void)state;
 	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
 	assert_string_equal(r->out, "unshare -1 EPERM\nmount -1 EPERM\nptrace -1 EPERM\n"
@@ -442,7 +443,8 @@ static void test_full(void **state)
 	req.code = "true";
 	req.code_len = 4;
 	req.limits = cfg.defaults;
-	assert_int_equal(backend_execute(be, &req, &sink, NULL, &e, err, sizeof(err)), BACKEND_FULL);
+	assert_int_equal(backend_execute(be, &req, &sink, NULL, &e, err, sizeof(err)),
+			 BACKEND_FULL);
 	assert_non_null(strstr(err, "8 of 8"));
 	backend_cancel_all(be, EXEC_REASON_CANCELLED);
 	for (int i = 0; i < 8; i++) {

@@ -55,7 +55,8 @@ static void test_roundtrip(void **state)
 		{"empty", (const uint8_t *)"", 0, 0},
 		{"x/y/z/run.sh", (const uint8_t *)"#!/bin/sh\n", 10, 0755},
 	};
-	struct exec_request req = {.code = "print(1)\n", .code_len = 9, .files = files, .n_files = 3};
+	struct exec_request req = {
+		.code = "print(1)\n", .code_len = 9, .files = files, .n_files = 3};
 	char path[256], err[256];
 	struct stat st;
 	size_t len;
