@@ -35,10 +35,10 @@ fi
 stage "Packages"
 scripts/deps.sh
 
-stage "clang-format check (server/ client/ tests/)"
+stage "clang-format check (server/ client/ tests/ bench/)"
 # Generated protobuf code lives in the build trees, outside these directories.
 fmt_failed=0
-mapfile -t sources < <(find server client tests -type f \( -name '*.c' -o -name '*.h' \) | sort)
+mapfile -t sources < <(find server client tests bench -type f \( -name '*.c' -o -name '*.h' \) | sort)
 unformatted=()
 for f in "${sources[@]}"; do
 	clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || unformatted+=("$f")
