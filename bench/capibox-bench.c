@@ -8,7 +8,8 @@
  * threads and prints latency percentiles (client-side round trip: call
  * start to end of stream), executions per second and errors by status.
  * --bare runs CMD directly with posix_spawn instead, measured the same way:
- * the floor an unisolated run costs on this machine.
+ * the floor an unisolated run costs on this machine; --clean-env gives it a
+ * sandbox-like environment (PATH, HOME, LANG) instead of the caller's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@ struct bench {
 	const char *code;
 	long count, warmup, conc;
 	char **bare_argv;
+	char **bare_envp;
 	struct capibox_client *client;
 	atomic_long next;
 	double *lat_ms;
@@ -74,7 +76,8 @@ static int run_one(struct bench *b)
 		/* output goes nowhere, as the client's copy would */
 		posix_spawn_file_actions_init(&fa);
 		posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-		rc = posix_spawn(&pid, b->bare_argv[0], &fa, NULL, b->bare_argv, environ);
+		rc = posix_spawn(&pid, b->bare_argv[0], &fa, NULL, b->bare_argv,
+				 b->bare_envp ? b->bare_envp : environ);
 		posix_spawn_file_actions_destroy(&fa);
 		if (rc != 0)
 			return -1;
@@ -173,6 +176,7 @@ int main(int argc, char **argv)
 		{"concurrency", required_argument, NULL, 'j'},
 		{"warmup", required_argument, NULL, 'w'},
 		{"bare", no_argument, NULL, 'b'},
+		{"clean-env", no_argument, NULL, 'e'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -190,7 +194,12 @@ int main(int argc, char **argv)
 
 	if (getenv("CAPIBOX_TARGET"))
 		b.target = getenv("CAPIBOX_TARGET");
-	while ((c = getopt_long(argc, argv, "+a:l:c:n:j:w:bh", opts, NULL)) != -1) {
+	/* what a sandbox's program gets: the host's own environment (e.g.
+	 * NODE_EXTRA_CA_CERTS, ~40 ms for node) would not be a fair floor */
+	static char *clean_env[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp",
+				    "LANG=C.UTF-8", NULL};
+
+	while ((c = getopt_long(argc, argv, "+a:l:c:n:j:w:beh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'a': b.target = optarg; break;
 		case 'l': b.lang = optarg; break;
@@ -199,10 +208,12 @@ int main(int argc, char **argv)
 		case 'j': b.conc = parse_long(optarg, "--concurrency"); break;
 		case 'w': b.warmup = parse_long(optarg, "--warmup"); break;
 		case 'b': bare = 1; break;
+		case 'e': b.bare_envp = clean_env; break;
 		case 'h':
 			printf("usage: capibox-bench [-a ADDR] [-l LANG] [-c CODE] [-n COUNT] "
 			       "[-j CONCURRENCY] [-w WARMUP]\n"
-			       "       capibox-bench --bare [-n COUNT] [-w WARMUP] -- CMD [ARGS...]\n");
+			       "       capibox-bench --bare [--clean-env] [-n COUNT] [-w WARMUP] -- CMD "
+			       "[ARGS...]\n");
 			return 0;
 		default: return 64;
 		}

@@ -24,15 +24,15 @@ declare -A sum
 variants=(bare-python capibox-python bare-node capibox-javascript bare-bash capibox-bash)
 run_variant() {
 	case $1 in
-	bare-python) "$bench" --bare -n "$count" -- /usr/bin/python3 -c 'print(1)' ;;
-	bare-node) "$bench" --bare -n "$count" -- /usr/bin/node -e 'console.log(1)' ;;
-	bare-bash) "$bench" --bare -n "$count" -- /bin/bash -c 'echo 1' ;;
+	bare-python) "$bench" --bare --clean-env -n "$count" -- /usr/bin/python3 -c 'print(1)' ;;
+	bare-node) "$bench" --bare --clean-env -n "$count" -- /usr/bin/node -e 'console.log(1)' ;;
+	bare-bash) "$bench" --bare --clean-env -n "$count" -- /bin/bash -c 'echo 1' ;;
 	capibox-python) "$bench" -a "$addr" -n "$count" -l python -c 'print(1)' ;;
 	capibox-javascript) "$bench" -a "$addr" -n "$count" -l javascript -c 'console.log(1)' ;;
 	capibox-bash) "$bench" -a "$addr" -n "$count" -l bash -c 'echo 1' ;;
 	esac
 }
-"$bench" --bare -n 1 -w 0 -- /bin/true | head -1
+"$bench" --bare --clean-env -n 1 -w 0 -- /bin/true | head -1
 for r in $(seq "$rounds"); do
 	for v in "${variants[@]}"; do
 		v50=$(run_variant "$v" | p50)
