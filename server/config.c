@@ -41,4 +41,6 @@ void config_defaults(struct config *cfg)
 	cfg->uid_count = 65536;
 	cfg->state_dir = "/run/capibox";
 	cfg->ready_file = NULL;
+	cfg->cgroup_root = "/sys/fs/cgroup";
+	cfg->allow_rlimit_only = false;
 }

@@ -33,6 +33,8 @@ struct config {
 	uint32_t uid_count;	     /* host uids in the range (>= max_live) */
 	const char *state_dir;	     /* root-owned scratch dir (sandbox mount point) */
 	const char *supervisor_path; /* the capibox-supervisor program */
+	const char *cgroup_root;     /* cgroup file system (default /sys/fs/cgroup) */
+	bool allow_rlimit_only;	     /* start even without usable cgroups (DEGRADED) */
 	const char *ready_file;	     /* if set: the bound address is written here once serving */
 };
 

@@ -61,6 +61,9 @@ static void usage(FILE *f)
 		"      --ready-file PATH  write the bound address to PATH once serving\n"
 		"      --state-dir DIR    root-owned scratch directory (default /run/capibox)\n"
 		"      --uid-base N       first host uid for sandboxes (default 2000000)\n"
+		"      --cgroup-root DIR  cgroup file system (default /sys/fs/cgroup)\n"
+		"      --allow-rlimit-only  start without usable cgroups: memory and process\n"
+		"                         limits fall back to rlimits, Health reports DEGRADED\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          print the version\n");
 }
@@ -109,7 +112,18 @@ static void supervisor_path(struct config *cfg)
 
 static void parse_args(struct config *cfg, int argc, char **argv)
 {
-	enum { O_ALLOW = 256, O_GRACE, O_MAXLIVE, O_THREADS, O_READY, O_STATE, O_UID, O_TMPFS };
+	enum {
+		O_ALLOW = 256,
+		O_GRACE,
+		O_MAXLIVE,
+		O_THREADS,
+		O_READY,
+		O_STATE,
+		O_UID,
+		O_TMPFS,
+		O_CGROOT,
+		O_RLIMIT_ONLY,
+	};
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, 'l'},
 		{"allow-remote", no_argument, NULL, O_ALLOW},
@@ -120,6 +134,8 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		{"ready-file", required_argument, NULL, O_READY},
 		{"state-dir", required_argument, NULL, O_STATE},
 		{"uid-base", required_argument, NULL, O_UID},
+		{"cgroup-root", required_argument, NULL, O_CGROOT},
+		{"allow-rlimit-only", no_argument, NULL, O_RLIMIT_ONLY},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -149,6 +165,8 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 			cfg->uid_base =
 				(uint32_t)parse_ulong("--uid-base", optarg, 65536, 4000000000UL);
 			break;
+		case O_CGROOT: cfg->cgroup_root = optarg; break;
+		case O_RLIMIT_ONLY: cfg->allow_rlimit_only = true; break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("capiboxd %s\n", CAPIBOX_VERSION); exit(0);
 		default: usage(stderr); exit(64);
@@ -201,6 +219,11 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	sock = supervisor_start(&cfg, &sup_pid, &hello);
+	if (hello.cgroup_mode == 0 && !cfg.allow_rlimit_only)
+		/* exiting closes the socket: the supervisor follows */
+		fatalx("%s; refusing to start: memory and process limits could not be enforced "
+		       "(pass --allow-rlimit-only to run with rlimits only, reported as DEGRADED)",
+		       hello.cgroup);
 	backend = local_backend_create(&cfg, sock, sup_pid, &hello);
 	srv = rpc_server_start(&cfg, backend);
 

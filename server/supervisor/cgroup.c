@@ -17,6 +17,7 @@
  */
 #include "cgroup.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -29,7 +30,7 @@
 
 #include "../log.h"
 
-#define CG_ROOT "/sys/fs/cgroup"
+static char cg_root[256] = "/sys/fs/cgroup";
 
 static enum cg_mode mode = CG_NONE;
 static bool v1_memsw; /* swap accounting present */
@@ -100,69 +101,109 @@ static bool exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
-enum cg_mode cg_init(char *desc, size_t desclen)
+/* cg_root + "/" + rel, in buf. */
+static const char *at_root(char *buf, size_t len, const char *rel)
 {
-	char path[256], buf[256];
+	snprintf(buf, len, "%s/%s", cg_root, rel);
+	return buf;
+}
 
-	if (exists(CG_ROOT "/cgroup.controllers")) {
-		if (read_str(CG_ROOT "/cgroup.controllers", buf, sizeof(buf)) < 0 ||
-		    strstr(buf, "memory") == NULL) {
+/* Removes groups left by supervisors that are gone (a crash, a kill -9). */
+static void remove_stale(const char *parent)
+{
+	DIR *d = opendir(parent);
+	struct dirent *de;
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		char path[512], proc[64];
+		int pid;
+		if (sscanf(de->d_name, "sb-%d-", &pid) != 1)
+			continue;
+		snprintf(proc, sizeof(proc), "/proc/%d", pid);
+		if (pid == getpid() || access(proc, F_OK) == 0)
+			continue; /* a live supervisor's (ours or another daemon's) */
+		snprintf(path, sizeof(path), "%s/%s", parent, de->d_name);
+		if (rmdir(path) == 0)
+			log_info("cgroup: removed stale %s", path);
+		else
+			log_warn("cgroup: stale %s", path);
+	}
+	closedir(d);
+}
+
+enum cg_mode cg_init(const char *root, char *desc, size_t desclen)
+{
+	char path[512], buf[256];
+
+	if (root != NULL)
+		snprintf(cg_root, sizeof(cg_root), "%s", root);
+	if (exists(at_root(path, sizeof(path), "cgroup.controllers"))) {
+		if (read_str(path, buf, sizeof(buf)) < 0 || strstr(buf, "memory") == NULL) {
 			snprintf(desc, desclen, "cgroup v2 without the memory controller");
 			return mode = CG_NONE;
 		}
 		have_pids = strstr(buf, "pids") != NULL;
 		have_cpu = strstr(buf, "cpu") != NULL;
-		if (mkdir(CG_ROOT "/capibox", 0755) < 0 && errno != EEXIST) {
-			snprintf(desc, desclen, "cgroup v2: mkdir %s/capibox: %s", CG_ROOT,
+		if (mkdir(at_root(path, sizeof(path), "capibox"), 0755) < 0 && errno != EEXIST) {
+			snprintf(desc, desclen, "cgroup v2: mkdir %.200s: %s", path,
 				 strerror(errno));
 			return mode = CG_NONE;
 		}
 		snprintf(buf, sizeof(buf), "+memory%s%s", have_pids ? " +pids" : "",
 			 have_cpu ? " +cpu" : "");
-		if (write_str(CG_ROOT "/cgroup.subtree_control", buf) < 0 ||
-		    write_str(CG_ROOT "/capibox/cgroup.subtree_control", buf) < 0) {
+		if (write_str(at_root(path, sizeof(path), "cgroup.subtree_control"), buf) < 0 ||
+		    write_str(at_root(path, sizeof(path), "capibox/cgroup.subtree_control"), buf) <
+			    0) {
 			snprintf(desc, desclen, "cgroup v2: enabling controllers: %s",
 				 strerror(errno));
 			return mode = CG_NONE;
 		}
+		remove_stale(at_root(path, sizeof(path), "capibox"));
 		snprintf(desc, desclen, "cgroup v2 (memory%s%s)", have_pids ? ", pids" : "",
 			 have_cpu ? ", cpu" : "");
 		return mode = CG_V2;
 	}
-	if (exists(CG_ROOT "/memory/memory.limit_in_bytes")) {
+	if (exists(at_root(path, sizeof(path), "memory/memory.limit_in_bytes"))) {
 		char missing[64] = "";
 		for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
-			snprintf(path, sizeof(path), CG_ROOT "/%s", v1_ctrls[i]);
-			if (!exists(path)) {
+			if (!exists(at_root(path, sizeof(path), v1_ctrls[i]))) {
 				size_t l = strlen(missing);
 				snprintf(missing + l, sizeof(missing) - l, " %s", v1_ctrls[i]);
 				continue;
 			}
-			snprintf(path, sizeof(path), CG_ROOT "/%s/capibox", v1_ctrls[i]);
-			if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-				snprintf(desc, desclen, "cgroup v1: mkdir %s: %s", path,
+			snprintf(buf, sizeof(buf), "%s/capibox", v1_ctrls[i]);
+			if (mkdir(at_root(path, sizeof(path), buf), 0755) < 0 && errno != EEXIST) {
+				snprintf(desc, desclen, "cgroup v1: mkdir %.200s: %s", path,
 					 strerror(errno));
 				return mode = CG_NONE;
 			}
+			remove_stale(path);
 		}
-		have_pids = exists(CG_ROOT "/pids/capibox");
-		have_cpu = exists(CG_ROOT "/cpuacct/capibox");
-		v1_memsw = exists(CG_ROOT "/memory/capibox/memory.memsw.limit_in_bytes");
+		have_pids = exists(at_root(path, sizeof(path), "pids/capibox"));
+		have_cpu = exists(at_root(path, sizeof(path), "cpuacct/capibox"));
+		v1_memsw = exists(
+			at_root(path, sizeof(path), "memory/capibox/memory.memsw.limit_in_bytes"));
 		snprintf(desc, desclen, "cgroup v1 (memory%s%s%s)%s%s", v1_memsw ? "+swap" : "",
 			 have_pids ? ", pids" : "", have_cpu ? ", cpuacct" : "",
 			 missing[0] ? "; missing:" : "", missing);
 		return mode = CG_V1;
 	}
-	snprintf(desc, desclen, "no usable cgroups: memory and process limits are rlimit-only");
+	snprintf(desc, desclen,
+		 "no usable cgroups under %.200s: memory and process limits "
+		 "are rlimit-only",
+		 cg_root);
 	return mode = CG_NONE;
 }
 
 static void group_path(char *buf, size_t len, const char *ctrl, uint64_t id)
 {
 	if (mode == CG_V2)
-		snprintf(buf, len, CG_ROOT "/capibox/sb-%d-%" PRIu64, (int)getpid(), id);
+		snprintf(buf, len, "%s/capibox/sb-%d-%" PRIu64, cg_root, (int)getpid(), id);
 	else
-		snprintf(buf, len, CG_ROOT "/%s/capibox/sb-%d-%" PRIu64, ctrl, (int)getpid(), id);
+		snprintf(buf, len, "%s/%s/capibox/sb-%d-%" PRIu64, cg_root, ctrl, (int)getpid(),
+			 id);
 }
 
 static int set_file(const char *dir, const char *file, const char *val, char *err, size_t errlen)
@@ -270,6 +311,23 @@ void cg_read_usage(uint64_t id, struct cg_usage *u)
 			u->cpu_us = read_u64(path) / 1000;
 		}
 	}
+}
+
+uint64_t cg_cpu_us(uint64_t id)
+{
+	char dir[256], path[320];
+
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, id);
+		snprintf(path, sizeof(path), "%s/cpu.stat", dir);
+		return read_key(path, "usage_usec");
+	}
+	if (mode == CG_V1 && have_cpu) {
+		group_path(dir, sizeof(dir), "cpuacct", id);
+		snprintf(path, sizeof(path), "%s/cpuacct.usage", dir);
+		return read_u64(path) / 1000;
+	}
+	return 0;
 }
 
 static void remove_dir(const char *dir)

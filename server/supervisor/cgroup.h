@@ -15,10 +15,11 @@
 enum cg_mode { CG_NONE = 0, CG_V1, CG_V2 };
 
 /*
- * Detects the hierarchy and creates capibox's parent group(s). Returns the
- * mode; describes it (and any missing controller) in desc.
+ * Detects the hierarchy under root (NULL: /sys/fs/cgroup), creates capibox's
+ * parent group(s) and removes groups of dead supervisors. Returns the mode;
+ * describes it (and any missing controller) in desc.
  */
-enum cg_mode cg_init(char *desc, size_t desclen);
+enum cg_mode cg_init(const char *root, char *desc, size_t desclen);
 
 struct cg_usage {
 	uint64_t cpu_us;
@@ -38,6 +39,9 @@ __attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *
 
 /* Reads what sandbox id used (zeros where unknown). */
 void cg_read_usage(uint64_t id, struct cg_usage *u);
+
+/* CPU time used so far by sandbox id's group, in microseconds (0 if unknown). */
+uint64_t cg_cpu_us(uint64_t id);
 
 /* Removes sandbox id's group; its processes must be gone. */
 void cg_destroy(uint64_t id);

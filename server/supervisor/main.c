@@ -28,6 +28,7 @@ int main(int argc, char **argv)
 		{"max-live", required_argument, NULL, 'm'},
 		{"uid-base", required_argument, NULL, 'u'},
 		{"uid-count", required_argument, NULL, 'c'},
+		{"cgroup-root", required_argument, NULL, 'g'},
 		{NULL, 0, NULL, 0},
 	};
 	struct config cfg;
@@ -42,6 +43,7 @@ int main(int argc, char **argv)
 		case 'm': cfg.max_live = (unsigned)number("--max-live", optarg); break;
 		case 'u': cfg.uid_base = (uint32_t)number("--uid-base", optarg); break;
 		case 'c': cfg.uid_count = (uint32_t)number("--uid-count", optarg); break;
+		case 'g': cfg.cgroup_root = optarg; break;
 		default: fatalx("capibox-supervisor is started by capiboxd, not by hand");
 		}
 	}

@@ -44,7 +44,10 @@ extern char **environ;
 
 #define SETUP_TIMEOUT_MS 10000
 
-enum ev_kind { EV_IPC = 1, EV_SIGNAL, EV_REPORT, EV_TIMER };
+enum ev_kind { EV_IPC = 1, EV_SIGNAL, EV_REPORT, EV_TIMER, EV_TICK };
+
+/* how often the CPU time of running sandboxes is checked */
+#define CPU_TICK_MS 100
 
 struct slot {
 	bool used;
@@ -67,6 +70,8 @@ struct sup {
 	int sock;
 	int ep;
 	int sigfd;
+	int tick_fd; /* periodic while sandboxes run: CPU-time checks */
+	bool ticking;
 	char root_dir[512];
 	struct slot *slots;
 	unsigned nslots;
@@ -136,6 +141,23 @@ static void kill_slot(struct slot *sl, enum exec_reason reason)
 	/* SIGKILL to a pid namespace's init ends every process in it */
 	if (kill(sl->pid, SIGKILL) < 0 && errno != ESRCH)
 		log_warn("kill %d", (int)sl->pid);
+}
+
+/* Starts or stops the CPU tick: it runs only while sandboxes do. */
+static void update_tick(struct sup *s)
+{
+	struct itimerspec it = {0};
+	bool want = s->live > 0;
+
+	if (want == s->ticking)
+		return;
+	if (want) {
+		it.it_interval.tv_nsec = CPU_TICK_MS * 1000000L;
+		it.it_value = it.it_interval;
+	}
+	if (timerfd_settime(s->tick_fd, 0, &it, NULL) < 0)
+		fatal("timerfd_settime");
+	s->ticking = want;
 }
 
 /* Puts a new sandbox into its cgroup before it runs anything. */
@@ -215,6 +237,7 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	ep_add(s, sl->report_fd, EV_REPORT, idx);
 	ep_add(s, sl->timer_fd, EV_TIMER, idx);
 	s->live++;
+	update_tick(s);
 out:
 	/* the child has its own copies; ours would keep the pipes open */
 	for (int i = 0; i < IPC_SPAWN_FDS; i++)
@@ -320,6 +343,11 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 			snprintf(x.message, sizeof(x.message), "%s",
 				 sl->errmsg[0] ? sl->errmsg : "sandbox error");
 			break;
+		case EXEC_REASON_CPU_TIMEOUT:
+			snprintf(x.message, sizeof(x.message),
+				 "cpu time limit of %" PRIu32 " ms reached",
+				 sl->limits.cpu_time_ms);
+			break;
 		default:
 			snprintf(x.message, sizeof(x.message), "stopped: %s",
 				 exec_reason_name(sl->kill_reason));
@@ -364,6 +392,7 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 	close(sl->timer_fd);
 	memset(sl, 0, sizeof(*sl));
 	s->live--;
+	update_tick(s);
 }
 
 static void reap(struct sup *s)
@@ -394,6 +423,26 @@ static void handle_timer(struct slot *sl)
 		kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);
 	} else {
 		kill_slot(sl, EXEC_REASON_WALL_TIMEOUT);
+	}
+}
+
+/*
+ * The CPU-time limit over the whole sandbox: the cgroup adds up every
+ * process and thread, where RLIMIT_CPU (still set, as a backstop) counts
+ * each process alone and a program that forks would get N times the limit.
+ */
+static void handle_tick(struct sup *s)
+{
+	uint64_t ticks;
+
+	if (read(s->tick_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		fatal("timerfd read");
+	for (unsigned i = 0; i < s->nslots; i++) {
+		struct slot *sl = &s->slots[i];
+		if (!sl->used || !sl->ready || sl->kill_reason != EXEC_REASON_UNSPECIFIED)
+			continue;
+		if (cg_cpu_us(sl->id) >= (uint64_t)sl->limits.cpu_time_ms * 1000)
+			kill_slot(sl, EXEC_REASON_CPU_TIMEOUT);
 	}
 }
 
@@ -464,7 +513,7 @@ void supervisor_main(const struct config *cfg, int sock)
 
 	memset(&hello, 0, sizeof(hello));
 	hello.type = IPC_HELLO;
-	hello.cgroup_mode = cg_init(hello.cgroup, sizeof(hello.cgroup));
+	hello.cgroup_mode = cg_init(cfg->cgroup_root, hello.cgroup, sizeof(hello.cgroup));
 	log_info("limits: %s", hello.cgroup);
 	hello.n_runtimes = (uint32_t)runtime_count();
 	for (size_t i = 0; i < runtime_count() && i < IPC_MAX_RUNTIMES; i++)
@@ -487,6 +536,10 @@ void supervisor_main(const struct config *cfg, int sock)
 		fatal("signalfd/epoll");
 	ep_add(&s, s.sock, EV_IPC, 0);
 	ep_add(&s, s.sigfd, EV_SIGNAL, 0);
+	s.tick_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (s.tick_fd < 0)
+		fatal("timerfd_create");
+	ep_add(&s, s.tick_fd, EV_TICK, 0);
 	send_msg(&s, &hello, sizeof(hello));
 
 	for (;;) {
@@ -514,6 +567,8 @@ void supervisor_main(const struct config *cfg, int sock)
 					fatalx("ipc: unexpected packet type %u from front",
 					       msg->type);
 				}
+			} else if (k == EV_TICK) {
+				handle_tick(&s);
 			} else if (k == EV_SIGNAL) {
 				struct signalfd_siginfo si;
 				while (read(s.sigfd, &si, sizeof(si)) > 0)
@@ -563,6 +618,8 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 		uid_base,
 		(char *)"--uid-count",
 		uid_count,
+		(char *)"--cgroup-root",
+		(char *)cfg->cgroup_root,
 		NULL,
 	};
 	char *const envp[] = {NULL};

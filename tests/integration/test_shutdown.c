@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -241,6 +243,56 @@ static void test_remote_listen_needs_flag(void **state)
 }
 
 /*
+ * Without usable cgroups memory and process limits cannot be enforced: the
+ * daemon refuses to start unless --allow-rlimit-only says so, and then
+ * Health reports DEGRADED with the reason. (An empty directory stands in
+ * for a machine without cgroups.)
+ */
+static void test_no_cgroups_needs_flag(void **state)
+{
+	struct daemon *d = &daemon_;
+	char root[128], *log;
+	const char *refused[] = {"--cgroup-root", root, NULL};
+	const char *allowed[] = {"--cgroup-root", root, "--allow-rlimit-only", NULL};
+	struct daemon_opts opts = {.uid_slot = 5, .extra = refused};
+	struct capibox_health *h = NULL;
+	struct capibox_status st;
+
+	(void)state;
+	if (!harness_init()) {
+		print_message("SKIP: %s\n", harness_skip_reason());
+		skip();
+	}
+	snprintf(root, sizeof(root), "/tmp/capibox-nocg-%d", (int)getpid());
+	assert_int_equal(mkdir(root, 0755), 0);
+	harness_remove_at_finish(root);
+	print_message("(a refused start is expected next; its log follows)\n");
+	if (harness_daemon_start(d, &opts) == 0)
+		fail_msg("capiboxd served without cgroups and without --allow-rlimit-only");
+	if (!d->exited || !WIFEXITED(d->status) || WEXITSTATUS(d->status) == 0)
+		fail_msg("without cgroups capiboxd must exit non-zero (wait status 0x%x)",
+			 d->status);
+	log = harness_daemon_log(d);
+	if (strstr(log, "--allow-rlimit-only") == NULL)
+		fail_msg("the refusal does not mention --allow-rlimit-only:\n%s", log);
+	free(log);
+
+	opts.extra = allowed;
+	if (harness_daemon_start(d, &opts) != 0)
+		fail_msg("capiboxd --allow-rlimit-only did not start");
+	assert_int_equal(capibox_health(d->client, false, 10000, &h, &st), CAPIBOX_OK);
+	assert_int_equal(h->status, 2); /* DEGRADED */
+	assert_int_equal(h->n_backends, 1);
+	assert_int_equal(h->backends[0].status, 2);
+	assert_non_null(strstr(h->backends[0].message, "no usable cgroups"));
+	capibox_health_free(h);
+	capibox_close(d->client);
+	d->client = NULL;
+	harness_daemon_signal(d, SIGTERM);
+	assert_clean_exit(d, 20000);
+}
+
+/*
  * A state dir the sandbox's uid cannot traverse (its parent is 0700): the
  * daemon must either refuse to start or end each run (Finished or an RPC
  * error), and still stop on SIGTERM. (An early build hung here forever and
@@ -307,6 +359,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_grace_lets_run_finish, teardown_each),
 		cmocka_unit_test_teardown(test_sigint, teardown_each),
 		cmocka_unit_test_teardown(test_remote_listen_needs_flag, teardown_each),
+		cmocka_unit_test_teardown(test_no_cgroups_needs_flag, teardown_each),
 		cmocka_unit_test_teardown(test_unusable_state_dir, teardown_each),
 	};
 	int rc;

@@ -25,6 +25,7 @@
 
 static struct config cfg;
 static struct backend *be;
+static bool cgroups_v1(void);
 static pid_t sup_pid;
 
 struct run {
@@ -252,6 +253,30 @@ static void test_cpu_timeout(void **state)
 	run_free(r);
 }
 
+static void test_cpu_timeout_counts_all_processes(void **state)
+{
+	/* four busy processes: per-process RLIMIT_CPU alone would allow 4x */
+	struct exec_request t;
+	struct run *r;
+	(void)state;
+	if (!cgroups_v1() && access("/sys/fs/cgroup/capibox", F_OK) != 0)
+		skip();
+	memset(&t, 0, sizeof(t));
+	t.limits = cfg.defaults;
+	t.limits.cpu_time_ms = 1500;
+	t.limits.wall_time_ms = 20000;
+	r = run("python",
+		"import os\nfor i in range(3):\n    if os.fork() == 0:\n        while True: pass\n"
+		"while True: pass\n",
+		&t);
+	assert_int_equal(r->res.reason, EXEC_REASON_CPU_TIMEOUT);
+	assert_non_null(strstr(r->res.message, "cpu time limit of 1500 ms"));
+	/* checked every 100 ms: a little over the limit, never 4x */
+	assert_true(r->res.cpu_time_us >= 1500000);
+	assert_true(r->res.cpu_time_us < 3000000);
+	run_free(r);
+}
+
 static void test_output_limit_exact(void **state)
 {
 	struct exec_request t;
@@ -462,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_signal),
 		cmocka_unit_test(test_wall_timeout_and_cleanup),
 		cmocka_unit_test(test_cpu_timeout),
+		cmocka_unit_test(test_cpu_timeout_counts_all_processes),
 		cmocka_unit_test(test_output_limit_exact),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_backpressure),
