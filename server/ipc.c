@@ -117,7 +117,7 @@ const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
 	return "unknown packet type";
 }
 
-size_t ipc_recv(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS])
+ssize_t ipc_read(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS], const char **why)
 {
 	struct iovec iov = {.iov_base = buf, .iov_len = IPC_MAX_PACKET};
 	union {
@@ -129,30 +129,58 @@ size_t ipc_recv(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS])
 			    .msg_control = ctl.buf,
 			    .msg_controllen = sizeof(ctl.buf)};
 	size_t nfds = 0;
-	const char *bad;
+	const char *bad = NULL;
 	ssize_t n;
 
 	do {
 		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
 	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		fatal("ipc recvmsg");
+	if (n < 0) {
+		if (errno == ECONNRESET)
+			return 0; /* the peer is gone: same as EOF */
+		*why = strerror(errno);
+		return -1;
+	}
 	if (n == 0)
 		return 0;
-	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
-		fatalx("ipc: truncated packet");
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 		size_t k;
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			fatalx("ipc: unexpected control message");
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+			bad = "unexpected control message";
+			continue;
+		}
 		k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		if (nfds + k > IPC_SPAWN_FDS)
-			fatalx("ipc: too many descriptors");
-		memcpy(fds + nfds, CMSG_DATA(c), k * sizeof(int));
-		nfds += k;
+		for (size_t j = 0; j < k; j++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof(int));
+			if (nfds < IPC_SPAWN_FDS)
+				fds[nfds++] = fd;
+			else {
+				close(fd);
+				bad = "too many descriptors";
+			}
+		}
 	}
-	bad = ipc_check(buf, (size_t)n, nfds);
-	if (bad != NULL)
-		fatalx("ipc: malformed packet from peer: %s", bad);
+	if (bad == NULL && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		bad = "truncated packet";
+	if (bad == NULL)
+		bad = ipc_check(buf, (size_t)n, nfds);
+	if (bad != NULL) {
+		/* nothing of a malformed packet is used, its descriptors included */
+		for (size_t j = 0; j < nfds; j++)
+			close(fds[j]);
+		*why = bad;
+		return -1;
+	}
+	return n;
+}
+
+size_t ipc_recv(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS])
+{
+	const char *why = NULL;
+	ssize_t n = ipc_read(sock, buf, fds, &why);
+
+	if (n < 0)
+		fatalx("ipc: malformed packet from peer: %s", why);
 	return (size_t)n;
 }

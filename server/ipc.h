@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "exec.h"
 
@@ -101,6 +102,14 @@ __attribute__((warn_unused_result)) int ipc_send(int sock, const void *msg, size
  * calls fatalx() on anything malformed. fds get CLOEXEC descriptors.
  */
 size_t ipc_recv(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS]);
+
+/*
+ * Like ipc_recv, but a malformed packet returns -1 with the reason in *why
+ * (its descriptors closed) instead of ending the process: for a receiver
+ * that can replace its peer (the front restarts the supervisor).
+ */
+__attribute__((warn_unused_result)) ssize_t ipc_read(int sock, union ipc_msg *buf,
+						     int fds[IPC_SPAWN_FDS], const char **why);
 
 /* Checks a packet's layout; returns NULL if valid, else what is wrong. */
 const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds);

@@ -187,7 +187,7 @@ int main(int argc, char **argv)
 	struct ipc_hello hello;
 	struct backend *backend;
 	struct rpc_server *srv;
-	sigset_t mask;
+	sigset_t mask, stop;
 	pid_t sup_pid;
 	int sock;
 
@@ -219,6 +219,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	sock = supervisor_start(&cfg, &sup_pid, &hello);
+	if (sock < 0)
+		fatalx("the supervisor did not start (see above)");
 	if (hello.cgroup_mode == 0 && !cfg.allow_rlimit_only)
 		/* exiting closes the socket: the supervisor follows */
 		fatalx("%s; refusing to start: memory and process limits could not be enforced "
@@ -227,19 +229,18 @@ int main(int argc, char **argv)
 	backend = local_backend_create(&cfg, sock, sup_pid, &hello);
 	srv = rpc_server_start(&cfg, backend);
 
+	/* SIGCHLD stays blocked: the backend's io thread reaps and restarts the
+	 * supervisor; this thread only waits for the request to stop */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
 	for (;;) {
 		siginfo_t si;
-		int sig = sigwaitinfo(&mask, &si);
+		int sig = sigwaitinfo(&stop, &si);
 		if (sig < 0 && errno == EINTR)
 			continue;
 		if (sig < 0)
 			fatal("sigwaitinfo");
-		if (sig == SIGCHLD) {
-			int status;
-			if (waitpid(sup_pid, &status, WNOHANG) == sup_pid)
-				fatalx("supervisor died (status %#x)", (unsigned)status);
-			continue;
-		}
 		log_info("%s: shutting down (grace %u ms)", strsignal(sig), cfg.grace_ms);
 		break;
 	}

@@ -21,13 +21,16 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,10 +38,13 @@
 #include "../log.h"
 #include "../runtime.h"
 #include "../sandbox/payload.h"
+#include "../supervisor/supervisor.h"
 
 #define CHUNK (64 * 1024) /* largest Output message */
 #define EV_SOCK UINT64_MAX
 #define EV_WAKE (UINT64_MAX - 1)
+#define EV_CHLD (UINT64_MAX - 2)
+#define IPC_MAX_LOST 4096 /* executions tracked through one supervisor restart */
 
 struct local_exec {
 	struct exec base;
@@ -85,7 +91,10 @@ struct local_backend {
 	char versions[IPC_MAX_RUNTIMES][IPC_VERSION_LEN];
 	uint32_t cgroup_mode;
 	char cgroup[128];
-	uint8_t *buf; /* io thread only */
+	unsigned restarts; /* supervisor restarts */
+	bool sup_reaped;   /* the io thread reaped the supervisor already */
+	int chld_fd;	   /* signalfd: SIGCHLD */
+	uint8_t *buf;	   /* io thread only */
 };
 
 static const struct backend_ops local_ops;
@@ -136,8 +145,8 @@ static void send_kill_locked(struct local_exec *x, enum exec_reason reason)
 	if (x->kill_sent || x->have_exit)
 		return;
 	x->kill_sent = true;
-	if (ipc_send(x->lb->sock, &k, sizeof(k), NULL, 0) < 0)
-		log_warn("ipc send KILL");
+	if (x->lb->sock >= 0 && ipc_send(x->lb->sock, &k, sizeof(k), NULL, 0) < 0)
+		log_warn("ipc send KILL"); /* the supervisor is gone: its sandboxes too */
 }
 
 static void make_sandbox_id(const struct local_exec *x, char *buf, size_t len)
@@ -291,14 +300,112 @@ static void on_pipe(struct local_backend *lb, uint64_t data)
 	x->sink->output(x->arg, i == 0 ? EXEC_STDOUT : EXEC_STDERR, lb->buf, (size_t)n);
 }
 
+/* Ends x as lost with the supervisor. Caller holds mu. */
+static void mark_lost_locked(struct local_exec *x, const char *why)
+{
+	memset(&x->exited, 0, sizeof(x->exited));
+	x->exited.type = IPC_EXITED;
+	x->exited.id = x->id;
+	x->exited.reason = EXEC_REASON_SANDBOX_ERROR;
+	snprintf(x->exited.message, sizeof(x->exited.message),
+		 "the sandbox supervisor stopped (%.120s); this run was lost", why);
+	x->have_exit = true;
+	x->kill_sent = true;
+}
+
+/*
+ * The supervisor died or sent something malformed: its sandboxes die with
+ * it (their init has PDEATHSIG), their runs end as REASON_SANDBOX_ERROR
+ * with an orderly stream, and a new supervisor takes over. io thread only.
+ */
+static void supervisor_lost(struct local_backend *lb, const char *why)
+{
+	struct local_exec *lost[IPC_MAX_LOST];
+	size_t n = 0;
+	struct ipc_hello hello;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_SOCK};
+	pid_t old_pid, pid = -1;
+	int sock = -1;
+
+	pthread_mutex_lock(&lb->mu);
+	log_warnx("local backend: supervisor lost: %s; restarting it", why);
+	for (struct local_exec *x = lb->live_head; x; x = x->next)
+		if (!x->have_exit) {
+			mark_lost_locked(x, why);
+			if (n < IPC_MAX_LOST)
+				lost[n++] = x;
+		}
+	epoll_ctl(lb->ep, EPOLL_CTL_DEL, lb->sock, NULL);
+	close(lb->sock);
+	lb->sock = -1; /* execute() sees it and fails the run cleanly */
+	old_pid = lb->sup_pid;
+	pthread_mutex_unlock(&lb->mu);
+
+	/* a supervisor that talks nonsense may still be alive: end it */
+	if (!lb->sup_reaped) {
+		kill(old_pid, SIGKILL);
+		while (waitpid(old_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	lb->sup_reaped = false;
+	for (int attempt = 1; attempt <= 5 && sock < 0; attempt++) {
+		sock = supervisor_start(lb->cfg, &pid, &hello);
+		if (sock < 0)
+			usleep(200000 * (useconds_t)attempt);
+	}
+	if (sock < 0)
+		fatalx("the supervisor could not be restarted");
+	pthread_mutex_lock(&lb->mu);
+	lb->sock = sock;
+	lb->sup_pid = pid;
+	lb->restarts++;
+	lb->cgroup_mode = hello.cgroup_mode;
+	memcpy(lb->cgroup, hello.cgroup, sizeof(lb->cgroup));
+	if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, sock, &ev) < 0)
+		fatal("epoll_ctl");
+	pthread_mutex_unlock(&lb->mu);
+	log_info("local backend: supervisor restarted (pid %d, %u restarts)", (int)pid,
+		 lb->restarts);
+	/* live, so not freed under us: only this thread ends executions */
+	for (size_t i = 0; i < n; i++)
+		try_emit(lost[i]);
+}
+
+/*
+ * Reaps our children: the supervisor, and the sandbox inits a dead
+ * supervisor leaves behind (we are their subreaper), which would otherwise
+ * stay zombies.
+ */
+static void on_chld(struct local_backend *lb)
+{
+	struct signalfd_siginfo si;
+	pid_t pid;
+
+	while (read(lb->chld_fd, &si, sizeof(si)) > 0)
+		;
+	while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+		if (pid == lb->sup_pid)
+			lb->sup_reaped = true; /* the socket's EOF starts the restart */
+}
+
 static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 {
 	int fds[IPC_SPAWN_FDS];
-	struct local_exec *x;
-	size_t len = ipc_recv(lb->sock, msg, fds);
+	struct local_exec *x = NULL;
+	const char *why = NULL;
+	ssize_t len = ipc_read(lb->sock, msg, fds, &why);
 
-	if (len == 0)
-		fatalx("supervisor exited unexpectedly");
+	if (len == 0) {
+		supervisor_lost(lb, "it exited");
+		return;
+	}
+	if (len < 0 || (msg->type != IPC_STARTED && msg->type != IPC_EXITED)) {
+		char reason[160];
+		snprintf(reason, sizeof(reason), "malformed message: %s",
+			 len < 0 ? why : "unexpected packet type");
+		supervisor_lost(lb, reason);
+		return;
+	}
 	pthread_mutex_lock(&lb->mu);
 	if (msg->type == IPC_STARTED) {
 		x = find_live(lb, msg->started.id);
@@ -306,14 +413,12 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 			x->started = msg->started;
 			x->have_started = true;
 		}
-	} else if (msg->type == IPC_EXITED) {
+	} else {
 		x = find_live(lb, msg->exited.id);
-		if (x != NULL) {
+		if (x != NULL && !x->have_exit) {
 			x->exited = msg->exited;
 			x->have_exit = true;
 		}
-	} else {
-		fatalx("ipc: unexpected packet type %u from supervisor", msg->type);
 	}
 	pthread_mutex_unlock(&lb->mu);
 	if (x != NULL)
@@ -361,6 +466,8 @@ static void *io_main(void *arg)
 				on_sock(lb, msg);
 			else if (evs[i].data.u64 == EV_WAKE)
 				on_wake(lb);
+			else if (evs[i].data.u64 == EV_CHLD)
+				on_chld(lb);
 			else
 				on_pipe(lb, evs[i].data.u64);
 		}
@@ -497,8 +604,10 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	if (lb->live_head)
 		lb->live_head->prev = x;
 	lb->live_head = x;
-	if (ipc_send(lb->sock, sp, sizeof(*sp) + env_len, fds, IPC_SPAWN_FDS) < 0)
-		fatal("ipc send SPAWN");
+	if (lb->sock < 0 || ipc_send(lb->sock, sp, sizeof(*sp) + env_len, fds, IPC_SPAWN_FDS) < 0)
+		/* the supervisor is gone or restarting: our copies of the
+		 * pipes' write ends close below, so the run ends at once */
+		mark_lost_locked(x, lb->sock < 0 ? "restarting" : strerror(errno));
 	pthread_mutex_unlock(&lb->mu);
 	rc = BACKEND_OK;
 	*out = &x->base;
@@ -602,7 +711,12 @@ static enum backend_status local_status(struct backend *b, char *msg, size_t len
 {
 	struct local_backend *lb = (struct local_backend *)b;
 
-	snprintf(msg, len, "limits: %s", lb->cgroup);
+	pthread_mutex_lock(&lb->mu);
+	if (lb->restarts > 0)
+		snprintf(msg, len, "limits: %s; supervisor restarts: %u", lb->cgroup, lb->restarts);
+	else
+		snprintf(msg, len, "limits: %s", lb->cgroup);
+	pthread_mutex_unlock(&lb->mu);
 	/* without cgroups memory and process limits are not enforced */
 	return lb->cgroup_mode == 0 ? BACKEND_STATUS_DEGRADED : BACKEND_STATUS_SERVING;
 }
@@ -633,10 +747,12 @@ static void local_destroy(struct backend *b)
 	pthread_join(lb->io, NULL);
 	/* closing the socket tells the supervisor to kill what is left and exit */
 	close(lb->sock);
-	while (waitpid(lb->sup_pid, &status, 0) < 0 && errno == EINTR)
-		;
+	if (!lb->sup_reaped)
+		while (waitpid(lb->sup_pid, &status, 0) < 0 && errno == EINTR)
+			;
 	close(lb->ep);
 	close(lb->evfd);
+	close(lb->chld_fd);
 	pthread_mutex_destroy(&lb->mu);
 	free(lb->buf);
 	free(lb);
@@ -661,6 +777,7 @@ struct backend *local_backend_create(const struct config *cfg, int sock, pid_t s
 {
 	struct local_backend *lb = calloc(1, sizeof(*lb));
 	struct epoll_event ev = {.events = EPOLLIN};
+	sigset_t chld;
 
 	if (lb == NULL || (lb->buf = malloc(CHUNK)) == NULL)
 		fatal("malloc");
@@ -686,6 +803,18 @@ struct backend *local_backend_create(const struct config *cfg, int sock, pid_t s
 		fatal("epoll_ctl");
 	ev.data.u64 = EV_WAKE;
 	if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, lb->evfd, &ev) < 0)
+		fatal("epoll_ctl");
+	/* sandbox inits whose supervisor died are reparented to us, not lost
+	 * to init(1); SIGCHLD is blocked in every thread (main.c) */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		fatal("prctl subreaper");
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	lb->chld_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (lb->chld_fd < 0)
+		fatal("signalfd");
+	ev.data.u64 = EV_CHLD;
+	if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, lb->chld_fd, &ev) < 0)
 		fatal("epoll_ctl");
 	if (pthread_create(&lb->io, NULL, io_main, lb) != 0)
 		fatalx("pthread_create failed");

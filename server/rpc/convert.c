@@ -270,12 +270,37 @@ fail:
 	return -1;
 }
 
+enum request_rc convert_decode_execute(const struct config *cfg, const uint8_t *buf, size_t len,
+				       struct convert_exec *out, char *err, size_t errlen)
+{
+	Capibox__V1__ExecuteRequest *m;
+
+	memset(out, 0, sizeof(*out));
+	if (convert_scan_execute(buf, len, err, errlen) < 0)
+		return REQUEST_INVALID;
+	m = capibox__v1__execute_request__unpack(NULL, len, buf);
+	if (m == NULL) {
+		snprintf(err, errlen, "malformed ExecuteRequest");
+		return REQUEST_INVALID;
+	}
+	if (convert_execute_request(m, out) < 0) {
+		capibox__v1__execute_request__free_unpacked(m, NULL);
+		snprintf(err, errlen, "out of memory");
+		return REQUEST_TOO_LARGE;
+	}
+	out->msg = m; /* after convert_execute_request, which clears out */
+	return request_validate_execute(cfg, &out->req, err, errlen);
+}
+
 void convert_exec_free(struct convert_exec *cx)
 {
 	free(cx->files);
 	free(cx->env);
+	if (cx->msg)
+		capibox__v1__execute_request__free_unpacked(cx->msg, NULL);
 	cx->files = NULL;
 	cx->env = NULL;
+	cx->msg = NULL;
 }
 
 void convert_started(const struct exec_started *st, const char *backend, Capibox__V1__Started *out)

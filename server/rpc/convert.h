@@ -10,13 +10,20 @@
 
 #include "capibox/v1/sandbox.pb-c.h"
 
+#include "../config.h"
 #include "../exec.h"
+#include "../request.h"
 
-/* An exec_request plus the arrays convert_execute_request allocated for it. */
+/*
+ * An exec_request plus what was allocated for it: the arrays
+ * convert_execute_request made and, after convert_decode_execute, the
+ * unpacked message whose strings req borrows.
+ */
 struct convert_exec {
 	struct exec_request req;
 	struct exec_file *files;
 	struct exec_env *env;
+	Capibox__V1__ExecuteRequest *msg;
 };
 
 /*
@@ -37,7 +44,20 @@ __attribute__((warn_unused_result)) int convert_scan_execute(const uint8_t *buf,
 __attribute__((warn_unused_result)) int
 convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert_exec *out);
 
-/* Frees what convert_execute_request allocated (not m). */
+/*
+ * The server's whole path from the wire bytes of an ExecuteRequest to a
+ * validated request, without gRPC: convert_scan_execute, unpack,
+ * convert_execute_request, request_validate_execute. Returns REQUEST_OK
+ * with out->req ready, or the failure with err naming the field; out of
+ * memory is REQUEST_TOO_LARGE ("out of memory"). buf may be freed on
+ * return (the message is a copy). Free out with convert_exec_free()
+ * whatever the result.
+ */
+__attribute__((warn_unused_result)) enum request_rc
+convert_decode_execute(const struct config *cfg, const uint8_t *buf, size_t len,
+		       struct convert_exec *out, char *err, size_t errlen);
+
+/* Frees what convert_execute_request or convert_decode_execute allocated (not m). */
 void convert_exec_free(struct convert_exec *cx);
 
 /* Fills out from st; strings are borrowed. backend names the backend if st does not. */

@@ -532,7 +532,6 @@ static grpc_status_code status_of_backend(enum backend_rc rc)
 static void execute_handle(struct rpc_call *c)
 {
 	struct rpc_server *srv = c->srv;
-	Capibox__V1__ExecuteRequest *m = NULL;
 	struct convert_exec cx = {0};
 	grpc_slice raw = grpc_empty_slice();
 	grpc_status_code code = GRPC_STATUS_OK;
@@ -553,24 +552,10 @@ static void execute_handle(struct rpc_call *c)
 	}
 	grpc_byte_buffer_destroy(c->payload);
 	c->payload = NULL;
-	if (convert_scan_execute(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), err,
-				 sizeof(err)) < 0) {
-		code = GRPC_STATUS_INVALID_ARGUMENT;
-		goto out;
-	}
-	m = capibox__v1__execute_request__unpack(NULL, GRPC_SLICE_LENGTH(raw),
-						 GRPC_SLICE_START_PTR(raw));
-	if (m == NULL) {
-		code = GRPC_STATUS_INVALID_ARGUMENT;
-		snprintf(err, sizeof(err), "malformed ExecuteRequest");
-		goto out;
-	}
-	if (convert_execute_request(m, &cx) < 0) {
-		code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-		snprintf(err, sizeof(err), "out of memory");
-		goto out;
-	}
-	code = status_of_request(request_validate_execute(srv->cfg, &cx.req, err, sizeof(err)));
+	/* bytes -> validated request: the same function the fuzz target runs */
+	code = status_of_request(convert_decode_execute(srv->cfg, GRPC_SLICE_START_PTR(raw),
+							GRPC_SLICE_LENGTH(raw), &cx, err,
+							sizeof(err)));
 	if (code != GRPC_STATUS_OK)
 		goto out;
 
@@ -609,8 +594,6 @@ out:
 			log_warnx("rpc: Execute: %s", err);
 		call_fail(c, code, err);
 	}
-	if (m)
-		capibox__v1__execute_request__free_unpacked(m, NULL);
 	convert_exec_free(&cx);
 	grpc_slice_unref(raw);
 }

@@ -19,6 +19,7 @@
 #include <linux/capability.h>
 #include <linux/close_range.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -95,9 +96,6 @@ static int step_wait_maps(struct child *c)
 	char b;
 	ssize_t n;
 
-	/* if the supervisor dies, so do we (and with us, as pid 1, the sandbox) */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-		STEP_FAIL(c, "prctl PDEATHSIG");
 	do {
 		n = read(c->sync_fd, &b, 1);
 	} while (n < 0 && errno == EINTR);
@@ -120,6 +118,23 @@ static int step_identity(struct child *c)
 	 * namespace capabilities we still need for mounting */
 	if (setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID) < 0)
 		STEP_FAIL(c, "setresuid");
+	return 0;
+}
+
+/*
+ * If the supervisor dies, so do we, and with us, as pid 1, the whole
+ * sandbox. Set after the identity change: changing credentials clears the
+ * parent-death signal. A supervisor that died before this point is seen as
+ * an error on the report pipe, whose only reader it was.
+ */
+static int step_die_with_supervisor(struct child *c)
+{
+	struct pollfd p = {.fd = c->report_fd, .events = POLLOUT};
+
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		STEP_FAIL(c, "prctl PDEATHSIG");
+	if (poll(&p, 1, 0) < 0 || (p.revents & (POLLERR | POLLHUP)))
+		_exit(1);
 	return 0;
 }
 
@@ -189,6 +204,7 @@ struct step {
 static const struct step setup_steps[] = {
 	{"wait for id maps", step_wait_maps},
 	{"identity", step_identity},
+	{"die with supervisor", step_die_with_supervisor},
 	{"mounts", step_mounts},
 	{"hostname", step_hostname},
 	{"loopback", step_loopback},
@@ -390,6 +406,26 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 	_exit(0);
 }
 
+/* Closes every descriptor except those in keep. */
+static void close_all_but(int *keep, size_t n)
+{
+	unsigned next = 0;
+
+	/* sort (n is tiny), then close the gaps between kept descriptors */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+			int t = keep[j];
+			keep[j] = keep[j - 1];
+			keep[j - 1] = t;
+		}
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned)keep[i] > next)
+			syscall(SYS_close_range, next, (unsigned)keep[i] - 1, 0);
+		next = (unsigned)keep[i] + 1;
+	}
+	syscall(SYS_close_range, next, ~0U, 0);
+}
+
 /* ---- parent side -------------------------------------------------------- */
 
 pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, char *err, size_t errlen)
@@ -411,8 +447,11 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, char *err, 
 	}
 	if (pid == 0) {
 		struct child c = {.spec = spec, .report_fd = rep[1], .sync_fd = sync[0]};
-		close(rep[0]);
-		close(sync[1]);
+		int keep[] = {rep[1],	      sync[0],	       spec->payload_fd,
+			      spec->stdin_fd, spec->stdout_fd, spec->stderr_fd};
+		/* a copy of the supervisor: drop everything of it (its IPC socket,
+		 * other sandboxes' pipes, epoll and timers) but what we need */
+		close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
 		run_init(&c);
 	}
 	close(rep[1]);

@@ -108,6 +108,8 @@ static const char *at_root(char *buf, size_t len, const char *rel)
 	return buf;
 }
 
+static void remove_dir(const char *dir);
+
 /* Removes groups left by supervisors that are gone (a crash, a kill -9). */
 static void remove_stale(const char *parent)
 {
@@ -125,10 +127,8 @@ static void remove_stale(const char *parent)
 		if (pid == getpid() || access(proc, F_OK) == 0)
 			continue; /* a live supervisor's (ours or another daemon's) */
 		snprintf(path, sizeof(path), "%s/%s", parent, de->d_name);
-		if (rmdir(path) == 0)
-			log_info("cgroup: removed stale %s", path);
-		else
-			log_warn("cgroup: stale %s", path);
+		/* its processes may still be dying (they follow their supervisor) */
+		remove_dir(path);
 	}
 	closedir(d);
 }

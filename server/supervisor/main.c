@@ -3,8 +3,11 @@
  * by hand) with the IPC socket on descriptor 3. See supervisor.c.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include "../config.h"
 #include "../log.h"
@@ -29,9 +32,12 @@ int main(int argc, char **argv)
 		{"uid-base", required_argument, NULL, 'u'},
 		{"uid-count", required_argument, NULL, 'c'},
 		{"cgroup-root", required_argument, NULL, 'g'},
+		{"parent", required_argument, NULL, 'p'},
 		{NULL, 0, NULL, 0},
 	};
 	struct config cfg;
+	pid_t parent = 0;
+	sigset_t mask;
 	int c;
 
 	proctitle_init(argc, argv);
@@ -44,10 +50,27 @@ int main(int argc, char **argv)
 		case 'u': cfg.uid_base = (uint32_t)number("--uid-base", optarg); break;
 		case 'c': cfg.uid_count = (uint32_t)number("--uid-count", optarg); break;
 		case 'g': cfg.cgroup_root = optarg; break;
+		case 'p': parent = (pid_t)number("--parent", optarg); break;
 		default: fatalx("capibox-supervisor is started by capiboxd, not by hand");
 		}
 	}
-	if (cfg.max_live == 0 || cfg.uid_count == 0)
+	if (cfg.max_live == 0 || cfg.uid_count == 0 || parent <= 0)
 		fatalx("bad arguments");
+	/* we die with capiboxd (and our sandboxes with us, see sandbox.c) */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		fatal("prctl");
+	if (getppid() != parent)
+		fatalx("capiboxd is gone");
+	/* Ctrl-C to the terminal's process group must not cut running
+	 * executions short: capiboxd decides when we stop (socket EOF);
+	 * SIGCHLD is taken with a signalfd */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		fatal("sigprocmask");
+	signal(SIGPIPE, SIG_IGN);
 	supervisor_main(&cfg, SUPERVISOR_FD);
 }

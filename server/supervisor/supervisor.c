@@ -604,10 +604,12 @@ front_gone:
 
 int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hello)
 {
-	union ipc_msg *msg;
-	int sv[2], fds[IPC_SPAWN_FDS];
-	size_t len;
-	char max_live[16], uid_base[16], uid_count[16];
+	posix_spawn_file_actions_t fa;
+	union ipc_msg *msg = NULL;
+	int sv[2], fds[IPC_SPAWN_FDS], rc;
+	const char *why = NULL;
+	ssize_t len;
+	char max_live[16], uid_base[16], uid_count[16], parent[16];
 	char *const argv[] = {
 		(char *)"capibox-supervisor",
 		(char *)"--state-dir",
@@ -620,6 +622,8 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 		uid_count,
 		(char *)"--cgroup-root",
 		(char *)cfg->cgroup_root,
+		(char *)"--parent",
+		parent,
 		NULL,
 	};
 	char *const envp[] = {NULL};
@@ -627,30 +631,41 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	snprintf(max_live, sizeof(max_live), "%u", cfg->max_live);
 	snprintf(uid_base, sizeof(uid_base), "%u", cfg->uid_base);
 	snprintf(uid_count, sizeof(uid_count), "%u", cfg->uid_count);
+	snprintf(parent, sizeof(parent), "%d", (int)getpid());
 	ipc_socketpair(sv);
-	*pid = fork();
-	if (*pid < 0)
-		fatal("fork supervisor");
-	if (*pid == 0) {
-		/* a fresh, small program: no gRPC mappings to copy on every
-		 * sandbox clone, no front memory, no environment */
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-			fatal("prctl");
-		if (dup2(sv[1], SUPERVISOR_FD) < 0)
-			fatal("dup2");
-		execve(cfg->supervisor_path, argv, envp);
-		fatal("exec %s", cfg->supervisor_path);
-	}
+	/*
+	 * posix_spawn (vfork + exec) rather than fork: it is safe from the
+	 * multi-threaded front, where a restart happens. The supervisor is a
+	 * fresh, small program: no gRPC mappings to copy on every sandbox
+	 * clone, no front memory, no environment.
+	 */
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], SUPERVISOR_FD);
+	rc = posix_spawn(pid, cfg->supervisor_path, &fa, NULL, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
 	close(sv[1]);
+	if (rc != 0) {
+		log_warnx("spawn %s: %s", cfg->supervisor_path, strerror(rc));
+		goto fail;
+	}
 	msg = malloc(IPC_MAX_PACKET);
 	if (msg == NULL)
 		fatal("malloc");
-	len = ipc_recv(sv[0], msg, fds);
-	if (len == 0)
-		fatalx("supervisor exited during start-up");
-	if (msg->type != IPC_HELLO)
-		fatalx("supervisor: expected HELLO, got type %u", msg->type);
+	len = ipc_read(sv[0], msg, fds, &why);
+	if (len <= 0 || msg->type != IPC_HELLO) {
+		log_warnx("supervisor start-up failed: %s", len < 0  ? why :
+							    len == 0 ? "it exited" :
+								       "no HELLO");
+		kill(*pid, SIGKILL);
+		while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		goto fail;
+	}
 	*hello = msg->hello;
 	free(msg);
 	return sv[0];
+fail:
+	free(msg);
+	close(sv[0]);
+	return -1;
 }

@@ -23,9 +23,10 @@
 __attribute__((noreturn)) void supervisor_main(const struct config *cfg, int sock);
 
 /*
- * Forks and execs the supervisor program (cfg->supervisor_path) and waits for its HELLO (copied to *hello). Returns
- * the front's end of the IPC socket and sets *pid. Exits via fatal() if the
- * supervisor cannot start.
+ * Spawns the supervisor program (cfg->supervisor_path) and waits for its
+ * HELLO (copied to *hello). Returns the front's end of the IPC socket and
+ * sets *pid; returns -1 (logged) if the supervisor did not come up. Safe to
+ * call from a multi-threaded process.
  */
 int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hello);
 

@@ -454,6 +454,40 @@ static void test_seccomp_refuses(void **state)
 	run_free(r);
 }
 
+/*
+ * The supervisor dies mid-run (a crash, or it was fed a malformed packet and
+ * ended itself): the run ends as a sandbox error with an orderly stream, its
+ * processes and cgroup are gone, and a new supervisor serves the next run.
+ * Runs last: it replaces the supervisor the other tests know.
+ */
+static void test_supervisor_restart(void **state)
+{
+	struct run *r = run_start("bash", "echo up; sleep 1000\n", NULL);
+	struct run *after;
+	(void)state;
+	for (int i = 0; i < 500; i++) {
+		pthread_mutex_lock(&r->mu);
+		bool got = r->out_len > 0;
+		pthread_mutex_unlock(&r->mu);
+		if (got)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(kill(sup_pid, SIGKILL), 0);
+	run_wait(r);
+	assert_int_equal(r->res.reason, EXEC_REASON_SANDBOX_ERROR);
+	assert_non_null(strstr(r->res.message, "supervisor stopped"));
+	run_free(r);
+	for (int i = 0; i < 100 && sandbox_processes() > 0; i++)
+		usleep(10000);
+	assert_int_equal(sandbox_processes(), 0);
+	assert_int_equal(capibox_cgroups(), 0);
+	after = run("python", "print('after')\n", NULL);
+	assert_int_equal(after->res.reason, EXEC_REASON_EXITED);
+	assert_string_equal(after->out, "after\n");
+	run_free(after);
+}
+
 static void test_full(void **state)
 {
 	struct run *rs[8];
@@ -496,6 +530,7 @@ int main(void)
 		cmocka_unit_test(test_peak_and_cpu_reported),
 		cmocka_unit_test(test_seccomp_refuses),
 		cmocka_unit_test(test_full),
+		cmocka_unit_test(test_supervisor_restart),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
