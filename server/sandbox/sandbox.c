@@ -18,6 +18,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/close_range.h>
+#include <linux/sched.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -428,7 +429,8 @@ static void close_all_but(int *keep, size_t n)
 
 /* ---- parent side -------------------------------------------------------- */
 
-pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, char *err, size_t errlen)
+pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_cgroup, char *err,
+		    size_t errlen)
 {
 	int rep[2] = {-1, -1}, sync[2] = {-1, -1};
 	char path[64], map[64];
@@ -439,8 +441,26 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, char *err, 
 		goto fail;
 	}
 	/* raw clone without a new stack behaves like fork: fine in the
-	 * single-threaded supervisor */
-	pid = (pid_t)syscall(SYS_clone, CLONE_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
+	 * single-threaded supervisor. With a cgroup v2 directory, clone3 puts the
+	 * child into its cgroup atomically: it is never outside it, not even
+	 * for the moments before an attach */
+	pid = -1;
+	if (spec->cgroup_fd >= 0) {
+		struct clone_args ca;
+		memset(&ca, 0, sizeof(ca));
+		ca.flags = CLONE_FLAGS | CLONE_INTO_CGROUP;
+		ca.exit_signal = SIGCHLD;
+		ca.cgroup = (uint64_t)spec->cgroup_fd;
+		pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+		if (pid < 0 && errno != ENOSYS && errno != E2BIG && errno != EINVAL) {
+			snprintf(err, errlen, "clone3: %s", strerror(errno));
+			goto fail;
+		}
+		if (pid >= 0)
+			*into_cgroup = true;
+	}
+	if (pid < 0) /* no clone3 (or no CLONE_INTO_CGROUP): clone, then attach */
+		pid = (pid_t)syscall(SYS_clone, CLONE_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
 	if (pid < 0) {
 		snprintf(err, errlen, "clone: %s", strerror(errno));
 		goto fail;
@@ -477,7 +497,7 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, char *err, 
 		goto kill;
 	}
 	if (spec->before_release != NULL &&
-	    spec->before_release(spec->hook_arg, pid, err, errlen) < 0)
+	    spec->before_release(spec->hook_arg, pid, *into_cgroup, err, errlen) < 0)
 		goto kill;
 	if (write(sync[1], "g", 1) != 1) {
 		snprintf(err, errlen, "release child: %s", strerror(errno));

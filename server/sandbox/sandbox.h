@@ -14,6 +14,7 @@
 #ifndef CAPIBOX_SANDBOX_H
 #define CAPIBOX_SANDBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -41,8 +42,9 @@ struct sandbox_spec {
 	/* called with the child's pid after its id maps are written and before
 	 * it may run anything (the supervisor puts it in its cgroup here);
 	 * returns 0, or -1 with a message in err */
-	int (*before_release)(void *arg, pid_t pid, char *err, size_t errlen);
+	int (*before_release)(void *arg, pid_t pid, bool in_cgroup, char *err, size_t errlen);
 	void *hook_arg;
+	int cgroup_fd; /* cgroup v2 directory to clone into, or -1 */
 };
 
 enum sandbox_report_type {
@@ -65,11 +67,13 @@ struct sandbox_report {
 
 /*
  * Clones the sandbox. Returns the host pid of its init and sets *report_fd
- * to the read end of its report pipe (CLOEXEC, non-blocking); returns -1
+ * to the read end of its report pipe (CLOEXEC, non-blocking) and
+ * *into_cgroup to whether clone3 placed it in spec->cgroup_fd; returns -1
  * with a message in err on failure. The spec's fds stay open in the caller.
  */
 __attribute__((warn_unused_result)) pid_t sandbox_spawn(const struct sandbox_spec *spec,
-							int *report_fd, char *err, size_t errlen);
+							int *report_fd, bool *into_cgroup,
+							char *err, size_t errlen);
 
 /*
  * Builds the sandbox's filesystem (mounts.c) and pivots into it. Runs in the

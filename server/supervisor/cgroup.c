@@ -286,6 +286,29 @@ int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen)
 	return 0;
 }
 
+int cg_open(uint64_t id)
+{
+	char dir[256];
+
+	if (mode != CG_V2)
+		return -1;
+	group_path(dir, sizeof(dir), NULL, id);
+	return open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+void cg_kill(uint64_t id)
+{
+	char dir[256], path[320];
+
+	if (mode != CG_V2)
+		return;
+	group_path(dir, sizeof(dir), NULL, id);
+	snprintf(path, sizeof(path), "%s/cgroup.kill", dir);
+	/* absent before Linux 5.14: killing init is enough there */
+	if (write_str(path, "1") < 0 && errno != ENOENT)
+		log_warn("cgroup: %s", path);
+}
+
 void cg_read_usage(uint64_t id, struct cg_usage *u)
 {
 	char dir[256], path[320];

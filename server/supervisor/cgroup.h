@@ -37,6 +37,15 @@ __attribute__((warn_unused_result)) int cg_create(uint64_t id, uint64_t memory_b
 /* Moves pid into sandbox id's group. Returns 0 or -1 with a message. */
 __attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen);
 
+/*
+ * cgroup v2: an O_PATH descriptor of sandbox id's group, for clone3's
+ * CLONE_INTO_CGROUP; -1 on v1 (or without cgroups).
+ */
+int cg_open(uint64_t id);
+
+/* cgroup v2: kills every process in sandbox id's group (cgroup.kill); no-op on v1. */
+void cg_kill(uint64_t id);
+
 /* Reads what sandbox id used (zeros where unknown). */
 void cg_read_usage(uint64_t id, struct cg_usage *u);
 

@@ -138,9 +138,11 @@ static void kill_slot(struct slot *sl, enum exec_reason reason)
 {
 	if (sl->kill_reason == EXEC_REASON_UNSPECIFIED)
 		sl->kill_reason = reason;
-	/* SIGKILL to a pid namespace's init ends every process in it */
+	/* SIGKILL to a pid namespace's init ends every process in it; on cgroup
+	 * v2, cgroup.kill also reaches anything in the group, namespace or not */
 	if (kill(sl->pid, SIGKILL) < 0 && errno != ESRCH)
 		log_warn("kill %d", (int)sl->pid);
+	cg_kill(sl->id);
 }
 
 /* Starts or stops the CPU tick: it runs only while sandboxes do. */
@@ -161,14 +163,18 @@ static void update_tick(struct sup *s)
 }
 
 /* Puts a new sandbox into its cgroup before it runs anything. */
-static int attach_cgroup(void *arg, pid_t pid, char *err, size_t errlen)
+static int attach_cgroup(void *arg, pid_t pid, bool in_cgroup, char *err, size_t errlen)
 {
 	const struct ipc_spawn *sp = arg;
+
+	if (in_cgroup)
+		return 0; /* clone3 put it there */
 	return cg_attach(sp->id, pid, err, errlen);
 }
 
 static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
 {
+	bool into_cgroup = false;
 	struct sandbox_spec spec;
 	struct slot *sl = NULL;
 	char err[200];
@@ -216,7 +222,10 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
-	pid = sandbox_spawn(&spec, &report_fd, err, sizeof(err));
+	spec.cgroup_fd = cg_open(sp->id);
+	pid = sandbox_spawn(&spec, &report_fd, &into_cgroup, err, sizeof(err));
+	if (spec.cgroup_fd >= 0)
+		close(spec.cgroup_fd);
 	if (pid < 0) {
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
 		cg_destroy(sp->id);
