@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# A/B latency of two capiboxd builds in one sitting, interleaved: e.g. the
+# cost of a change, measured against the commit before it.
+#
+#   bench/ab.sh BUILD_A BUILD_B [ROUNDS] [COUNT] [LANG] [CODE]
+#
+# Starts each build's capiboxd on an ephemeral port (distinct state dirs and
+# uid ranges) and alternates COUNT-execution series of capibox-bench (from
+# BUILD_B) against A and B. Prints per-round p50 and the mean ratio B/A.
+set -euo pipefail
+a=$1 b=$2
+rounds=${3:-5}
+count=${4:-100}
+lang=${5:-python}
+code=${6:-print(1)}
+bench="$b/capibox-bench"
+tmp=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+
+start() { # build name uid-base
+	"$1/capiboxd" --listen 127.0.0.1:0 --ready-file "$tmp/$2.addr" \
+		--state-dir "$tmp/$2.state" --uid-base "$3" 2>"$tmp/$2.log" &
+	pids+=($!)
+}
+start "$a" a 2100000
+start "$b" b 2200000
+for _ in $(seq 100); do [ -s "$tmp/a.addr" ] && [ -s "$tmp/b.addr" ] && break; sleep 0.1; done
+p50() { awk '/^latency/ {print $4}'; }
+sa=0 sb=0
+"$bench" --bare -n 1 -w 0 -- /bin/true | head -1
+for r in $(seq "$rounds"); do
+	va=$("$bench" -a "$(cat "$tmp/a.addr")" -n "$count" -l "$lang" -c "$code" | p50)
+	vb=$("$bench" -a "$(cat "$tmp/b.addr")" -n "$count" -l "$lang" -c "$code" | p50)
+	printf 'round %d  A p50 %7.2f ms   B p50 %7.2f ms\n' "$r" "$va" "$vb"
+	sa=$(awk -v x="$sa" -v y="$va" 'BEGIN {print x + y}')
+	sb=$(awk -v x="$sb" -v y="$vb" 'BEGIN {print x + y}')
+done
+awk -v a="$sa" -v b="$sb" -v r="$rounds" \
+	'BEGIN {printf "mean p50: A %.2f ms  B %.2f ms  B/A %.3f  (B - A %+.2f ms)\n", a/r, b/r, b/a, (b-a)/r}'
