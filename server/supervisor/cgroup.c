@@ -200,10 +200,10 @@ enum cg_mode cg_init(const char *root, char *desc, size_t desclen)
 static void group_path(char *buf, size_t len, const char *ctrl, uint64_t id)
 {
 	if (mode == CG_V2)
-		snprintf(buf, len, "%s/capibox/sb-%d-%" PRIu64, cg_root, (int)getpid(), id);
+		snprintf(buf, len, "%.180s/capibox/sb-%d-%" PRIu64, cg_root, (int)getpid(), id);
 	else
-		snprintf(buf, len, "%s/%s/capibox/sb-%d-%" PRIu64, cg_root, ctrl, (int)getpid(),
-			 id);
+		snprintf(buf, len, "%.150s/%.16s/capibox/sb-%d-%" PRIu64, cg_root, ctrl,
+			 (int)getpid(), id);
 }
 
 static int set_file(const char *dir, const char *file, const char *val, char *err, size_t errlen)
