@@ -15,6 +15,7 @@ lang=${5:-python}
 code=${6:-print(1)}
 bench="$b/capibox-bench"
 tmp=$(mktemp -d)
+chmod 711 "$tmp" # sandboxes mount their root under the state dirs in here
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 
@@ -27,11 +28,16 @@ start "$a" a 2100000
 start "$b" b 2200000
 for _ in $(seq 100); do [ -s "$tmp/a.addr" ] && [ -s "$tmp/b.addr" ] && break; sleep 0.1; done
 p50() { awk '/^latency/ {print $4}'; }
+series() { # addr: one series; a failed execution fails the script
+	"$bench" -a "$1" -n "$count" -l "$lang" -c "$code" >"$tmp/out" ||
+		{ cat "$tmp/out" >&2; exit 1; }
+	p50 <"$tmp/out"
+}
 sa=0 sb=0
 "$bench" --bare -n 1 -w 0 -- /bin/true | head -1
 for r in $(seq "$rounds"); do
-	va=$("$bench" -a "$(cat "$tmp/a.addr")" -n "$count" -l "$lang" -c "$code" | p50)
-	vb=$("$bench" -a "$(cat "$tmp/b.addr")" -n "$count" -l "$lang" -c "$code" | p50)
+	va=$(series "$(cat "$tmp/a.addr")")
+	vb=$(series "$(cat "$tmp/b.addr")")
 	printf 'round %d  A p50 %7.2f ms   B p50 %7.2f ms\n' "$r" "$va" "$vb"
 	sa=$(awk -v x="$sa" -v y="$va" 'BEGIN {print x + y}')
 	sb=$(awk -v x="$sb" -v y="$vb" 'BEGIN {print x + y}')
