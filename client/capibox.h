@@ -117,6 +117,7 @@ struct capibox_event {
 			uint64_t queued_us;
 			uint64_t start_us;
 			const char *backend;
+			bool warm; /* a pooled sandbox started ahead ran it */
 		} started;
 		struct { /* STDOUT and STDERR */
 			const uint8_t *data;

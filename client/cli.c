@@ -782,6 +782,7 @@ static int exec_event_json(struct exec_ctx *x, const struct capibox_event *ev)
 				       json_object_new_uint64(ev->u.started.queued_us));
 		json_object_object_add(in, "start_us",
 				       json_object_new_uint64(ev->u.started.start_us));
+		json_object_object_add(in, "warm", json_object_new_boolean(ev->u.started.warm));
 		obj = json_object_new_object();
 		json_object_object_add(obj, "started", in);
 		return json_emit(obj);
@@ -844,10 +845,11 @@ static int exec_event_plain(struct exec_ctx *x, const struct capibox_event *ev)
 	case CAPIBOX_EVENT_STARTED:
 		if (x->verbose)
 			fprintf(stderr,
-				"capibox: started %s (%s) on %s: queued %.1f ms, sandbox ready in %.1f ms\n",
+				"capibox: started %s (%s) on %s: queued %.1f ms, %s sandbox ready in "
+				"%.1f ms\n",
 				ev->u.started.sandbox_id, ev->u.started.language,
 				ev->u.started.backend, us_to_ms(ev->u.started.queued_us),
-				us_to_ms(ev->u.started.start_us));
+				ev->u.started.warm ? "warm" : "cold", us_to_ms(ev->u.started.start_us));
 		return 0;
 	case CAPIBOX_EVENT_STDOUT:
 		return write_all(STDOUT_FILENO, ev->u.output.data, ev->u.output.len);

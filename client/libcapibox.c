@@ -436,6 +436,7 @@ static bool event_from_msg(const Capibox__V1__ExecuteResponse *m, struct capibox
 		ev->u.started.queued_us = m->started->queued_us;
 		ev->u.started.start_us = m->started->start_us;
 		ev->u.started.backend = m->started->backend;
+		ev->u.started.warm = m->started->warm;
 		return true;
 	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STDOUT:
 	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STDERR: {

@@ -13,6 +13,10 @@ void config_defaults(struct config *cfg)
 	cfg->grace_ms = 10000;
 	cfg->cq_threads = 2;
 	cfg->max_live = 32;
+	/* warm pools, by runtime table index: python 2, javascript 1, bash none
+	 * (bash starts in about a millisecond: nothing to gain) */
+	cfg->pool_target[0] = 2;
+	cfg->pool_target[1] = 1;
 	cfg->max_code_bytes = 1 * MIB;
 	cfg->max_stdin_bytes = 16 * MIB;
 	cfg->max_files = 1000;

@@ -12,6 +12,7 @@
 #include "exec.h"
 
 #define CAPIBOX_VERSION "0.1.0"
+#define CONFIG_MAX_RUNTIMES 8
 
 struct config {
 	const char *listen;	     /* gRPC address, "127.0.0.1:50051" or "unix:/path" */
@@ -19,6 +20,7 @@ struct config {
 	unsigned grace_ms;	     /* shutdown: time running executions get */
 	unsigned cq_threads;	     /* completion-queue threads */
 	unsigned max_live;	     /* cap on live sandboxes (admission) */
+	unsigned pool_target[CONFIG_MAX_RUNTIMES]; /* warm sandboxes kept, by runtime index */
 	size_t max_code_bytes;	     /* ExecuteRequest.code */
 	size_t max_stdin_bytes;	     /* ExecuteRequest.stdin */
 	size_t max_files;	     /* ExecuteRequest.files count */

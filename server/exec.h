@@ -6,6 +6,7 @@
 #ifndef CAPIBOX_EXEC_H
 #define CAPIBOX_EXEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -78,6 +79,7 @@ struct exec_started {
 	uint64_t queued_us;
 	uint64_t start_us;
 	const char *backend;
+	bool warm; /* a pooled sandbox, started ahead (else made for this request) */
 };
 
 struct exec_result {

@@ -57,6 +57,25 @@ int ipc_send(int sock, const void *msg, size_t len, const int *fds, size_t nfds)
 	return 0;
 }
 
+/* n "NAME=value\0" entries filling exactly len bytes (of avail that follow). */
+static const char *check_env(const char *env, uint32_t len, uint32_t n, size_t avail)
+{
+	const char *p = env, *end;
+	uint32_t count = 0;
+
+	if (len > IPC_ENV_MAX || avail != len)
+		return "bad environment length";
+	end = p + len;
+	while (p < end) {
+		const char *z = memchr(p, '\0', (size_t)(end - p));
+		if (z == NULL || z == p || memchr(p, '=', (size_t)(z - p)) == NULL)
+			return "bad environment entry";
+		count++;
+		p = z + 1;
+	}
+	return count == n ? NULL : "bad environment count";
+}
+
 const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
 {
 	if (len < sizeof(uint32_t))
@@ -74,27 +93,22 @@ const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
 		    m->hello.cgroup_mode > 2)
 			return "bad HELLO cgroup";
 		return NULL;
-	case IPC_SPAWN: {
-		const char *p, *end;
-		uint32_t n = 0;
+	case IPC_SPAWN:
 		if (len < sizeof(struct ipc_spawn) || nfds != IPC_SPAWN_FDS)
 			return "bad SPAWN size or descriptors";
-		if (m->spawn.env_len > IPC_ENV_MAX ||
-		    len != sizeof(struct ipc_spawn) + m->spawn.env_len)
-			return "bad SPAWN environment length";
-		p = m->spawn.env;
-		end = p + m->spawn.env_len;
-		while (p < end) {
-			const char *z = memchr(p, '\0', (size_t)(end - p));
-			if (z == NULL || z == p || memchr(p, '=', (size_t)(z - p)) == NULL)
-				return "bad SPAWN environment entry";
-			n++;
-			p = z + 1;
-		}
-		if (n != m->spawn.n_env)
-			return "bad SPAWN environment count";
+		if (m->spawn.warm > 1)
+			return "bad SPAWN mode";
+		return check_env(m->spawn.env, m->spawn.env_len, m->spawn.n_env,
+				 len - sizeof(struct ipc_spawn));
+	case IPC_TAKE:
+		if (len < sizeof(struct ipc_take) || nfds != 1)
+			return "bad TAKE size or descriptors";
+		return check_env(m->take.env, m->take.env_len, m->take.n_env,
+				 len - sizeof(struct ipc_take));
+	case IPC_WARM:
+		if (len != sizeof(struct ipc_warm) || nfds != 0)
+			return "bad WARM size";
 		return NULL;
-	}
 	case IPC_KILL:
 		if (len != sizeof(struct ipc_kill) || nfds != 0)
 			return "bad KILL size";

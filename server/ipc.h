@@ -22,6 +22,8 @@ enum ipc_type {
 	IPC_KILL,      /* front -> supervisor: end a sandbox with a reason */
 	IPC_STARTED,   /* supervisor -> front: the code is starting */
 	IPC_EXITED,    /* supervisor -> front: the sandbox is gone */
+	IPC_WARM,      /* supervisor -> front: a pooled sandbox waits for code */
+	IPC_TAKE,      /* front -> supervisor -> init: run this in a pooled sandbox (1 fd) */
 };
 
 #define IPC_MAX_RUNTIMES 16
@@ -43,9 +45,28 @@ struct ipc_spawn {
 	uint64_t id;	  /* chosen by the front, unique */
 	struct exec_limits limits;
 	uint64_t tmpfs_bytes;
+	uint32_t warm; /* 1: a pooled sandbox, started ahead (payload unused) */
+	uint32_t reserved;
 	uint32_t n_env;	  /* entries in env */
 	uint32_t env_len; /* bytes of env that follow */
 	char env[];	  /* n_env "NAME=value\0" strings */
+};
+
+struct ipc_warm {
+	uint32_t type;
+	uint32_t reserved;
+	uint64_t id;
+};
+
+/* The request for a pooled sandbox; the payload memfd travels with it. */
+struct ipc_take {
+	uint32_t type;
+	uint32_t n_env;
+	uint64_t id;
+	struct exec_limits limits;
+	uint32_t env_len;
+	uint32_t reserved;
+	char env[];
 };
 
 struct ipc_kill {
@@ -80,6 +101,8 @@ union ipc_msg {
 	struct ipc_kill kill;
 	struct ipc_started started;
 	struct ipc_exited exited;
+	struct ipc_warm warm;
+	struct ipc_take take;
 };
 
 /* Largest packet: a spawn with the biggest environment. */

@@ -46,6 +46,7 @@
 #include "log.h"
 #include "proctitle.h"
 #include "rpc/rpc.h"
+#include "runtime.h"
 #include "supervisor/supervisor.h"
 
 static void usage(FILE *f)
@@ -58,6 +59,8 @@ static void usage(FILE *f)
 		"      --max-live N       cap on live sandboxes; more is RESOURCE_EXHAUSTED (default 32)\n"
 		"      --threads N        gRPC completion-queue threads (default 2)\n"
 		"      --tmpfs-mb N       size of /home/user and of /tmp in each sandbox (default 128)\n"
+		"      --pool LANG=N      keep N warm sandboxes of LANG ready (default python=2,\n"
+		"                         javascript=1; 0 turns the pool off); repeatable\n"
 		"      --ready-file PATH  write the bound address to PATH once serving\n"
 		"      --state-dir DIR    root-owned scratch directory (default /run/capibox)\n"
 		"      --uid-base N       first host uid for sandboxes (default 2000000)\n"
@@ -110,6 +113,25 @@ static void supervisor_path(struct config *cfg)
 	cfg->supervisor_path = path;
 }
 
+/* --pool LANG=N */
+static void parse_pool(struct config *cfg, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	char lang[32];
+	int rt;
+
+	if (eq == NULL || (size_t)(eq - arg) >= sizeof(lang))
+		fatalx("--pool: \"%s\" is not LANG=N", arg);
+	memcpy(lang, arg, (size_t)(eq - arg));
+	lang[eq - arg] = '\0';
+	rt = runtime_find(lang);
+	if (rt < 0 || rt >= CONFIG_MAX_RUNTIMES)
+		fatalx("--pool: unknown language \"%s\"", lang);
+	if (runtime_at((size_t)rt)->runner == NULL && strcmp(eq + 1, "0") != 0)
+		fatalx("--pool: %s has no warm runner (it always runs cold)", lang);
+	cfg->pool_target[rt] = (unsigned)parse_ulong("--pool", eq + 1, 0, 64);
+}
+
 static void parse_args(struct config *cfg, int argc, char **argv)
 {
 	enum {
@@ -123,6 +145,7 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		O_TMPFS,
 		O_CGROOT,
 		O_RLIMIT_ONLY,
+		O_POOL,
 	};
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, 'l'},
@@ -131,6 +154,7 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		{"max-live", required_argument, NULL, O_MAXLIVE},
 		{"threads", required_argument, NULL, O_THREADS},
 		{"tmpfs-mb", required_argument, NULL, O_TMPFS},
+		{"pool", required_argument, NULL, O_POOL},
 		{"ready-file", required_argument, NULL, O_READY},
 		{"state-dir", required_argument, NULL, O_STATE},
 		{"uid-base", required_argument, NULL, O_UID},
@@ -167,6 +191,7 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 			break;
 		case O_CGROOT: cfg->cgroup_root = optarg; break;
 		case O_RLIMIT_ONLY: cfg->allow_rlimit_only = true; break;
+		case O_POOL: parse_pool(cfg, optarg); break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("capiboxd %s\n", CAPIBOX_VERSION); exit(0);
 		default: usage(stderr); exit(64);

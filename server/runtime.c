@@ -10,16 +10,25 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "runners/javascript.h"
+#include "runners/python.h"
+
 static const struct runtime runtimes[] = {
 	{
 		.name = "python",
 		.file_name = "main.py",
 		/* -u: unbuffered, so output streams as it is written */
 		.argv = {"/usr/bin/python3", "-u", "{file}"},
-		.env = {"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "MPLBACKEND=Agg"},
+		/* PYTHONPATH: modules uploaded next to the code import, warm or cold */
+		.env = {"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "MPLBACKEND=Agg",
+			"PYTHONPATH=/home/user"},
 		.version_argv = {"/usr/bin/python3", "--version"},
 		.canary_code = "print(sum(range(10)))\n",
 		.canary_expect = "45\n",
+		.runner = runner_python,
+		.runner_file = "runner.py",
+		.warm_argv = {"/usr/bin/python3", "-u", "{runner}"},
+		.startup_env = {"PYTHON"},
 	},
 	{
 		.name = "javascript",
@@ -29,6 +38,10 @@ static const struct runtime runtimes[] = {
 		.version_argv = {"/usr/bin/node", "--version"},
 		.canary_code = "console.log(6 * 7);\n",
 		.canary_expect = "42\n",
+		.runner = runner_javascript,
+		.runner_file = "runner.js",
+		.warm_argv = {"/usr/bin/node", "{runner}"},
+		.startup_env = {"NODE", "UV_"},
 	},
 	{
 		.name = "bash",
@@ -68,4 +81,15 @@ void runtime_names(char *buf, size_t len)
 			return;
 		off += (size_t)n;
 	}
+}
+
+int runtime_warm_env_ok(const struct runtime *rt, const char *const *names, size_t n)
+{
+	if (rt->runner == NULL)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < 4 && rt->startup_env[k]; k++)
+			if (strncmp(names[i], rt->startup_env[k], strlen(rt->startup_env[k])) == 0)
+				return 0;
+	return 1;
 }

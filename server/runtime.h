@@ -18,7 +18,17 @@ struct runtime {
 	const char *version_argv[RUNTIME_MAX_ARGS]; /* prints the version (host, at start) */
 	const char *canary_code;		    /* deep health check program */
 	const char *canary_expect;		    /* its exact stdout */
+	/* warm pools (runner NULL: this runtime always runs cold) */
+	const char *runner;			 /* the warm runner's source (server/runners/) */
+	const char *runner_file;		 /* written as /.capibox/<runner_file> */
+	const char *warm_argv[RUNTIME_MAX_ARGS]; /* "{runner}": the runner's path */
+	/* request variables with these prefixes change how the interpreter
+	 * starts, so such a request gets a cold sandbox */
+	const char *startup_env[4];
 };
+
+/* True when rt can run req's environment in a warm sandbox. */
+int runtime_warm_env_ok(const struct runtime *rt, const char *const *names, size_t n);
 
 /* Number of rows in the table. */
 size_t runtime_count(void);

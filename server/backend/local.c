@@ -67,8 +67,24 @@ struct local_exec {
 	bool output_limited;
 	bool kill_sent;
 	bool queued;
+	bool warm; /* runs in a pooled sandbox */
 	struct local_exec *ready_next;
 	struct local_exec *next, *prev;
+};
+
+/*
+ * A pooled sandbox, started ahead with its own pipes: the front keeps the
+ * read ends of stdout/stderr and the write end of stdin, exactly as for an
+ * execution, so taking it needs no descriptor passing to the runner.
+ */
+struct warm {
+	uint64_t id;
+	int runtime;
+	bool ready;	  /* init reported WARM: the runner is up */
+	int stdin_w;	  /* the request's stdin goes here, then EOF */
+	size_t stdin_cap; /* what fits into the pipe without blocking */
+	int out_r, err_r;
+	struct warm *next;
 };
 
 struct local_backend {
@@ -91,13 +107,19 @@ struct local_backend {
 	char versions[IPC_MAX_RUNTIMES][IPC_VERSION_LEN];
 	uint32_t cgroup_mode;
 	char cgroup[128];
-	unsigned restarts; /* supervisor restarts */
-	bool sup_reaped;   /* the io thread reaped the supervisor already */
-	int chld_fd;	   /* signalfd: SIGCHLD */
-	uint8_t *buf;	   /* io thread only */
+	unsigned restarts;	/* supervisor restarts */
+	bool sup_reaped;	/* the io thread reaped the supervisor already */
+	int chld_fd;		/* signalfd: SIGCHLD */
+	struct warm *warm_head; /* pooled sandboxes: starting and idle */
+	unsigned warm_idle[IPC_MAX_RUNTIMES];
+	unsigned warm_starting[IPC_MAX_RUNTIMES];
+	bool warm_failing[IPC_MAX_RUNTIMES]; /* the last one died starting: refill on demand */
+	uint8_t *buf;			     /* io thread only */
 };
 
 static const struct backend_ops local_ops;
+static void warm_refill_locked(struct local_backend *lb);
+static void warm_drop_all_locked(struct local_backend *lb);
 
 static struct local_exec *find_live(struct local_backend *lb, uint64_t id)
 {
@@ -177,6 +199,7 @@ static void try_emit(struct local_exec *x)
 		st.queued_us = 0;
 		st.start_us = x->started.start_us;
 		st.backend = "local";
+		st.warm = x->warm;
 		x->started_sent = true;
 		x->can_emit = false;
 		pthread_mutex_unlock(&lb->mu);
@@ -337,7 +360,8 @@ static void supervisor_lost(struct local_backend *lb, const char *why)
 		}
 	epoll_ctl(lb->ep, EPOLL_CTL_DEL, lb->sock, NULL);
 	close(lb->sock);
-	lb->sock = -1; /* execute() sees it and fails the run cleanly */
+	lb->sock = -1;		  /* execute() sees it and fails the run cleanly */
+	warm_drop_all_locked(lb); /* their sandboxes died with the supervisor */
 	old_pid = lb->sup_pid;
 	pthread_mutex_unlock(&lb->mu);
 
@@ -363,12 +387,143 @@ static void supervisor_lost(struct local_backend *lb, const char *why)
 	memcpy(lb->cgroup, hello.cgroup, sizeof(lb->cgroup));
 	if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, sock, &ev) < 0)
 		fatal("epoll_ctl");
+	memset(lb->warm_failing, 0, sizeof(lb->warm_failing));
+	warm_refill_locked(lb);
 	pthread_mutex_unlock(&lb->mu);
 	log_info("local backend: supervisor restarted (pid %d, %u restarts)", (int)pid,
 		 lb->restarts);
 	/* live, so not freed under us: only this thread ends executions */
 	for (size_t i = 0; i < n; i++)
 		try_emit(lost[i]);
+}
+
+static void warm_free(struct warm *w)
+{
+	if (w->stdin_w >= 0)
+		close(w->stdin_w);
+	if (w->out_r >= 0)
+		close(w->out_r);
+	if (w->err_r >= 0)
+		close(w->err_r);
+	free(w);
+}
+
+/* Unlinks w from the pool and fixes the counts. Caller holds mu. */
+static void warm_unlink_locked(struct local_backend *lb, struct warm *w)
+{
+	struct warm **pp = &lb->warm_head;
+
+	while (*pp != w)
+		pp = &(*pp)->next;
+	*pp = w->next;
+	if (w->ready)
+		lb->warm_idle[w->runtime]--;
+	else
+		lb->warm_starting[w->runtime]--;
+}
+
+static struct warm *warm_find_locked(struct local_backend *lb, uint64_t id)
+{
+	for (struct warm *w = lb->warm_head; w; w = w->next)
+		if (w->id == id)
+			return w;
+	return NULL;
+}
+
+/* Starts one pooled sandbox of runtime rt. Caller holds mu. */
+static int warm_spawn_locked(struct local_backend *lb, int rt)
+{
+	struct ipc_spawn sp;
+	struct warm *w = calloc(1, sizeof(*w));
+	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, none = -1, cap;
+	int fds[IPC_SPAWN_FDS];
+
+	if (w == NULL)
+		return -1;
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
+	    (none = payload_blob("capibox-none", NULL, 0)) < 0)
+		goto fail;
+	/* stdin is written whole at take time, so the pipe should hold it */
+	(void)fcntl(in[1], F_SETPIPE_SZ, 1024 * 1024);
+	cap = fcntl(in[1], F_GETPIPE_SZ);
+	(void)fcntl(out[1], F_SETPIPE_SZ, 256 * 1024);
+	(void)fcntl(err[1], F_SETPIPE_SZ, 256 * 1024);
+	if (cap <= 0 || fcntl(out[0], F_SETFL, O_NONBLOCK) < 0 ||
+	    fcntl(err[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)
+		goto fail;
+	memset(&sp, 0, sizeof(sp));
+	sp.type = IPC_SPAWN;
+	sp.runtime = (uint32_t)rt;
+	sp.id = ++lb->next_id;
+	sp.warm = 1;
+	/* the largest any request may ask: a take lowers them, nothing can
+	 * raise them again */
+	sp.limits = lb->cfg->maxima;
+	sp.tmpfs_bytes = lb->cfg->tmpfs_bytes;
+	fds[0] = none;
+	fds[1] = in[0];
+	fds[2] = out[1];
+	fds[3] = err[1];
+	if (lb->sock < 0 || ipc_send(lb->sock, &sp, sizeof(sp), fds, IPC_SPAWN_FDS) < 0)
+		goto fail;
+	close(none);
+	close(in[0]);
+	close(out[1]);
+	close(err[1]);
+	w->id = sp.id;
+	w->runtime = rt;
+	w->stdin_w = in[1];
+	w->stdin_cap = (size_t)cap;
+	w->out_r = out[0];
+	w->err_r = err[0];
+	w->next = lb->warm_head;
+	lb->warm_head = w;
+	lb->warm_starting[rt]++;
+	return 0;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (in[i] >= 0)
+			close(in[i]);
+		if (out[i] >= 0)
+			close(out[i]);
+		if (err[i] >= 0)
+			close(err[i]);
+	}
+	if (none >= 0)
+		close(none);
+	free(w);
+	return -1;
+}
+
+/*
+ * Tops the pools up to their targets, within the supervisor's slots
+ * (running executions plus pool targets). Caller holds mu.
+ */
+static void warm_refill_locked(struct local_backend *lb)
+{
+	if (lb->stop || lb->draining || lb->sock < 0)
+		return;
+	for (size_t rt = 0; rt < runtime_count() && rt < IPC_MAX_RUNTIMES; rt++) {
+		unsigned target = rt < CONFIG_MAX_RUNTIMES ? lb->cfg->pool_target[rt] : 0;
+		if (runtime_at(rt)->runner == NULL || lb->warm_failing[rt])
+			continue;
+		while (lb->warm_idle[rt] + lb->warm_starting[rt] < target)
+			if (warm_spawn_locked(lb, (int)rt) < 0) {
+				log_warn("local backend: starting a pooled %s sandbox",
+					 runtime_at(rt)->name);
+				return;
+			}
+	}
+}
+
+/* Closes the whole pool (the supervisor is gone, or we stop). Caller holds mu. */
+static void warm_drop_all_locked(struct local_backend *lb)
+{
+	while (lb->warm_head != NULL) {
+		struct warm *w = lb->warm_head;
+		warm_unlink_locked(lb, w);
+		warm_free(w);
+	}
 }
 
 /*
@@ -399,7 +554,8 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 		supervisor_lost(lb, "it exited");
 		return;
 	}
-	if (len < 0 || (msg->type != IPC_STARTED && msg->type != IPC_EXITED)) {
+	if (len < 0 ||
+	    (msg->type != IPC_STARTED && msg->type != IPC_EXITED && msg->type != IPC_WARM)) {
 		char reason[160];
 		snprintf(reason, sizeof(reason), "malformed message: %s",
 			 len < 0 ? why : "unexpected packet type");
@@ -407,17 +563,42 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 		return;
 	}
 	pthread_mutex_lock(&lb->mu);
-	if (msg->type == IPC_STARTED) {
+	if (msg->type == IPC_WARM) {
+		struct warm *w = warm_find_locked(lb, msg->warm.id);
+		if (w != NULL && !w->ready) {
+			w->ready = true;
+			lb->warm_starting[w->runtime]--;
+			lb->warm_idle[w->runtime]++;
+			lb->warm_failing[w->runtime] = false;
+		}
+	} else if (msg->type == IPC_EXITED && find_live(lb, msg->exited.id) == NULL) {
+		/* a pooled sandbox that died before anyone took it */
+		struct warm *w = warm_find_locked(lb, msg->exited.id);
+		if (w != NULL) {
+			log_warnx("local backend: pooled %s sandbox ended %s: %s",
+				  runtime_at((size_t)w->runtime)->name,
+				  w->ready ? "while idle" : "while starting", msg->exited.message);
+			if (!w->ready)
+				lb->warm_failing[w->runtime] = true;
+			warm_unlink_locked(lb, w);
+			warm_free(w);
+			warm_refill_locked(lb);
+		}
+	} else if (msg->type == IPC_STARTED) {
 		x = find_live(lb, msg->started.id);
 		if (x != NULL) {
 			x->started = msg->started;
 			x->have_started = true;
+			if (x->warm)
+				warm_refill_locked(lb);
 		}
 	} else {
 		x = find_live(lb, msg->exited.id);
 		if (x != NULL && !x->have_exit) {
 			x->exited = msg->exited;
 			x->have_exit = true;
+			if (x->warm)
+				warm_refill_locked(lb); /* also when it never started */
 		}
 	}
 	pthread_mutex_unlock(&lb->mu);
@@ -489,6 +670,103 @@ static void wake(struct local_backend *lb)
 		fatal("eventfd write");
 }
 
+/* Writes req's environment as "NAME=value\0" entries (env_len bytes) to p. */
+static void pack_env(const struct exec_request *req, char *p)
+{
+	for (size_t i = 0; i < req->n_env; i++) {
+		size_t nl = strlen(req->env[i].name), vl = strlen(req->env[i].value);
+		memcpy(p, req->env[i].name, nl);
+		p[nl] = '=';
+		memcpy(p + nl + 1, req->env[i].value, vl + 1);
+		p += nl + 1 + vl + 1;
+	}
+}
+
+/*
+ * An idle pooled sandbox that can serve req, unlinked from the pool, or
+ * NULL. A request whose environment changes how the interpreter starts, or
+ * whose stdin does not fit the pipe at once, gets a cold sandbox. Caller
+ * holds mu.
+ */
+static struct warm *warm_take_locked(struct local_backend *lb, int rt,
+				     const struct exec_request *req)
+{
+	const char *names[256];
+
+	if (lb->warm_idle[rt] == 0 || req->n_env > 256)
+		return NULL;
+	for (size_t i = 0; i < req->n_env; i++)
+		names[i] = req->env[i].name;
+	if (!runtime_warm_env_ok(runtime_at((size_t)rt), names, req->n_env))
+		return NULL;
+	for (struct warm *w = lb->warm_head; w; w = w->next)
+		if (w->runtime == rt && w->ready && req->stdin_len <= w->stdin_cap) {
+			warm_unlink_locked(lb, w);
+			return w;
+		}
+	return NULL;
+}
+
+/*
+ * Runs req in the pooled sandbox w: stdin into its pipe (then EOF), the
+ * payload and the request's limits and environment to its init through
+ * the supervisor. x takes over w's output pipes. Returns 0, or -1 with a
+ * message.
+ */
+static int warm_start(struct local_backend *lb, struct local_exec *x, struct warm *w,
+		      const struct exec_request *req, size_t env_len, char *err, size_t errlen)
+{
+	struct ipc_take *tk = NULL;
+	int payload = -1, ret = -1;
+	ssize_t n = 0;
+
+	x->fd[0] = w->out_r;
+	x->fd[1] = w->err_r;
+	w->out_r = w->err_r = -1;
+	if (req->stdin_len > 0)
+		n = write(w->stdin_w, req->stdin_data, req->stdin_len);
+	close(w->stdin_w);
+	w->stdin_w = -1;
+	if (n < 0 || (size_t)n != req->stdin_len) {
+		snprintf(err, errlen, "writing stdin: %s", n < 0 ? strerror(errno) : "short");
+		goto out;
+	}
+	payload = payload_create(req);
+	tk = calloc(1, sizeof(*tk) + env_len);
+	if (payload < 0 || tk == NULL) {
+		snprintf(err, errlen, "preparing the sandbox's input: %s", strerror(errno));
+		goto out;
+	}
+	tk->type = IPC_TAKE;
+	tk->id = x->id;
+	tk->limits = req->limits;
+	tk->n_env = (uint32_t)req->n_env;
+	tk->env_len = (uint32_t)env_len;
+	pack_env(req, tk->env);
+	pthread_mutex_lock(&lb->mu);
+	for (int i = 0; i < 2; i++) {
+		struct epoll_event ev = {.events = EPOLLONESHOT,
+					 .data.u64 = x->id * 2 + (uint64_t)i};
+		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, x->fd[i], &ev) < 0)
+			fatal("epoll_ctl add");
+	}
+	x->next = lb->live_head;
+	if (lb->live_head)
+		lb->live_head->prev = x;
+	lb->live_head = x;
+	if (lb->sock < 0 || ipc_send(lb->sock, tk, sizeof(*tk) + env_len, &payload, 1) < 0)
+		mark_lost_locked(x, lb->sock < 0 ? "restarting" : strerror(errno));
+	/* the replacement starts when this one has started: the supervisor is
+	 * single-threaded, and a spawn ahead of our take would delay it */
+	pthread_mutex_unlock(&lb->mu);
+	ret = 0;
+out:
+	if (payload >= 0)
+		close(payload);
+	free(tk);
+	return ret;
+}
+
 static enum backend_rc local_execute(struct backend *b, const struct exec_request *req,
 				     const struct exec_sink *sink, void *arg, struct exec **out,
 				     char *err, size_t errlen)
@@ -501,7 +779,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	int rt = runtime_find(req->language);
 	size_t env_len = 0;
 	enum backend_rc rc = BACKEND_INTERNAL;
-	char *p;
+	struct warm *w = NULL;
 
 	if (rt < 0 || rt >= IPC_MAX_RUNTIMES) {
 		snprintf(err, errlen, "language: \"%s\" is not served by the local backend",
@@ -538,7 +816,8 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 		snprintf(err, errlen, "out of memory");
 		return BACKEND_INTERNAL;
 	}
-	x->id = ++lb->next_id;
+	w = warm_take_locked(lb, rt, req);
+	x->id = w != NULL ? w->id : ++lb->next_id;
 	pthread_mutex_unlock(&lb->mu);
 
 	x->base.ops = &local_ops;
@@ -550,6 +829,24 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	x->can_emit = true;
 	x->fd[0] = x->fd[1] = -1;
 	x->max_output = req->limits.max_output_bytes;
+	if (w != NULL) {
+		int wrc = warm_start(lb, x, w, req, env_len, err, errlen);
+		if (wrc < 0) {
+			/* the sandbox is ours and unused: end it */
+			struct ipc_kill k = {
+				.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = w->id};
+			pthread_mutex_lock(&lb->mu);
+			if (lb->sock >= 0 && ipc_send(lb->sock, &k, sizeof(k), NULL, 0) < 0)
+				log_warn("ipc send KILL");
+			pthread_mutex_unlock(&lb->mu);
+		}
+		warm_free(w);
+		if (wrc < 0)
+			goto fail;
+		x->warm = true;
+		*out = &x->base;
+		return BACKEND_OK;
+	}
 
 	fds[0] = payload_create(req);
 	fds[1] = payload_blob("capibox-stdin", req->stdin_data, req->stdin_len);
@@ -583,14 +880,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	sp->tmpfs_bytes = lb->cfg->tmpfs_bytes;
 	sp->n_env = (uint32_t)req->n_env;
 	sp->env_len = (uint32_t)env_len;
-	p = sp->env;
-	for (size_t i = 0; i < req->n_env; i++) {
-		size_t nl = strlen(req->env[i].name), vl = strlen(req->env[i].value);
-		memcpy(p, req->env[i].name, nl);
-		p[nl] = '=';
-		memcpy(p + nl + 1, req->env[i].value, vl + 1);
-		p += nl + 1 + vl + 1;
-	}
+	pack_env(req, sp->env);
 
 	pthread_mutex_lock(&lb->mu);
 	for (int i = 0; i < 2; i++) {
@@ -677,9 +967,11 @@ static size_t local_stats(struct backend *b, struct runtime_stats *out, size_t m
 	pthread_mutex_lock(&lb->mu);
 	for (size_t i = 0; i < runtime_count() && i < IPC_MAX_RUNTIMES && n < max; i++, n++) {
 		out[n].language = runtime_at(i)->name;
-		out[n].idle = 0; /* warm pools: not yet */
+		out[n].idle = lb->warm_idle[i];
 		out[n].busy = lb->busy[i];
-		out[n].target = 0;
+		out[n].target = runtime_at(i)->runner != NULL && i < CONFIG_MAX_RUNTIMES ?
+					lb->cfg->pool_target[i] :
+					0;
 		out[n].version = lb->versions[i];
 	}
 	pthread_mutex_unlock(&lb->mu);
@@ -742,6 +1034,8 @@ static void local_destroy(struct backend *b)
 		log_warnx("local backend: stopping with %u executions live", lb->live);
 	for (struct local_exec *x = lb->live_head; x; x = x->next)
 		send_kill_locked(x, EXEC_REASON_CANCELLED);
+	/* the idle pooled sandboxes end with the supervisor, below */
+	warm_drop_all_locked(lb);
 	pthread_mutex_unlock(&lb->mu);
 	wake(lb);
 	pthread_join(lb->io, NULL);
@@ -816,6 +1110,9 @@ struct backend *local_backend_create(const struct config *cfg, int sock, pid_t s
 	ev.data.u64 = EV_CHLD;
 	if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, lb->chld_fd, &ev) < 0)
 		fatal("epoll_ctl");
+	pthread_mutex_lock(&lb->mu);
+	warm_refill_locked(lb); /* the pools fill while gRPC starts */
+	pthread_mutex_unlock(&lb->mu);
 	if (pthread_create(&lb->io, NULL, io_main, lb) != 0)
 		fatalx("pthread_create failed");
 	return &lb->base;

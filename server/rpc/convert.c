@@ -311,6 +311,7 @@ void convert_started(const struct exec_started *st, const char *backend, Capibox
 	out->queued_us = st->queued_us;
 	out->start_us = st->start_us;
 	out->backend = (char *)(st->backend && st->backend[0] ? st->backend : backend);
+	out->warm = st->warm;
 }
 
 void convert_finished(const struct exec_result *res, Capibox__V1__Finished *out, char *buf,

@@ -27,13 +27,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../ipc.h"
 #include "../proctitle.h"
 #include "payload.h"
 #include "seccomp.h"
@@ -60,6 +63,7 @@ struct child {
 	const struct sandbox_spec *spec;
 	int report_fd;
 	int sync_fd;
+	int go_fd; /* warm: the runner's end of the go pipe (its fd 3) */
 	char err[160];
 };
 
@@ -181,6 +185,8 @@ static int step_payload(struct child *c)
 	char code_path[128];
 	int dirfd;
 
+	if (c->spec->warm)
+		return 0; /* the code comes later, with the take */
 	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR, c->spec->rt->file_name);
 	dirfd = open(SANDBOX_HOME, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
@@ -192,6 +198,34 @@ static int step_payload(struct child *c)
 	}
 	close(dirfd);
 	close(c->spec->payload_fd);
+	return 0;
+}
+
+/*
+ * A pooled sandbox gets /.capibox as its own small tmpfs, holding the warm
+ * runner now and the code at take time; init makes it read-only then.
+ */
+static int step_warm_runner(struct child *c)
+{
+	char path[128];
+	int fd;
+	size_t len;
+
+	if (!c->spec->warm)
+		return 0;
+	if (mount("tmpfs", SANDBOX_CODE_DIR, "tmpfs", MS_NOSUID | MS_NODEV,
+		  "size=2m,mode=0755,uid=1000,gid=1000") < 0)
+		STEP_FAIL(c, "mount %s", SANDBOX_CODE_DIR);
+	snprintf(path, sizeof(path), "%s/%s", SANDBOX_CODE_DIR, c->spec->rt->runner_file);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
+	if (fd < 0)
+		STEP_FAIL(c, "create %s", path);
+	len = strlen(c->spec->rt->runner);
+	if (write(fd, c->spec->rt->runner, len) != (ssize_t)len) {
+		close(fd);
+		STEP_FAIL(c, "write %s", path);
+	}
+	close(fd);
 	return 0;
 }
 
@@ -210,6 +244,7 @@ static const struct step setup_steps[] = {
 	{"hostname", step_hostname},
 	{"loopback", step_loopback},
 	{"payload", step_payload},
+	{"warm runner", step_warm_runner},
 	{"seal root", step_seal},
 };
 
@@ -237,14 +272,24 @@ static int set_limit(int resource, uint64_t soft, uint64_t hard)
 	return setrlimit(resource, &rl);
 }
 
-/* Builds argv with "{file}" replaced by the code path. */
-static void build_argv(const struct runtime *rt, const char *code_path, char **argv)
+static int set_limit_of(pid_t pid, int resource, uint64_t soft, uint64_t hard)
 {
+	struct rlimit rl = {.rlim_cur = soft, .rlim_max = hard};
+
+	return prlimit(pid, resource, &rl, NULL);
+}
+
+/* Builds argv with "{file}" replaced by the code path. */
+/* Builds argv (warm: the runner's) with "{file}"/"{runner}" replaced by path. */
+static void build_argv(const struct runtime *rt, bool warm, const char *path, char **argv)
+{
+	const char *const *tmpl = warm ? rt->warm_argv : rt->argv;
 	size_t i;
 
-	for (i = 0; i < RUNTIME_MAX_ARGS - 1 && rt->argv[i]; i++)
-		argv[i] = strcmp(rt->argv[i], "{file}") == 0 ? (char *)code_path :
-							       (char *)rt->argv[i];
+	for (i = 0; i < RUNTIME_MAX_ARGS - 1 && tmpl[i]; i++)
+		argv[i] = strcmp(tmpl[i], "{file}") == 0 || strcmp(tmpl[i], "{runner}") == 0 ?
+				  (char *)path :
+				  (char *)tmpl[i];
 	argv[i] = NULL;
 }
 
@@ -307,8 +352,9 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	sigset_t none;
 	uint64_t cpu_s = (l->cpu_time_ms + 999) / 1000;
 
-	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR, spec->rt->file_name);
-	build_argv(spec->rt, code_path, argv);
+	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR,
+		 spec->warm ? spec->rt->runner_file : spec->rt->file_name);
+	build_argv(spec->rt, spec->warm, code_path, argv);
 	env = build_env(spec);
 	if (env == NULL)
 		runner_fail(c, "environment");
@@ -323,20 +369,31 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	    dup2(spec->stderr_fd, 2) < 0)
 		runner_fail(c, "dup2");
 	lseek(0, 0, SEEK_SET);
+	/* a warm runner also keeps the go pipe, as fd 3, until it is told what
+	 * to run (then it closes it before any user code) */
+	if (spec->warm) {
+		/* dup2 onto itself would keep close-on-exec: clear it then */
+		if (c->go_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(c->go_fd, 3) < 0)
+			runner_fail(c, "go pipe");
+	}
 	/* nothing of the server leaks in: only 0, 1 and 2 survive exec (the
 	 * report pipe stays usable until then, for the failures below) */
-	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+	if (syscall(SYS_close_range, spec->warm ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		runner_fail(c, "close_range");
 
-	if (set_limit(RLIMIT_CORE, 0, 0) < 0 ||
-	    set_limit(RLIMIT_FSIZE, l->max_file_bytes, l->max_file_bytes) < 0 ||
-	    set_limit(RLIMIT_NOFILE, 1024, 1024) < 0 ||
-	    /* SIGXCPU at the limit (reported as CPU timeout), SIGKILL a second later */
-	    set_limit(RLIMIT_CPU, cpu_s, cpu_s + 1) < 0 ||
-	    /* counted per user namespace: init plus max_processes */
-	    set_limit(RLIMIT_NPROC, (uint64_t)l->max_processes + 1,
+	if (set_limit(RLIMIT_CORE, 0, 0) < 0)
+		runner_fail(c, "setrlimit RLIMIT_CORE");
+	if (set_limit(RLIMIT_FSIZE, l->max_file_bytes, l->max_file_bytes) < 0)
+		runner_fail(c, "setrlimit RLIMIT_FSIZE");
+	if (set_limit(RLIMIT_NOFILE, 1024, 1024) < 0)
+		runner_fail(c, "setrlimit RLIMIT_NOFILE");
+	/* SIGXCPU at the limit (reported as CPU timeout), SIGKILL a second later */
+	if (set_limit(RLIMIT_CPU, cpu_s, cpu_s + 1) < 0)
+		runner_fail(c, "setrlimit RLIMIT_CPU");
+	/* counted per user namespace: init plus max_processes */
+	if (set_limit(RLIMIT_NPROC, (uint64_t)l->max_processes + 1,
 		      (uint64_t)l->max_processes + 1) < 0)
-		runner_fail(c, "setrlimit");
+		runner_fail(c, "setrlimit RLIMIT_NPROC");
 	if (drop_caps() < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		runner_fail(c, "dropping privileges");
 	/* last: from here on the policy holds for the program and its children */
@@ -348,13 +405,135 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	runner_fail(c, argv[0]);
 }
 
+/* Reports the runner's end (it died while waiting in the pool) and exits. */
+static __attribute__((noreturn)) void report_exit(struct child *c, int status)
+{
+	struct sandbox_report r = {.type = SANDBOX_REPORT_EXIT, .wstatus = status};
+
+	report(c->report_fd, &r);
+	_exit(0);
+}
+
+/* Writes all of buf to fd. */
+static int write_full(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * A pooled sandbox's init between start and request: reports WARM, waits
+ * on its control socket for the take (the supervisor forwards the front's
+ * IPC_TAKE with the payload), unpacks the code and files, makes /.capibox
+ * read-only, lowers the runner's limits to the request's and tells the
+ * runner what to run. The runner dying meanwhile is reported as its exit.
+ */
+static void wait_for_take(struct child *c, pid_t runner, int go_w)
+{
+	struct sandbox_report warm = {.type = SANDBOX_REPORT_WARM};
+	union ipc_msg *m = malloc(IPC_MAX_PACKET);
+	int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1}, status, dirfd;
+	const struct exec_limits *l;
+	const char *why = NULL;
+	char path[128], head[200];
+	uint64_t cpu_s;
+	sigset_t chld;
+	int sfd;
+	ssize_t n;
+
+	if (m == NULL) {
+		snprintf(c->err, sizeof(c->err), "out of memory");
+		child_fail(c, 97);
+	}
+	/* SIGCHLD is blocked (inherited from the supervisor): a signalfd tells
+	 * us at once when the runner dies while we wait */
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0) {
+		snprintf(c->err, sizeof(c->err), "signalfd: %s", strerror(errno));
+		child_fail(c, 96);
+	}
+	report(c->report_fd, &warm);
+	for (;;) {
+		struct pollfd p[2] = {{.fd = c->spec->control_fd, .events = POLLIN},
+				      {.fd = sfd, .events = POLLIN}};
+		int rc = poll(p, 2, -1);
+		if (waitpid(runner, &status, WNOHANG) == runner)
+			report_exit(c, status); /* the interpreter did not survive its start */
+		if (rc < 0 && errno != EINTR) {
+			snprintf(c->err, sizeof(c->err), "poll: %s", strerror(errno));
+			child_fail(c, 96);
+		}
+		if (rc > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			break;
+		if (rc > 0 && (p[1].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) > 0)
+				;
+		}
+	}
+	close(sfd);
+	n = ipc_read(c->spec->control_fd, m, fds, &why);
+	if (n == 0)
+		_exit(0); /* the pool let us go: exiting ends the runner too */
+	if (n < 0 || m->type != IPC_TAKE) {
+		snprintf(c->err, sizeof(c->err), "bad take: %s", n < 0 ? why : "not a TAKE");
+		child_fail(c, 95);
+	}
+	close(c->spec->control_fd);
+	snprintf(path, sizeof(path), "%s/%s", SANDBOX_CODE_DIR, c->spec->rt->file_name);
+	dirfd = open(SANDBOX_HOME, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0 || payload_extract(fds[0], path, dirfd, c->err, sizeof(c->err)) < 0)
+		child_fail(c, 94);
+	close(dirfd);
+	close(fds[0]);
+	/* a per-mount flag (MS_BIND): cheap, where remounting the tmpfs itself
+	 * read-only would sync and wait */
+	if (mount(NULL, SANDBOX_CODE_DIR, NULL,
+		  MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
+		snprintf(c->err, sizeof(c->err), "remount %s read-only: %s", SANDBOX_CODE_DIR,
+			 strerror(errno));
+		child_fail(c, 93);
+	}
+	/* the pool started the runner with the maxima; lowering needs no
+	 * privilege, and the runner can never raise them again */
+	l = &m->take.limits;
+	cpu_s = (l->cpu_time_ms + 999) / 1000;
+	if (set_limit_of(runner, RLIMIT_FSIZE, l->max_file_bytes, l->max_file_bytes) < 0 ||
+	    set_limit_of(runner, RLIMIT_CPU, cpu_s, cpu_s + 1) < 0 ||
+	    set_limit_of(runner, RLIMIT_NPROC, (uint64_t)l->max_processes + 1,
+			 (uint64_t)l->max_processes + 1) < 0) {
+		snprintf(c->err, sizeof(c->err), "prlimit: %s", strerror(errno));
+		child_fail(c, 92);
+	}
+	snprintf(head, sizeof(head), "%s\n%u\n", path, m->take.env_len);
+	if (write_full(go_w, head, strlen(head)) < 0 ||
+	    write_full(go_w, m->take.env, m->take.env_len) < 0) {
+		snprintf(c->err, sizeof(c->err), "go: %s", strerror(errno));
+		child_fail(c, 91);
+	}
+	close(go_w);
+	free(m);
+}
+
 /* pid 1 of the sandbox: set up, start the runner, reap, report. */
 static __attribute__((noreturn)) void run_init(struct child *c)
 {
 	struct sandbox_report r = {.type = SANDBOX_REPORT_READY};
 	struct rusage ru;
 	pid_t runner;
-	int status = 0;
+	int status = 0, go_w = -1, exec_sync[2] = {-1, -1};
 
 	proctitle_set("capibox-init");
 	for (size_t i = 0; i < sizeof(setup_steps) / sizeof(setup_steps[0]); i++) {
@@ -365,6 +544,17 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 				 setup_steps[i].name, msg);
 			child_fail(c, (unsigned)i);
 		}
+	}
+	if (c->spec->warm) {
+		int go[2];
+		/* exec_sync: its write end is close-on-exec in the runner, so its
+		 * EOF says the runner has set its limits and exec'd */
+		if (pipe2(go, O_CLOEXEC) < 0 || pipe2(exec_sync, O_CLOEXEC) < 0) {
+			snprintf(c->err, sizeof(c->err), "go pipe: %s", strerror(errno));
+			child_fail(c, 98);
+		}
+		c->go_fd = go[0];
+		go_w = go[1];
 	}
 	runner = fork();
 	if (runner < 0) {
@@ -379,6 +569,18 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 	close(c->spec->stdin_fd);
 	close(c->spec->stdout_fd);
 	close(c->spec->stderr_fd);
+	if (c->spec->warm) {
+		char b;
+		close(c->go_fd);
+		close(exec_sync[1]);
+		/* a take lowers the runner's limits: only once it has set its own
+		 * (lowering the hard limits first would make its raise fail) */
+		while (read(exec_sync[0], &b, 1) < 0 && errno == EINTR)
+			;
+		close(exec_sync[0]);
+		/* the interpreter starts while we wait for a request */
+		wait_for_take(c, runner, go_w);
+	}
 	/* user code runs with our uid: make sure it cannot trace or signal us
 	 * into doing anything (pid 1 ignores signals it has no handler for) */
 	(void)drop_caps();
@@ -467,11 +669,20 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_
 	}
 	if (pid == 0) {
 		struct child c = {.spec = spec, .report_fd = rep[1], .sync_fd = sync[0]};
-		int keep[] = {rep[1],	      sync[0],	       spec->payload_fd,
-			      spec->stdin_fd, spec->stdout_fd, spec->stderr_fd};
+		int keep[] = {rep[1],
+			      sync[0],
+			      spec->payload_fd,
+			      spec->stdin_fd,
+			      spec->stdout_fd,
+			      spec->stderr_fd,
+			      spec->warm ? spec->control_fd : rep[1]};
 		/* a copy of the supervisor: drop everything of it (its IPC socket,
 		 * other sandboxes' pipes, epoll and timers) but what we need */
 		close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
+		/* hold 0, 1 and 2 so no descriptor opened later lands there and is
+		 * overwritten when the runner sets up its standard streams */
+		if (open("/dev/null", O_RDWR) != 0 || dup2(0, 1) != 1 || dup2(0, 2) != 2)
+			_exit(1);
 		run_init(&c);
 	}
 	close(rep[1]);

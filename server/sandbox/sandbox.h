@@ -44,13 +44,16 @@ struct sandbox_spec {
 	 * returns 0, or -1 with a message in err */
 	int (*before_release)(void *arg, pid_t pid, bool in_cgroup, char *err, size_t errlen);
 	void *hook_arg;
-	int cgroup_fd; /* cgroup v2 directory to clone into, or -1 */
+	int cgroup_fd;	/* cgroup v2 directory to clone into, or -1 */
+	bool warm;	/* pooled: start the runtime's warm runner, wait for a take */
+	int control_fd; /* warm: init's end of the take socket */
 };
 
 enum sandbox_report_type {
 	SANDBOX_REPORT_READY = 1, /* setup done, runner started */
 	SANDBOX_REPORT_EXIT = 2,  /* runner ended: wstatus, rusage */
 	SANDBOX_REPORT_ERROR = 3, /* a setup step failed: step, err, msg */
+	SANDBOX_REPORT_WARM = 4,  /* pooled: runner starting, init waits for the take */
 };
 
 /* One record on the report pipe, init -> supervisor. */

@@ -265,6 +265,45 @@ fail:
 	return -1;
 }
 
+int cg_set_limits(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err,
+		  size_t errlen)
+{
+	char dir[256], val[32], pids[32], path[320];
+
+	if (mode == CG_NONE)
+		return 0;
+	snprintf(val, sizeof(val), "%" PRIu64, memory_bytes);
+	snprintf(pids, sizeof(pids), "%" PRIu32, max_processes + 1);
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, id);
+		return set_file(dir, "memory.max", val, err, errlen) < 0 ||
+				       (have_pids &&
+					set_file(dir, "pids.max", pids, err, errlen) < 0) ?
+			       -1 :
+			       0;
+	}
+	group_path(dir, sizeof(dir), "memory", id);
+	snprintf(path, sizeof(path), "%s/memory.limit_in_bytes", dir);
+	/* memsw must never be below the limit: lower the limit first, raise
+	 * memsw first */
+	if (memory_bytes <= read_u64(path)) {
+		if (set_file(dir, "memory.limit_in_bytes", val, err, errlen) < 0 ||
+		    (v1_memsw &&
+		     set_file(dir, "memory.memsw.limit_in_bytes", val, err, errlen) < 0))
+			return -1;
+	} else if ((v1_memsw &&
+		    set_file(dir, "memory.memsw.limit_in_bytes", val, err, errlen) < 0) ||
+		   set_file(dir, "memory.limit_in_bytes", val, err, errlen) < 0) {
+		return -1;
+	}
+	if (have_pids) {
+		group_path(dir, sizeof(dir), "pids", id);
+		if (set_file(dir, "pids.max", pids, err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen)
 {
 	char dir[256], val[32];

@@ -34,6 +34,13 @@ struct cg_usage {
 __attribute__((warn_unused_result)) int cg_create(uint64_t id, uint64_t memory_bytes,
 						  uint32_t max_processes, char *err, size_t errlen);
 
+/*
+ * Changes sandbox id's memory and process limits (a pooled sandbox taking
+ * a request). Returns 0 or -1 with a message.
+ */
+__attribute__((warn_unused_result)) int
+cg_set_limits(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err, size_t errlen);
+
 /* Moves pid into sandbox id's group. Returns 0 or -1 with a message. */
 __attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen);
 

@@ -28,6 +28,7 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -63,6 +64,12 @@ struct slot {
 	struct sandbox_report exit_rep;
 	char errmsg[160];
 	uint64_t t_spawn_ns, t_ready_ns;
+	/* pooled sandboxes */
+	bool warm;	/* started ahead, waiting for (or given) a take */
+	bool taken;	/* the take was forwarded */
+	int control_fd; /* our end of init's take socket, -1 */
+	uint64_t t_take_ns;
+	uint64_t cpu_base_us; /* the runner's own start, not the request's */
 };
 
 struct sup {
@@ -120,8 +127,7 @@ static void arm_timer(int fd, uint64_t ms)
 	struct itimerspec it = {0};
 	it.it_value.tv_sec = (time_t)(ms / 1000);
 	it.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
-	if (it.it_value.tv_sec == 0 && it.it_value.tv_nsec == 0)
-		it.it_value.tv_nsec = 1;
+	/* 0 disarms */
 	if (timerfd_settime(fd, 0, &it, NULL) < 0)
 		fatal("timerfd_settime");
 }
@@ -175,6 +181,7 @@ static int attach_cgroup(void *arg, pid_t pid, bool in_cgroup, char *err, size_t
 static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
 {
 	bool into_cgroup = false;
+	int ctl[2] = {-1, -1};
 	struct sandbox_spec spec;
 	struct slot *sl = NULL;
 	char err[200];
@@ -213,6 +220,16 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 
 	spec.before_release = attach_cgroup;
 	spec.hook_arg = (void *)sp;
+	spec.control_fd = -1;
+	if (sp->warm) {
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0) {
+			snprintf(err, sizeof(err), "socketpair: %s", strerror(errno));
+			send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
+			goto out;
+		}
+		spec.warm = true;
+		spec.control_fd = ctl[1];
+	}
 
 	memset(sl, 0, sizeof(*sl));
 	sl->t_spawn_ns = now_ns();
@@ -226,6 +243,10 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	pid = sandbox_spawn(&spec, &report_fd, &into_cgroup, err, sizeof(err));
 	if (spec.cgroup_fd >= 0)
 		close(spec.cgroup_fd);
+	if (ctl[1] >= 0) {
+		close(ctl[1]); /* init has it */
+		ctl[1] = -1;
+	}
 	if (pid < 0) {
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
 		cg_destroy(sp->id);
@@ -239,6 +260,9 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	sl->runtime = sp->runtime;
 	sl->limits = sp->limits;
 	sl->report_fd = report_fd;
+	sl->warm = sp->warm != 0;
+	sl->control_fd = ctl[0];
+	ctl[0] = -1;
 	sl->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (sl->timer_fd < 0)
 		fatal("timerfd_create");
@@ -251,6 +275,9 @@ out:
 	/* the child has its own copies; ours would keep the pipes open */
 	for (int i = 0; i < IPC_SPAWN_FDS; i++)
 		close(fds[i]);
+	for (int i = 0; i < 2; i++)
+		if (ctl[i] >= 0)
+			close(ctl[i]);
 }
 
 /* Reads report records; the sandbox is not trusted to write well-formed ones. */
@@ -283,9 +310,19 @@ static void read_reports(struct sup *s, struct slot *sl)
 				sl->ready = true;
 				sl->t_ready_ns = now_ns();
 				st.pid = (uint32_t)sl->pid;
-				st.start_us = (sl->t_ready_ns - sl->t_spawn_ns) / 1000;
+				/* pooled: the time from the take, the rest was paid ahead */
+				st.start_us = (sl->t_ready_ns -
+					       (sl->taken ? sl->t_take_ns : sl->t_spawn_ns)) /
+					      1000;
 				send_msg(s, &st, sizeof(st));
 				arm_timer(sl->timer_fd, sl->limits.wall_time_ms);
+			}
+			break;
+		case SANDBOX_REPORT_WARM:
+			if (sl->warm && !sl->taken) {
+				struct ipc_warm w = {.type = IPC_WARM, .id = sl->id};
+				arm_timer(sl->timer_fd, 0); /* idle: no deadline */
+				send_msg(s, &w, sizeof(w));
 			}
 			break;
 		case SANDBOX_REPORT_EXIT:
@@ -327,7 +364,7 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 	/* the cgroup counts every process, also those killed before init
 	 * could wait for them */
 	if (use.cpu_us > 0)
-		x.cpu_time_us = use.cpu_us;
+		x.cpu_time_us = use.cpu_us > sl->cpu_base_us ? use.cpu_us - sl->cpu_base_us : 0;
 	if (use.peak_memory_bytes > 0)
 		x.peak_memory_bytes = use.peak_memory_bytes;
 	if (sl->kill_reason == EXEC_REASON_UNSPECIFIED && use.oom_killed && sl->got_exit &&
@@ -399,9 +436,50 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 	}
 	epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->timer_fd, NULL);
 	close(sl->timer_fd);
+	if (sl->control_fd >= 0)
+		close(sl->control_fd);
 	memset(sl, 0, sizeof(*sl));
 	s->live--;
 	update_tick(s);
+}
+
+/*
+ * A request for a pooled sandbox: its cgroup limits become the request's,
+ * the take (with the payload) goes to its init, and the setup timer runs
+ * until init reports READY.
+ */
+static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int payload_fd)
+{
+	struct slot *sl = find_slot(s, m->take.id);
+	char err[200];
+
+	if (sl == NULL || !sl->warm || sl->taken || sl->control_fd < 0) {
+		/* it died meanwhile: its EXITED is on its way to the front */
+		log_warnx("take of sandbox %" PRIu64 ": not a waiting pooled sandbox", m->take.id);
+		goto out;
+	}
+	sl->taken = true;
+	sl->t_take_ns = now_ns();
+	sl->limits = m->take.limits;
+	sl->cpu_base_us = cg_cpu_us(sl->id);
+	if (cg_set_limits(sl->id, sl->limits.memory_bytes, sl->limits.max_processes, err,
+			  sizeof(err)) < 0) {
+		snprintf(sl->errmsg, sizeof(sl->errmsg), "%.150s", err);
+		sl->got_error = true;
+		kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);
+		goto out;
+	}
+	if (ipc_send(sl->control_fd, m, len, &payload_fd, 1) < 0) {
+		snprintf(sl->errmsg, sizeof(sl->errmsg), "take: %s", strerror(errno));
+		sl->got_error = true;
+		kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);
+		goto out;
+	}
+	close(sl->control_fd);
+	sl->control_fd = -1;
+	arm_timer(sl->timer_fd, SETUP_TIMEOUT_MS);
+out:
+	close(payload_fd);
 }
 
 static void reap(struct sup *s)
@@ -450,7 +528,7 @@ static void handle_tick(struct sup *s)
 		struct slot *sl = &s->slots[i];
 		if (!sl->used || !sl->ready || sl->kill_reason != EXEC_REASON_UNSPECIFIED)
 			continue;
-		if (cg_cpu_us(sl->id) >= (uint64_t)sl->limits.cpu_time_ms * 1000)
+		if (cg_cpu_us(sl->id) >= sl->cpu_base_us + (uint64_t)sl->limits.cpu_time_ms * 1000)
 			kill_slot(sl, EXEC_REASON_CPU_TIMEOUT);
 	}
 }
@@ -568,6 +646,8 @@ void supervisor_main(const struct config *cfg, int sock)
 					goto front_gone;
 				if (msg->type == IPC_SPAWN) {
 					handle_spawn(&s, &msg->spawn, fds);
+				} else if (msg->type == IPC_TAKE) {
+					handle_take(&s, msg, len, fds[0]);
 				} else if (msg->type == IPC_KILL) {
 					struct slot *sl = find_slot(&s, msg->kill.id);
 					if (sl != NULL)
@@ -619,6 +699,7 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	const char *why = NULL;
 	ssize_t len;
 	char max_live[16], uid_base[16], uid_count[16], parent[16];
+	unsigned slots;
 	char *const argv[] = {
 		(char *)"capibox-supervisor",
 		(char *)"--state-dir",
@@ -637,7 +718,11 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	};
 	char *const envp[] = {NULL};
 
-	snprintf(max_live, sizeof(max_live), "%u", cfg->max_live);
+	/* sandbox slots: running executions plus the warm pools */
+	slots = cfg->max_live;
+	for (size_t i = 0; i < CONFIG_MAX_RUNTIMES; i++)
+		slots += cfg->pool_target[i];
+	snprintf(max_live, sizeof(max_live), "%u", slots);
 	snprintf(uid_base, sizeof(uid_base), "%u", cfg->uid_base);
 	snprintf(uid_count, sizeof(uid_count), "%u", cfg->uid_count);
 	snprintf(parent, sizeof(parent), "%d", (int)getpid());

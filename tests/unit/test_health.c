@@ -134,7 +134,7 @@ static void fake_wait(struct fake_exec *x, int n)
 static void *fake_thread(void *arg)
 {
 	struct fake_exec *x = arg;
-	struct exec_started st = {"fake-1", x->rt->name, 0, 0, "fake"};
+	struct exec_started st = {"fake-1", x->rt->name, 0, 0, "fake", false};
 	struct exec_result res = exited(0);
 	const char *out = x->rt->canary_expect;
 

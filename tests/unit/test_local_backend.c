@@ -182,6 +182,8 @@ static int group_setup(void **state)
 	cfg.uid_base = 5000000;
 	cfg.max_live = 8;
 	cfg.tmpfs_bytes = 8 << 20;
+	/* cold sandboxes only here: test_pool.c covers the warm ones */
+	memset(cfg.pool_target, 0, sizeof(cfg.pool_target));
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &mask, NULL);

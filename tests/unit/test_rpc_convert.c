@@ -223,7 +223,7 @@ static void test_convert_execute_request(void **state)
 static void test_finished_and_started(void **state)
 {
 	struct exec_result res;
-	struct exec_started st = {"sb-1", "python", 5, 6, NULL};
+	struct exec_started st = {"sb-1", "python", 5, 6, NULL, false};
 	Capibox__V1__Finished fin;
 	Capibox__V1__Started s;
 	char buf[600];
