@@ -849,7 +849,8 @@ static int exec_event_plain(struct exec_ctx *x, const struct capibox_event *ev)
 				"%.1f ms\n",
 				ev->u.started.sandbox_id, ev->u.started.language,
 				ev->u.started.backend, us_to_ms(ev->u.started.queued_us),
-				ev->u.started.warm ? "warm" : "cold", us_to_ms(ev->u.started.start_us));
+				ev->u.started.warm ? "warm" : "cold",
+				us_to_ms(ev->u.started.start_us));
 		return 0;
 	case CAPIBOX_EVENT_STDOUT:
 		return write_all(STDOUT_FILENO, ev->u.output.data, ev->u.output.len);

@@ -15,24 +15,24 @@
 #define CONFIG_MAX_RUNTIMES 8
 
 struct config {
-	const char *listen;	     /* gRPC address, "127.0.0.1:50051" or "unix:/path" */
-	bool allow_remote;	     /* permit a non-loopback listen address */
-	unsigned grace_ms;	     /* shutdown: time running executions get */
-	unsigned cq_threads;	     /* completion-queue threads */
-	unsigned max_live;	     /* cap on live sandboxes (admission) */
+	const char *listen;  /* gRPC address, "127.0.0.1:50051" or "unix:/path" */
+	bool allow_remote;   /* permit a non-loopback listen address */
+	unsigned grace_ms;   /* shutdown: time running executions get */
+	unsigned cq_threads; /* completion-queue threads */
+	unsigned max_live;   /* cap on live sandboxes (admission) */
 	unsigned pool_target[CONFIG_MAX_RUNTIMES]; /* warm sandboxes kept, by runtime index */
-	size_t max_code_bytes;	     /* ExecuteRequest.code */
-	size_t max_stdin_bytes;	     /* ExecuteRequest.stdin */
-	size_t max_files;	     /* ExecuteRequest.files count */
-	size_t max_files_bytes;	     /* sum of file contents */
-	size_t max_env;		     /* number of env entries */
-	size_t max_env_bytes;	     /* sum of env names and values */
-	size_t max_message_bytes;    /* gRPC receive limit */
-	struct exec_limits defaults; /* a zero request field takes these */
-	struct exec_limits maxima;   /* a request field above these is refused */
-	uint64_t tmpfs_bytes;	     /* size of /home/user and of /tmp, each */
-	uint32_t uid_base;	     /* first host uid for sandboxes */
-	uint32_t uid_count;	     /* host uids in the range (>= max_live) */
+	size_t max_code_bytes;			   /* ExecuteRequest.code */
+	size_t max_stdin_bytes;			   /* ExecuteRequest.stdin */
+	size_t max_files;			   /* ExecuteRequest.files count */
+	size_t max_files_bytes;			   /* sum of file contents */
+	size_t max_env;				   /* number of env entries */
+	size_t max_env_bytes;			   /* sum of env names and values */
+	size_t max_message_bytes;		   /* gRPC receive limit */
+	struct exec_limits defaults;		   /* a zero request field takes these */
+	struct exec_limits maxima;		   /* a request field above these is refused */
+	uint64_t tmpfs_bytes;			   /* size of /home/user and of /tmp, each */
+	uint32_t uid_base;			   /* first host uid for sandboxes */
+	uint32_t uid_count;			   /* host uids in the range (>= max_live) */
 	const char *state_dir;	     /* root-owned scratch dir (sandbox mount point) */
 	const char *supervisor_path; /* the capibox-supervisor program */
 	const char *cgroup_root;     /* cgroup file system (default /sys/fs/cgroup) */
