@@ -5,7 +5,8 @@
  *   capibox-bench --bare [-n COUNT] [-w WARMUP] -- CMD [ARGS...]
  *
  * Runs COUNT executions (after WARMUP unmeasured ones) with CONCURRENCY
- * threads and prints latency percentiles (client-side round trip: call
+ * threads (each pausing --pause MS between its executions, unmeasured, as
+ * an agent's think time) and prints latency percentiles (client-side round trip: call
  * start to end of stream), executions per second and errors by status.
  * --bare runs CMD directly with posix_spawn instead, measured the same way:
  * the floor an unisolated run costs on this machine; --clean-env gives it a
@@ -18,6 +19,7 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,7 @@ struct bench {
 	const char *lang;
 	const char *code;
 	long count, warmup, conc;
+	long pause_ms;
 	char **bare_argv;
 	char **bare_envp;
 	struct capibox_client *client;
@@ -42,6 +45,7 @@ struct bench {
 	double *lat_ms;
 	atomic_long errors[17];
 	atomic_long bad_reason;
+	atomic_long warm; /* executions a pooled sandbox ran */
 };
 
 static double now_ms(void)
@@ -54,11 +58,14 @@ static double now_ms(void)
 struct one {
 	int reason;
 	int exit_code;
+	bool warm;
 };
 
 static int on_event(const struct capibox_event *ev, void *arg)
 {
 	struct one *o = arg;
+	if (ev->kind == CAPIBOX_EVENT_STARTED)
+		o->warm = ev->u.started.warm;
 	if (ev->kind == CAPIBOX_EVENT_FINISHED) {
 		o->reason = ev->u.finished.reason;
 		o->exit_code = ev->u.finished.exit_code;
@@ -96,6 +103,8 @@ static int run_one(struct bench *b)
 				atomic_fetch_add(&b->errors[st.code], 1);
 			return -1;
 		}
+		if (o.warm)
+			atomic_fetch_add(&b->warm, 1);
 		if (o.reason != CAPIBOX_REASON_EXITED || o.exit_code != 0) {
 			atomic_fetch_add(&b->bad_reason, 1);
 			return -1;
@@ -112,6 +121,11 @@ static void *worker(void *arg)
 		double t0;
 		if (i >= b->count)
 			break;
+		if (b->pause_ms > 0 && i >= b->conc) {
+			/* think time, as in an agent loop: not measured */
+			struct timespec ts = {b->pause_ms / 1000, (b->pause_ms % 1000) * 1000000L};
+			nanosleep(&ts, NULL);
+		}
 		t0 = now_ms();
 		if (run_one(b) == 0)
 			b->lat_ms[i] = now_ms() - t0;
@@ -175,6 +189,7 @@ int main(int argc, char **argv)
 		{"count", required_argument, NULL, 'n'},
 		{"concurrency", required_argument, NULL, 'j'},
 		{"warmup", required_argument, NULL, 'w'},
+		{"pause", required_argument, NULL, 'p'},
 		{"bare", no_argument, NULL, 'b'},
 		{"clean-env", no_argument, NULL, 'e'},
 		{"help", no_argument, NULL, 'h'},
@@ -199,7 +214,7 @@ int main(int argc, char **argv)
 	static char *clean_env[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp",
 				    "LANG=C.UTF-8", NULL};
 
-	while ((c = getopt_long(argc, argv, "+a:l:c:n:j:w:beh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+a:l:c:n:j:w:p:beh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'a': b.target = optarg; break;
 		case 'l': b.lang = optarg; break;
@@ -207,11 +222,12 @@ int main(int argc, char **argv)
 		case 'n': b.count = parse_long(optarg, "--count"); break;
 		case 'j': b.conc = parse_long(optarg, "--concurrency"); break;
 		case 'w': b.warmup = parse_long(optarg, "--warmup"); break;
+		case 'p': b.pause_ms = parse_long(optarg, "--pause"); break;
 		case 'b': bare = 1; break;
 		case 'e': b.bare_envp = clean_env; break;
 		case 'h':
 			printf("usage: capibox-bench [-a ADDR] [-l LANG] [-c CODE] [-n COUNT] "
-			       "[-j CONCURRENCY] [-w WARMUP]\n"
+			       "[-j CONCURRENCY] [-w WARMUP] [--pause MS]\n"
 			       "       capibox-bench --bare [--clean-env] [-n COUNT] [-w WARMUP] -- CMD "
 			       "[ARGS...]\n");
 			return 0;
@@ -244,6 +260,7 @@ int main(int argc, char **argv)
 	for (long i = 0; i < b.warmup; i++)
 		(void)run_one(&b);
 	memset(b.errors, 0, sizeof(b.errors));
+	atomic_store(&b.warm, 0);
 	atomic_store(&b.bad_reason, 0);
 
 	t0 = now_ms();
@@ -269,6 +286,8 @@ int main(int argc, char **argv)
 	       pct(ok, nok, 90), pct(ok, nok, 99), nok ? ok[0] : 0, nok ? ok[nok - 1] : 0);
 	printf("throughput: %.1f executions/s (%ld ok in %.0f ms)\n",
 	       elapsed > 0 ? (double)nok * 1000.0 / elapsed : 0, nok, elapsed);
+	if (!bare)
+		printf("warm sandboxes: %ld of %ld\n", (long)b.warm, b.count);
 	printf("errors:");
 	{
 		int any = 0;
