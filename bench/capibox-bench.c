@@ -94,7 +94,7 @@ static int run_one(struct bench *b)
 	} else {
 		struct capibox_exec_request req;
 		struct capibox_status st;
-		struct one o = {0, -1};
+		struct one o = {0, -1, false};
 		memset(&req, 0, sizeof(req));
 		req.language = b->lang;
 		req.code = b->code;
