@@ -192,6 +192,10 @@ int main(int argc, char **argv)
 		{"pause", required_argument, NULL, 'p'},
 		{"bare", no_argument, NULL, 'b'},
 		{"clean-env", no_argument, NULL, 'e'},
+		{"token", required_argument, NULL, 'T'},
+		{"tls", no_argument, NULL, 'S'},
+		{"ca", required_argument, NULL, 'C'},
+		{"server-name", required_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -201,6 +205,7 @@ int main(int argc, char **argv)
 			  .count = 100,
 			  .warmup = 5,
 			  .conc = 1};
+	struct capibox_connect_opts copts = {0};
 	int bare = 0, c;
 	double t0, elapsed, *ok;
 	long nok = 0;
@@ -225,9 +230,15 @@ int main(int argc, char **argv)
 		case 'p': b.pause_ms = parse_long(optarg, "--pause"); break;
 		case 'b': bare = 1; break;
 		case 'e': b.bare_envp = clean_env; break;
+		case 'T': copts.token = optarg; break;
+		case 'S': copts.tls = true; break;
+		case 'C': copts.ca_file = optarg; break;
+		case 'N': copts.server_name = optarg; break;
 		case 'h':
 			printf("usage: capibox-bench [-a ADDR] [-l LANG] [-c CODE] [-n COUNT] "
 			       "[-j CONCURRENCY] [-w WARMUP] [--pause MS]\n"
+			       "                     [--token SECRET] [--tls] [--ca FILE] "
+			       "[--server-name NAME]\n"
 			       "       capibox-bench --bare [--clean-env] [-n COUNT] [-w WARMUP] -- CMD "
 			       "[ARGS...]\n");
 			return 0;
@@ -245,7 +256,9 @@ int main(int argc, char **argv)
 		}
 		b.bare_argv = argv + optind;
 	} else {
-		b.client = capibox_connect(b.target, NULL, err, sizeof(err));
+		if (copts.token == NULL)
+			copts.token = getenv("CAPIBOX_TOKEN");
+		b.client = capibox_connect(b.target, &copts, err, sizeof(err));
 		if (b.client == NULL) {
 			fprintf(stderr, "capibox-bench: %s\n", err);
 			return 69;

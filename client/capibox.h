@@ -30,6 +30,7 @@ enum capibox_code {
 	CAPIBOX_INVALID_ARGUMENT = 3,
 	CAPIBOX_DEADLINE_EXCEEDED = 4,
 	CAPIBOX_NOT_FOUND = 5,
+	CAPIBOX_PERMISSION_DENIED = 7,
 	CAPIBOX_RESOURCE_EXHAUSTED = 8,
 	CAPIBOX_UNIMPLEMENTED = 12,
 	CAPIBOX_INTERNAL = 13,
@@ -154,6 +155,15 @@ typedef int (*capibox_event_cb)(const struct capibox_event *ev, void *arg);
 struct capibox_connect_opts {
 	bool wait_for_ready;	  /* wait for the server instead of failing fast */
 	size_t max_message_bytes; /* receive limit; 0 = 64 MiB */
+	/* API key secret, sent as "authorization: Bearer <token>" on every
+	 * call (plaintext too: loopback and unix sockets); NULL = none. */
+	const char *token;
+	/* TLS: on when tls is set or any file below is given. */
+	bool tls;
+	const char *ca_file;	 /* PEM roots to verify the server; NULL = system roots */
+	const char *cert_file;	 /* PEM client certificate (mTLS), with key_file */
+	const char *key_file;	 /* PEM private key of cert_file */
+	const char *server_name; /* expected name in the server certificate (tests) */
 };
 
 struct capibox_client;

@@ -74,6 +74,14 @@ static const char usage_main[] =
 	"  -a, --target ADDR     server address, host:port or unix:/path\n"
 	"                        (default $CAPIBOX_TARGET, else " DEFAULT_TARGET ")\n"
 	"      --wait-for-ready  wait for the server to come up instead of failing\n"
+	"      --token SECRET    API key (default $CAPIBOX_TOKEN; prefer the variable:\n"
+	"                        a flag is visible in ps)\n"
+	"      --tls             connect with TLS (implied by --ca, --cert, --key)\n"
+	"      --ca FILE         PEM roots that sign the server's certificate\n"
+	"                        (default: the system's)\n"
+	"      --cert FILE, --key FILE  client certificate and key (mTLS)\n"
+	"      --server-name NAME  name expected in the server's certificate\n"
+	"                        (when the address does not carry it, e.g. tests)\n"
 	"  -h, --help            show this help; 'capibox COMMAND --help' for a command\n"
 	"  -V, --version         print the version\n"
 	"\n"
@@ -120,6 +128,7 @@ static const char usage_exec[] =
 	"      --json              print one JSON object per event on stdout\n"
 	"  -v, --verbose           print the Started and Finished details on stderr\n"
 	"  -a, --target ADDR       server address (as the global option)\n"
+	"      --token, --tls, --ca, --cert, --key, --server-name  as the global options\n"
 	"  -h, --help              show this help\n"
 	"\n"
 	"Exit status: the program's own exit status when it exited; 128+N when it\n"
@@ -136,6 +145,7 @@ static const char usage_health[] =
 	"      --json         print the reply as one JSON object\n"
 	"      --deadline MS  RPC deadline (default 10000, 60000 with --deep)\n"
 	"  -a, --target ADDR  server address (as the global option)\n"
+	"      --token, --tls, --ca, --cert, --key, --server-name  as the global options\n"
 	"  -h, --help         show this help\n"
 	"\n"
 	"Exit status: 0 serving, 1 degraded or not serving, 69 RPC error, 64 usage\n"
@@ -144,6 +154,9 @@ static const char usage_health[] =
 /* Global options, shared by the subcommands. */
 static const char *opt_target;
 static bool opt_wait_for_ready;
+static const char *opt_token; /* API key secret */
+static bool opt_tls;
+static const char *opt_ca, *opt_cert, *opt_key, *opt_server_name;
 
 __attribute__((format(printf, 2, 3), noreturn)) static void usage_fail(const char *cmd,
 								       const char *fmt, ...)
@@ -413,7 +426,15 @@ static void signals_stop(void)
 
 static struct capibox_client *client_open(void)
 {
-	struct capibox_connect_opts opts = {.wait_for_ready = opt_wait_for_ready};
+	struct capibox_connect_opts opts = {
+		.wait_for_ready = opt_wait_for_ready,
+		.token = opt_token,
+		.tls = opt_tls,
+		.ca_file = opt_ca,
+		.cert_file = opt_cert,
+		.key_file = opt_key,
+		.server_name = opt_server_name,
+	};
 	struct capibox_client *c;
 	char err[256];
 
@@ -1039,7 +1060,38 @@ enum {
 	OPT_JSON,
 	OPT_WAIT,
 	OPT_DEEP,
+	OPT_TOKEN,
+	OPT_TLS,
+	OPT_CA,
+	OPT_CERT,
+	OPT_KEY,
+	OPT_SERVER_NAME,
 };
+
+/* Connection options every command takes, as the global ones. */
+/* clang-format off */
+#define CONN_LONGOPTS                                          \
+	{"token", required_argument, NULL, OPT_TOKEN},         \
+	{"tls", no_argument, NULL, OPT_TLS},                   \
+	{"ca", required_argument, NULL, OPT_CA},               \
+	{"cert", required_argument, NULL, OPT_CERT},           \
+	{"key", required_argument, NULL, OPT_KEY},             \
+	{"server-name", required_argument, NULL, OPT_SERVER_NAME}
+/* clang-format on */
+
+/* Handles a connection option; false when c is not one. */
+static bool conn_option(int c, const char *arg)
+{
+	switch (c) {
+	case OPT_TOKEN: opt_token = arg; return true;
+	case OPT_TLS: opt_tls = true; return true;
+	case OPT_CA: opt_ca = arg; return true;
+	case OPT_CERT: opt_cert = arg; return true;
+	case OPT_KEY: opt_key = arg; return true;
+	case OPT_SERVER_NAME: opt_server_name = arg; return true;
+	default: return false;
+	}
+}
 
 /* Reports an unknown option or a missing argument the getopt way. */
 static void __attribute__((noreturn)) bad_option(const char *cmd, char *const argv[], int c)
@@ -1074,6 +1126,7 @@ static int cmd_exec(int argc, char *argv[])
 		{"verbose", no_argument, NULL, 'v'},
 		{"target", required_argument, NULL, 'a'},
 		{"wait-for-ready", no_argument, NULL, OPT_WAIT},
+		CONN_LONGOPTS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -1135,7 +1188,9 @@ static int cmd_exec(int argc, char *argv[])
 		case 'a': opt_target = optarg; break;
 		case OPT_WAIT: opt_wait_for_ready = true; break;
 		case 'h': fputs(usage_exec, stdout); return 0;
-		default: bad_option("exec", argv, c);
+		default:
+			if (!conn_option(c, optarg))
+				bad_option("exec", argv, c);
 		}
 	}
 	if (optind < argc)
@@ -1315,6 +1370,7 @@ static int cmd_health(int argc, char *argv[])
 		{"deadline", required_argument, NULL, OPT_DEADLINE},
 		{"target", required_argument, NULL, 'a'},
 		{"wait-for-ready", no_argument, NULL, OPT_WAIT},
+		CONN_LONGOPTS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -1343,7 +1399,9 @@ static int cmd_health(int argc, char *argv[])
 		case 'a': opt_target = optarg; break;
 		case OPT_WAIT: opt_wait_for_ready = true; break;
 		case 'h': fputs(usage_health, stdout); return 0;
-		default: bad_option("health", argv, c);
+		default:
+			if (!conn_option(c, optarg))
+				bad_option("health", argv, c);
 		}
 	}
 	if (optind < argc)
@@ -1378,6 +1436,7 @@ int main(int argc, char *argv[])
 	static const struct option longopts[] = {
 		{"target", required_argument, NULL, 'a'},
 		{"wait-for-ready", no_argument, NULL, OPT_WAIT},
+		CONN_LONGOPTS,
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -1388,6 +1447,7 @@ int main(int argc, char *argv[])
 	opt_target = getenv("CAPIBOX_TARGET");
 	if (opt_target == NULL || *opt_target == '\0')
 		opt_target = DEFAULT_TARGET;
+	opt_token = getenv("CAPIBOX_TOKEN");
 
 	/* '+': stop at the command; its options are parsed by the command. */
 	opterr = 0;
@@ -1397,7 +1457,9 @@ int main(int argc, char *argv[])
 		case OPT_WAIT: opt_wait_for_ready = true; break;
 		case 'h': fputs(usage_main, stdout); return 0;
 		case 'V': printf("capibox %s\n", CAPIBOX_VERSION); return 0;
-		default: bad_option(NULL, argv, c);
+		default:
+			if (!conn_option(c, optarg))
+				bad_option(NULL, argv, c);
 		}
 	}
 	if (optind >= argc)

@@ -11,6 +11,7 @@
  * protobuf-c and gRPC types stay in this file: callers see the plain structs
  * of capibox.h.
  */
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -43,7 +44,9 @@ struct capibox_client {
 	void *m_execute;
 	void *m_health;
 	void *m_check;
-	uint32_t md_flags;    /* initial-metadata flags of every call */
+	uint32_t md_flags;     /* initial-metadata flags of every call */
+	grpc_metadata auth_md; /* "authorization: Bearer ..." when has_auth */
+	bool has_auth;
 	pthread_mutex_t lock; /* protects live and cancelled */
 	struct live_call *live;
 	bool cancelled;
@@ -133,13 +136,111 @@ static void status_set_slice(struct capibox_status *st, grpc_status_code code, g
 	st->message[n] = '\0';
 }
 
+/*
+ * The token goes into every call's initial metadata ourselves: insecure
+ * channels refuse call credentials, and a token over loopback or a unix
+ * socket is a supported setup.
+ */
+static void client_md(const struct capibox_client *c, grpc_op *op)
+{
+	if (c->has_auth) {
+		op->data.send_initial_metadata.count = 1;
+		op->data.send_initial_metadata.metadata = (grpc_metadata *)&c->auth_md;
+	}
+}
+
+/* Reads a PEM file into a NUL-terminated malloc'd string; NULL with err. */
+static char *pem_read(const char *what, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	char *buf = NULL;
+	size_t len = 0, n;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+		return NULL;
+	}
+	for (;;) {
+		char *nb = realloc(buf, len + 4096 + 1);
+
+		if (nb == NULL) {
+			snprintf(err, errlen, "%s %s: out of memory", what, path);
+			goto fail;
+		}
+		buf = nb;
+		n = fread(buf + len, 1, 4096, f);
+		len += n;
+		if (n < 4096)
+			break;
+		if (len > (1u << 20)) {
+			snprintf(err, errlen, "%s %s: larger than 1 MiB", what, path);
+			goto fail;
+		}
+	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s %s: read error", what, path);
+		goto fail;
+	}
+	fclose(f);
+	buf[len] = '\0';
+	if (strstr(buf, "-----BEGIN ") == NULL) {
+		snprintf(err, errlen, "%s %s: not a PEM file", what, path);
+		free(buf);
+		return NULL;
+	}
+	return buf;
+fail:
+	fclose(f);
+	free(buf);
+	return NULL;
+}
+
+/* TLS or plaintext credentials from opts; NULL with err. */
+static grpc_channel_credentials *client_creds(const struct capibox_connect_opts *opts, char *err,
+					      size_t errlen)
+{
+	grpc_channel_credentials *creds = NULL;
+	grpc_ssl_pem_key_cert_pair pair = {0};
+	char *ca = NULL, *cert = NULL, *key = NULL;
+
+	if (opts == NULL || (!opts->tls && !opts->ca_file && !opts->cert_file && !opts->key_file))
+		return grpc_insecure_credentials_create();
+	if ((opts->cert_file == NULL) != (opts->key_file == NULL)) {
+		snprintf(err, errlen, "a client certificate needs both --cert and --key");
+		return NULL;
+	}
+	if (opts->ca_file && (ca = pem_read("CA file", opts->ca_file, err, errlen)) == NULL)
+		goto out;
+	if (opts->cert_file) {
+		cert = pem_read("certificate", opts->cert_file, err, errlen);
+		if (cert == NULL)
+			goto out;
+		key = pem_read("key", opts->key_file, err, errlen);
+		if (key == NULL)
+			goto out;
+		pair.cert_chain = cert;
+		pair.private_key = key;
+	}
+	creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+	if (creds == NULL)
+		snprintf(err, errlen, "cannot create TLS credentials");
+out:
+	free(ca);
+	free(cert);
+	if (key) {
+		explicit_bzero(key, strlen(key));
+		free(key);
+	}
+	return creds;
+}
+
 struct capibox_client *capibox_connect(const char *target, const struct capibox_connect_opts *opts,
 				       char *err, size_t errlen)
 {
 	struct capibox_client *c = NULL;
 	grpc_channel_credentials *creds;
 	size_t max = DEFAULT_MAX_MESSAGE;
-	grpc_arg args[2];
+	grpc_arg args[3];
 	grpc_channel_args chargs;
 
 	if (target == NULL || *target == '\0') {
@@ -179,17 +280,37 @@ struct capibox_client *capibox_connect(const char *target, const struct capibox_
 	args[1].value.integer = (int)max;
 	chargs.num_args = 2;
 	chargs.args = args;
+	if (opts != NULL && opts->server_name != NULL) {
+		args[2].type = GRPC_ARG_STRING;
+		args[2].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[2].value.string = (char *)opts->server_name;
+		chargs.num_args = 3;
+	}
+	if (opts != NULL && opts->token != NULL && opts->token[0] != '\0') {
+		size_t tl = strlen(opts->token);
+		char *v = malloc(tl + sizeof("Bearer "));
 
-	/* Plaintext for now: the server has no TLS yet (loopback and UDS). */
-	creds = grpc_insecure_credentials_create();
+		if (v == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		memcpy(v, "Bearer ", 7);
+		memcpy(v + 7, opts->token, tl + 1);
+		c->auth_md.key = grpc_slice_from_static_string("authorization");
+		c->auth_md.value = grpc_slice_from_copied_buffer(v, tl + 7);
+		explicit_bzero(v, tl + 7);
+		free(v);
+		c->has_auth = true;
+	}
+
+	creds = client_creds(opts, err, errlen);
+	if (creds == NULL)
+		goto fail;
 	c->channel = grpc_channel_create(target, creds, &chargs);
 	grpc_channel_credentials_release(creds);
 	if (c->channel == NULL) {
 		snprintf(err, errlen, "cannot create a channel to %s", target);
-		pthread_mutex_destroy(&c->lock);
-		free(c);
-		grpc_shutdown();
-		return NULL;
+		goto fail;
 	}
 	c->m_execute = grpc_channel_register_call(c->channel, "/capibox.v1.SandboxService/Execute",
 						  NULL, NULL);
@@ -198,6 +319,13 @@ struct capibox_client *capibox_connect(const char *target, const struct capibox_
 	c->m_check =
 		grpc_channel_register_call(c->channel, "/grpc.health.v1.Health/Check", NULL, NULL);
 	return c;
+fail:
+	if (c->has_auth)
+		grpc_slice_unref(c->auth_md.value);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+	grpc_shutdown();
+	return NULL;
 }
 
 void capibox_close(struct capibox_client *c)
@@ -205,6 +333,8 @@ void capibox_close(struct capibox_client *c)
 	if (c == NULL)
 		return;
 	grpc_channel_destroy(c->channel);
+	if (c->has_auth)
+		grpc_slice_unref(c->auth_md.value);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 	grpc_shutdown();
@@ -524,6 +654,7 @@ int capibox_execute(struct capibox_client *c, const struct capibox_exec_request 
 	memset(ops, 0, sizeof(ops));
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
 	ops[0].flags = c->md_flags;
+	client_md(c, &ops[0]);
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = send_bb;
 	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -659,6 +790,7 @@ static int unary_call(struct capibox_client *c, void *method, int64_t deadline_m
 	memset(ops, 0, sizeof(ops));
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
 	ops[0].flags = c->md_flags;
+	client_md(c, &ops[0]);
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = send_bb;
 	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

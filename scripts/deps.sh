@@ -12,12 +12,18 @@ packages=(
 	libgrpc-dev protobuf-compiler libprotobuf-dev
 	libprotobuf-c-dev protobuf-c-compiler protobuf-compiler-grpc
 	libcmocka-dev libseccomp-dev libcap-dev libjson-c-dev
+	# API keys (SHA-256, RAND_bytes) and TLS checks: OpenSSL's libcrypto
+	libssl-dev
 	# runtimes offered to sandboxed code (python with the data stack, node, bash)
 	python3 python3-numpy python3-pandas python3-matplotlib nodejs
 	# Python interop test (Debian's grpcio; stubs come from protobuf-compiler-grpc)
 	python3-grpcio python3-protobuf
 	# tests and checks
 	procps iproute2 clang-format valgrind
+	# TLS tests make throwaway certificates. (The buf and Node interop tests
+	# use the npm that comes with nodejs, and skip without it: Debian's own
+	# npm package conflicts with NodeSource's nodejs.)
+	openssl
 )
 
 missing=()

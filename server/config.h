@@ -33,11 +33,15 @@ struct config {
 	uint64_t tmpfs_bytes;			   /* size of /home/user and of /tmp, each */
 	uint32_t uid_base;			   /* first host uid for sandboxes */
 	uint32_t uid_count;			   /* host uids in the range (>= max_live) */
-	const char *state_dir;	     /* root-owned scratch dir (sandbox mount point) */
-	const char *supervisor_path; /* the capibox-supervisor program */
-	const char *cgroup_root;     /* cgroup file system (default /sys/fs/cgroup) */
-	bool allow_rlimit_only;	     /* start even without usable cgroups (DEGRADED) */
-	const char *ready_file;	     /* if set: the bound address is written here once serving */
+	const char *state_dir;		/* root-owned scratch dir (sandbox mount point) */
+	const char *supervisor_path;	/* the capibox-supervisor program */
+	const char *cgroup_root;	/* cgroup file system (default /sys/fs/cgroup) */
+	bool allow_rlimit_only;		/* start even without usable cgroups (DEGRADED) */
+	const char *ready_file;		/* if set: the bound address is written here once serving */
+	const char *keys_file;		/* API keys (auth.h); NULL = no authentication */
+	const char *tls_cert_file;	/* PEM server certificate chain; NULL = plaintext */
+	const char *tls_key_file;	/* PEM private key of tls_cert_file */
+	const char *tls_client_ca_file; /* PEM CA: clients need a certificate it signed (mTLS) */
 };
 
 /* Fills cfg with the built-in defaults. */

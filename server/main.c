@@ -7,11 +7,12 @@
  *
  *   front (this process, multi-threaded once grpc_init has run)
  *     The gRPC server (rpc/), the local backend's io thread (backend/local.c)
- *     and the main thread, which only waits for SIGTERM/SIGINT. It validates
- *     requests, writes the code, files and stdin into sealed memfds, makes
- *     the output pipes and sends SPAWN with those descriptors to the
- *     supervisor. It reads the pipes itself and streams them: output never
- *     passes through the supervisor. It never forks.
+ *     and the main thread, which only waits for signals (SIGTERM/SIGINT
+ *     stop, SIGHUP reloads the keys). It validates requests, writes the
+ *     code, files and stdin into sealed memfds, makes the output pipes
+ *     and sends SPAWN with those descriptors to the supervisor. It reads
+ *     the pipes itself and streams them: output never passes through the
+ *     supervisor. It never forks.
  *
  *   supervisor (capibox-supervisor, supervisor/supervisor.c)
  *     Forked and exec'd before grpc_init, so it shares nothing with the
@@ -41,6 +42,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "backend/local.h"
 #include "config.h"
 #include "log.h"
@@ -54,7 +56,13 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: capiboxd [options]\n"
 		"  -l, --listen ADDR      gRPC address (default 127.0.0.1:50051; unix:/path works)\n"
-		"      --allow-remote     allow a non-loopback address (requests are NOT authenticated)\n"
+		"      --keys FILE        API keys file: Execute, Analyze and Health need a key\n"
+		"                         (SIGHUP reloads it); see `capiboxd keygen ID`\n"
+		"      --tls-cert FILE    serve TLS with this PEM certificate chain ...\n"
+		"      --tls-key FILE     ... and its PEM private key (SIGHUP reloads both)\n"
+		"      --tls-client-ca FILE  mTLS: require a client certificate signed by this CA\n"
+		"      --insecure-no-auth allow a non-loopback address without --keys: anyone\n"
+		"                         who reaches the port can run code (old name --allow-remote)\n"
 		"      --grace SECONDS    on SIGTERM/SIGINT, time running executions get (default 10)\n"
 		"      --max-live N       cap on live sandboxes; more is RESOURCE_EXHAUSTED (default 32)\n"
 		"      --threads N        gRPC completion-queue threads (default 2)\n"
@@ -68,7 +76,10 @@ static void usage(FILE *f)
 		"      --allow-rlimit-only  start without usable cgroups: memory and process\n"
 		"                         limits fall back to rlimits, Health reports DEGRADED\n"
 		"  -h, --help             this text\n"
-		"  -V, --version          print the version\n");
+		"  -V, --version          print the version\n"
+		"\n"
+		"       capiboxd keygen ID\n"
+		"  prints a new API key's secret (once) and the line to add to the keys file\n");
 }
 
 static unsigned long parse_ulong(const char *opt, const char *s, unsigned long min,
@@ -145,11 +156,20 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		O_TMPFS,
 		O_CGROOT,
 		O_RLIMIT_ONLY,
+		O_KEYS,
+		O_TLS_CERT,
+		O_TLS_KEY,
+		O_TLS_CA,
 		O_POOL,
 	};
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, 'l'},
 		{"allow-remote", no_argument, NULL, O_ALLOW},
+		{"insecure-no-auth", no_argument, NULL, O_ALLOW},
+		{"keys", required_argument, NULL, O_KEYS},
+		{"tls-cert", required_argument, NULL, O_TLS_CERT},
+		{"tls-key", required_argument, NULL, O_TLS_KEY},
+		{"tls-client-ca", required_argument, NULL, O_TLS_CA},
 		{"grace", required_argument, NULL, O_GRACE},
 		{"max-live", required_argument, NULL, O_MAXLIVE},
 		{"threads", required_argument, NULL, O_THREADS},
@@ -191,6 +211,10 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 			break;
 		case O_CGROOT: cfg->cgroup_root = optarg; break;
 		case O_RLIMIT_ONLY: cfg->allow_rlimit_only = true; break;
+		case O_KEYS: cfg->keys_file = optarg; break;
+		case O_TLS_CERT: cfg->tls_cert_file = optarg; break;
+		case O_TLS_KEY: cfg->tls_key_file = optarg; break;
+		case O_TLS_CA: cfg->tls_client_ca_file = optarg; break;
 		case O_POOL: parse_pool(cfg, optarg); break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("capiboxd %s\n", CAPIBOX_VERSION); exit(0);
@@ -201,9 +225,35 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		usage(stderr);
 		exit(64);
 	}
+	if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
+		fatalx("--tls-cert and --tls-key go together");
+	if (cfg->tls_client_ca_file && cfg->tls_cert_file == NULL)
+		fatalx("--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS first)");
 	if (cfg->max_live > cfg->uid_count)
 		fatalx("--max-live %u exceeds the sandbox uid range (%u)", cfg->max_live,
 		       cfg->uid_count);
+}
+
+/* capiboxd keygen ID: the secret goes to the operator once; only its hash is kept. */
+static int keygen_main(int argc, char **argv)
+{
+	char secret[AUTH_SECRET_LEN + 1], line[AUTH_ID_MAX + 80], err[256];
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: capiboxd keygen ID\n");
+		return 64;
+	}
+	if (auth_keygen(argv[2], secret, sizeof(secret), line, sizeof(line), err, sizeof(err)) <
+	    0) {
+		fprintf(stderr, "capiboxd keygen: %s\n", err);
+		return 1;
+	}
+	printf("# secret of key \"%s\": give it to the client (CAPIBOX_TOKEN); it is shown only "
+	       "now\n%s\n# line for the keys file (append options such as concurrent=4 "
+	       "languages=python):\n%s",
+	       argv[2], secret, line);
+	explicit_bzero(secret, sizeof(secret));
+	return fflush(stdout) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -218,18 +268,27 @@ int main(int argc, char **argv)
 
 	proctitle_init(argc, argv);
 	log_init("capiboxd");
+	if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
+		return keygen_main(argc, argv);
 	config_defaults(&cfg);
 	parse_args(&cfg, argc, argv);
 
-	if (!is_loopback(cfg.listen)) {
+	/* A code-execution port reachable without a key is remote code
+	 * execution for anyone who finds it: only on an explicit request. */
+	if (!is_loopback(cfg.listen) && cfg.keys_file == NULL && cfg.tls_client_ca_file == NULL) {
 		if (!cfg.allow_remote)
-			fatalx("refusing to listen on %s: it is not a loopback address and requests "
-			       "are not authenticated yet; pass --allow-remote to do it anyway",
+			fatalx("refusing to listen on %s: it is not a loopback address and no "
+			       "--keys file or --tls-client-ca is configured; pass one, or --insecure-no-auth "
+			       "(old name --allow-remote) to serve unauthenticated anyway",
 			       cfg.listen);
 		log_warnx("WARNING: listening on %s, a non-loopback address: requests are NOT "
 			  "authenticated, anyone who reaches this port can run code here",
 			  cfg.listen);
 	}
+	if (!is_loopback(cfg.listen) && cfg.keys_file && cfg.tls_cert_file == NULL)
+		log_warnx("WARNING: listening on %s without TLS: API keys cross the network in "
+			  "clear text (--tls-cert, --tls-key)",
+			  cfg.listen);
 	supervisor_path(&cfg);
 	if (geteuid() != 0)
 		fatalx("capiboxd must run as root: it creates namespaces and maps sandbox uids");
@@ -239,6 +298,7 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGHUP);
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		fatal("sigprocmask");
 	signal(SIGPIPE, SIG_IGN);
@@ -259,6 +319,7 @@ int main(int argc, char **argv)
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGHUP);
 	for (;;) {
 		siginfo_t si;
 		int sig = sigwaitinfo(&stop, &si);
@@ -266,6 +327,10 @@ int main(int argc, char **argv)
 			continue;
 		if (sig < 0)
 			fatal("sigwaitinfo");
+		if (sig == SIGHUP) {
+			rpc_server_reload(srv);
+			continue;
+		}
 		log_info("%s: shutting down (grace %u ms)", strsignal(sig), cfg.grace_ms);
 		break;
 	}

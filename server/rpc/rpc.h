@@ -25,4 +25,10 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
  */
 void rpc_server_shutdown(struct rpc_server *srv, unsigned grace_ms);
 
+/*
+ * SIGHUP: reloads the keys file (and TLS certificates). A broken file keeps
+ * what was loaded and logs why; running calls keep their keys.
+ */
+void rpc_server_reload(struct rpc_server *srv);
+
 #endif

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,15 +44,19 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
 #include "capibox/v1/sandbox.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
+#include "../auth.h"
 #include "../health.h"
 #include "../log.h"
 #include "../request.h"
 #include "convert.h"
+#include "reflection.h"
+#include "tls.h"
 
 #define SANDBOX_SERVICE "capibox.v1.SandboxService"
 #define SLOTS_PER_METHOD 2    /* request slots kept posted per method */
@@ -65,6 +70,8 @@ enum rpc_kind {
 	RPC_HEALTH,
 	RPC_CHECK,
 	RPC_WATCH,
+	RPC_REFLECT_V1,
+	RPC_REFLECT_V1ALPHA,
 	RPC_N_REGISTERED,
 	RPC_UNKNOWN = RPC_N_REGISTERED, /* catch-all slot: grpc_server_request_call */
 	RPC_N_KINDS,
@@ -81,7 +88,7 @@ struct rpc_tag {
 struct rpc_call {
 	struct rpc_server *srv;
 	enum rpc_kind kind;
-	struct rpc_tag new_tag, close_tag, send_tag;
+	struct rpc_tag new_tag, close_tag, send_tag, recv_tag;
 
 	/* Out-parameters of the request slot; owned by us once new fires. */
 	grpc_call *call;
@@ -92,17 +99,24 @@ struct rpc_call {
 
 	pthread_mutex_t lock; /* guards everything below */
 	unsigned refs;
-	bool md_sent;	     /* initial metadata sent or in flight */
-	bool close_posted;   /* RECV_CLOSE_ON_SERVER started */
-	bool closed;	     /* the call is over: send nothing more */
-	int cancelled;	     /* RECV_CLOSE_ON_SERVER out-parameter */
-	bool send_busy;	     /* a batch is in flight */
+	bool md_sent;	   /* initial metadata sent or in flight */
+	bool close_posted; /* RECV_CLOSE_ON_SERVER started */
+	bool closed;	   /* the call is over: send nothing more */
+	int cancelled;	   /* RECV_CLOSE_ON_SERVER out-parameter */
+	bool send_busy;	   /* a batch is in flight */
+	bool recv_busy;	   /* a RECV_MESSAGE batch is in flight (reflection) */
+	grpc_byte_buffer *recv_buf;
 	bool send_has_close; /* ... and it carries RECV_CLOSE_ON_SERVER */
 	bool send_is_final;  /* ... and SEND_STATUS_FROM_SERVER */
 	bool status_started; /* a status was sent or is in flight */
 	grpc_byte_buffer *send_buf;
 	grpc_slice status_details;
 	bool has_status_details;
+
+	/* Authentication: the caller's key (NULL when keys are off), and
+	 * whether it holds one of the key's concurrent-execution slots. */
+	struct auth_key *key;
+	bool key_entered;
 
 	/* Execute */
 	struct exec *exec;
@@ -121,6 +135,8 @@ struct rpc_call {
 struct rpc_server {
 	const struct config *cfg;
 	struct backend *backend;
+	struct auth *auth;   /* API keys; off until a keys file is loaded */
+	struct rpc_tls *tls; /* NULL: plaintext */
 	grpc_server *server;
 	grpc_completion_queue *cq;
 	void *methods[RPC_N_REGISTERED];
@@ -147,6 +163,7 @@ static void analyze_handle(struct rpc_call *c);
 static void health_handle(struct rpc_call *c);
 static void check_handle(struct rpc_call *c);
 static void watch_handle(struct rpc_call *c);
+static void reflect_handle(struct rpc_call *c);
 
 /*
  * The method table. Both kinds read the request with the new-call event
@@ -156,13 +173,22 @@ static void watch_handle(struct rpc_call *c);
 static const struct {
 	const char *path;
 	bool server_streaming;
+	bool open; /* answered without an API key (probes) */
 	void (*handle)(struct rpc_call *c);
+	bool bidi; /* client streaming too: GRPC_SRM_PAYLOAD_NONE, read by the handler */
 } methods[RPC_N_REGISTERED] = {
-	[RPC_EXECUTE] = {"/capibox.v1.SandboxService/Execute", true, execute_handle},
-	[RPC_ANALYZE] = {"/capibox.v1.SandboxService/Analyze", false, analyze_handle},
-	[RPC_HEALTH] = {"/capibox.v1.SandboxService/Health", false, health_handle},
-	[RPC_CHECK] = {"/grpc.health.v1.Health/Check", false, check_handle},
-	[RPC_WATCH] = {"/grpc.health.v1.Health/Watch", true, watch_handle},
+	[RPC_EXECUTE] = {"/capibox.v1.SandboxService/Execute", true, false, execute_handle},
+	[RPC_ANALYZE] = {"/capibox.v1.SandboxService/Analyze", false, false, analyze_handle},
+	[RPC_HEALTH] = {"/capibox.v1.SandboxService/Health", false, false, health_handle},
+	/* Kubernetes and load-balancer probes carry no secrets. */
+	[RPC_CHECK] = {"/grpc.health.v1.Health/Check", false, true, check_handle},
+	[RPC_WATCH] = {"/grpc.health.v1.Health/Watch", true, true, watch_handle},
+	/* Reflection describes the API, which is public (docs/api.md), and
+	 * lets tools without the .proto files find it. */
+	[RPC_REFLECT_V1] = {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", true, true,
+			    reflect_handle, true},
+	[RPC_REFLECT_V1ALPHA] = {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+				 true, true, reflect_handle, true},
 };
 
 static void slot_post(struct rpc_server *srv, enum rpc_kind kind);
@@ -202,8 +228,13 @@ static void call_free(struct rpc_call *c)
 		grpc_call_unref(c->call);
 	if (c->exec)
 		backend_release(c->exec);
+	if (c->key_entered)
+		auth_key_leave(c->key);
+	auth_key_release(c->key);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
+	if (c->recv_buf)
+		grpc_byte_buffer_destroy(c->recv_buf);
 	grpc_metadata_array_destroy(&c->md);
 	if (c->kind == RPC_UNKNOWN)
 		grpc_call_details_destroy(&c->details);
@@ -232,7 +263,7 @@ static void call_unref(struct rpc_call *c)
 /* Lets go of the grpc_call once it is over and no batch can still use it. */
 static void call_drop_grpc_locked(struct rpc_call *c)
 {
-	if (c->closed && !c->send_busy && c->call) {
+	if (c->closed && !c->send_busy && !c->recv_busy && c->call) {
 		grpc_call_unref(c->call);
 		c->call = NULL;
 	}
@@ -442,6 +473,18 @@ static struct exec *exec_resume_locked(struct rpc_call *c)
 static void execute_deliver(struct rpc_call *c, const ProtobufCMessage *msg, bool final)
 {
 	struct exec *resume = NULL;
+	bool leave = false;
+
+	pthread_mutex_lock(&c->lock);
+	if (final) {
+		/* The sandbox is gone: free the key's slot before the client
+		 * can see the end of the stream and start its next call. */
+		leave = c->key_entered;
+		c->key_entered = false;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (leave)
+		auth_key_leave(c->key);
 
 	pthread_mutex_lock(&c->lock);
 	if (final)
@@ -529,6 +572,40 @@ static grpc_status_code status_of_backend(enum backend_rc rc)
 	}
 }
 
+/*
+ * The caller's key's own limits: allowed languages, maxima (a default is
+ * lowered to them) and concurrent executions, whose slot the call then holds
+ * until finished.
+ */
+static grpc_status_code execute_admit_key(struct rpc_call *c, struct convert_exec *cx, char *err,
+					  size_t errlen)
+{
+	struct exec_limits asked = {0};
+	const Capibox__V1__Limits *l = cx->msg ? cx->msg->limits : NULL;
+
+	if (c->key == NULL)
+		return GRPC_STATUS_OK;
+	if (l != NULL) {
+		asked.wall_time_ms = l->wall_time_ms;
+		asked.cpu_time_ms = l->cpu_time_ms;
+		asked.memory_bytes = l->memory_bytes;
+		asked.max_processes = l->max_processes;
+		asked.max_output_bytes = l->max_output_bytes;
+		asked.max_file_bytes = l->max_file_bytes;
+	}
+	switch (auth_key_admit(c->key, &asked, &cx->req, err, errlen)) {
+	case AUTH_OK: break;
+	case AUTH_LANGUAGE: return GRPC_STATUS_PERMISSION_DENIED;
+	default: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	}
+	if (auth_key_enter(c->key, err, errlen) != AUTH_OK)
+		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	pthread_mutex_lock(&c->lock);
+	c->key_entered = true;
+	pthread_mutex_unlock(&c->lock);
+	return GRPC_STATUS_OK;
+}
+
 static void execute_handle(struct rpc_call *c)
 {
 	struct rpc_server *srv = c->srv;
@@ -538,7 +615,7 @@ static void execute_handle(struct rpc_call *c)
 	enum backend_rc brc;
 	struct exec *e = NULL;
 	char err[512] = "";
-	bool resume, cancel, posted;
+	bool resume, cancel, posted, leave;
 
 	if (c->payload == NULL) {
 		code = GRPC_STATUS_INVALID_ARGUMENT;
@@ -558,6 +635,9 @@ static void execute_handle(struct rpc_call *c)
 							sizeof(err)));
 	if (code != GRPC_STATUS_OK)
 		goto out;
+	code = execute_admit_key(c, &cx, err, sizeof(err));
+	if (code != GRPC_STATUS_OK)
+		goto out;
 
 	/* The stream starts: watch for the call's end before anything else, and
 	 * hold a reference for the backend until it delivers finished. */
@@ -571,6 +651,12 @@ static void execute_handle(struct rpc_call *c)
 
 	brc = backend_execute(srv->backend, &cx.req, &execute_sink, c, &e, err, sizeof(err));
 	if (brc != BACKEND_OK) {
+		pthread_mutex_lock(&c->lock);
+		leave = c->key_entered;
+		c->key_entered = false;
+		pthread_mutex_unlock(&c->lock);
+		if (leave)
+			auth_key_leave(c->key);
 		call_unref(c); /* no finished will come */
 		code = status_of_backend(brc);
 		if (err[0] == '\0')
@@ -882,6 +968,83 @@ static void watch_end_all(struct rpc_server *srv)
 }
 
 /* ------------------------------------------------------------------ */
+/* server reflection (v1 and v1alpha): one request, one answer, in turn  */
+
+static void reflect_recv_done(struct rpc_server *srv, struct rpc_call *c, bool ok);
+
+/* Starts {initial metadata the first time, RECV_MESSAGE}. Caller holds c->lock. */
+static void reflect_recv_locked(struct rpc_call *c)
+{
+	grpc_op ops[2];
+	size_t n = 0;
+
+	if (c->closed || c->status_started || c->recv_busy)
+		return;
+	memset(ops, 0, sizeof(ops));
+	if (!c->md_sent)
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[n].op = GRPC_OP_RECV_MESSAGE;
+	ops[n].data.recv_message.recv_message = &c->recv_buf;
+	n++;
+	c->recv_tag.fn = reflect_recv_done;
+	c->recv_tag.call = c;
+	if (!call_batch_locked(c, ops, n, &c->recv_tag)) {
+		c->closed = true;
+		c->cancelled = 1;
+		call_drop_grpc_locked(c);
+		return;
+	}
+	c->md_sent = true;
+	c->recv_busy = true;
+	call_ref_locked(c);
+}
+
+static void reflect_handle(struct rpc_call *c)
+{
+	pthread_mutex_lock(&c->lock);
+	reflect_recv_locked(c);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void reflect_recv_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
+{
+	Grpc__Reflection__V1__ServerReflectionResponse *resp;
+	grpc_byte_buffer *bb;
+	grpc_slice s;
+	char err[128];
+
+	(void)srv;
+	pthread_mutex_lock(&c->lock);
+	c->recv_busy = false;
+	bb = c->recv_buf;
+	c->recv_buf = NULL;
+	if (!ok) {
+		c->closed = true; /* the call is gone */
+	} else if (bb == NULL) {
+		/* The client half-closed: the stream ends well. */
+		call_send_locked(c, NULL, true, GRPC_STATUS_OK, NULL);
+	} else if (!payload_read(bb, &s)) {
+		call_send_locked(c, NULL, true, GRPC_STATUS_INVALID_ARGUMENT,
+				 "malformed ServerReflectionRequest (cannot decompress)");
+	} else {
+		resp = reflection_answer(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), err,
+					 sizeof(err));
+		if (resp == NULL) {
+			call_send_locked(c, NULL, true, GRPC_STATUS_INVALID_ARGUMENT, err);
+		} else {
+			call_send_locked(c, &resp->base, false, GRPC_STATUS_OK, NULL);
+			reflection_answer_free(resp); /* packed by now */
+		}
+		grpc_slice_unref(s);
+	}
+	if (bb)
+		grpc_byte_buffer_destroy(bb);
+	call_drop_grpc_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	call_unref(c); /* the batch's reference */
+}
+
+/* ------------------------------------------------------------------ */
 /* completion handlers                                                  */
 
 static void call_send_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
@@ -911,6 +1074,13 @@ static void call_send_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 		if (c->watch_end)
 			watch_send_locked(c, false);
 		unlist = c->closed;
+		break;
+	case RPC_REFLECT_V1:
+	case RPC_REFLECT_V1ALPHA:
+		if (!ok)
+			c->closed = true;
+		else if (!c->send_is_final)
+			reflect_recv_locked(c); /* answered: read the next request */
 		break;
 	default: break;
 	}
@@ -968,6 +1138,77 @@ static void unknown_handle(struct rpc_call *c)
 	call_fail(c, GRPC_STATUS_UNIMPLEMENTED, msg);
 }
 
+static bool slice_is(grpc_slice s, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return GRPC_SLICE_LENGTH(s) == n && memcmp(GRPC_SLICE_START_PTR(s), lit, n) == 0;
+}
+
+/*
+ * Finds the secret in the call's metadata: "authorization: Bearer <secret>"
+ * or "x-api-key: <secret>" (keys arrive lower-case). *secret points into the
+ * metadata, which the call struct owns. False when a value is malformed.
+ */
+static bool call_secret(const struct rpc_call *c, const char **secret, size_t *len)
+{
+	*secret = NULL;
+	*len = 0;
+	for (size_t i = 0; i < c->md.count; i++) {
+		const grpc_metadata *m = &c->md.metadata[i];
+		const char *v = (const char *)GRPC_SLICE_START_PTR(m->value);
+		size_t vl = GRPC_SLICE_LENGTH(m->value);
+
+		if (slice_is(m->key, "authorization")) {
+			if (vl < 7 || strncasecmp(v, "bearer ", 7) != 0)
+				return false; /* another scheme: never a match */
+			v += 7;
+			vl -= 7;
+			while (vl > 0 && *v == ' ') {
+				v++;
+				vl--;
+			}
+		} else if (!slice_is(m->key, "x-api-key")) {
+			continue;
+		}
+		*secret = v;
+		*len = vl;
+		return true;
+	}
+	return true;
+}
+
+/*
+ * Authenticates a call to a protected method; on success c->key holds the
+ * caller's key (NULL when keys are off). On failure answers UNAUTHENTICATED
+ * and logs who tried, never what they sent.
+ */
+static bool call_authenticate(struct rpc_server *srv, struct rpc_call *c)
+{
+	const char *secret, *why;
+	size_t len;
+	enum auth_rc rc;
+	char *peer;
+
+	if (c->kind >= RPC_N_REGISTERED || methods[c->kind].open)
+		return true;
+	if (!call_secret(c, &secret, &len))
+		rc = AUTH_BAD;
+	else
+		rc = auth_check(srv->auth, secret, len, &c->key);
+	if (rc == AUTH_OK)
+		return true;
+	why = rc == AUTH_MISSING ? "missing API key: send \"authorization: Bearer <secret>\" "
+				   "or \"x-api-key: <secret>\" metadata" :
+				   "invalid API key";
+	peer = c->call ? grpc_call_get_peer(c->call) : NULL;
+	log_warnx("auth: %s from %s refused: %s", kind_name(c->kind), peer ? peer : "?",
+		  rc == AUTH_MISSING ? "no key" : "unknown key");
+	gpr_free(peer);
+	call_fail(c, GRPC_STATUS_UNAUTHENTICATED, why);
+	return false;
+}
+
 static void call_new_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 {
 	if (!ok) {
@@ -978,7 +1219,9 @@ static void call_new_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	/* Keep the method's slot posted before serving this call. */
 	slot_post(srv, c->kind);
 
-	if (c->kind < RPC_N_REGISTERED)
+	if (!call_authenticate(srv, c))
+		; /* answered */
+	else if (c->kind < RPC_N_REGISTERED)
 		methods[c->kind].handle(c);
 	else
 		unknown_handle(c);
@@ -1007,9 +1250,9 @@ static void slot_post(struct rpc_server *srv, enum rpc_kind kind)
 		rc = grpc_server_request_call(srv->server, &c->call, &c->details, &c->md, srv->cq,
 					      srv->cq, &c->new_tag);
 	else
-		rc = grpc_server_request_registered_call(srv->server, srv->methods[kind], &c->call,
-							 &c->deadline, &c->md, &c->payload, srv->cq,
-							 srv->cq, &c->new_tag);
+		rc = grpc_server_request_registered_call(
+			srv->server, srv->methods[kind], &c->call, &c->deadline, &c->md,
+			methods[kind].bidi ? NULL : &c->payload, srv->cq, srv->cq, &c->new_tag);
 	pthread_mutex_unlock(&srv->lock);
 	if (rc != GRPC_CALL_OK) {
 		log_warnx("rpc: cannot post a request slot: %s", grpc_call_error_to_string(rc));
@@ -1117,7 +1360,18 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
 	pthread_condattr_destroy(&ca);
 	pthread_rwlock_init(&srv->cq_lock, NULL);
 	srv->shutdown_tag.fn = server_shutdown_done;
+	srv->auth = auth_new();
+	if (cfg->keys_file) {
+		char err[512];
+		int n = auth_load(srv->auth, cfg->keys_file, err, sizeof(err));
 
+		if (n < 0)
+			fatalx("keys file: %s", err);
+		log_info("API keys: %d loaded from %s; Execute, Analyze and Health need one", n,
+			 cfg->keys_file);
+	}
+
+	reflection_init();
 	grpc_init();
 	args[0].type = GRPC_ARG_INTEGER;
 	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -1135,13 +1389,24 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
 	srv->server = grpc_server_create(&chargs, NULL);
 	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
 	for (int i = 0; i < RPC_N_REGISTERED; i++) {
-		srv->methods[i] =
-			grpc_server_register_method(srv->server, methods[i].path, NULL,
-						    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+		srv->methods[i] = grpc_server_register_method(
+			srv->server, methods[i].path, NULL,
+			methods[i].bidi ? GRPC_SRM_PAYLOAD_NONE :
+					  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+			0);
 		if (srv->methods[i] == NULL)
 			fatalx("cannot register %s", methods[i].path);
 	}
-	creds = grpc_insecure_server_credentials_create();
+	if (cfg->tls_cert_file) {
+		char err[512];
+
+		srv->tls = tls_new(cfg, err, sizeof(err));
+		if (srv->tls == NULL)
+			fatalx("TLS: %s", err);
+		creds = tls_server_credentials(srv->tls);
+	} else {
+		creds = grpc_insecure_server_credentials_create();
+	}
 	port = grpc_server_add_http2_port(srv->server, cfg->listen, creds);
 	grpc_server_credentials_release(creds);
 	if (port == 0)
@@ -1168,7 +1433,11 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
 	bound_address(cfg->listen, port, addr, sizeof(addr));
 	if (cfg->ready_file)
 		ready_file_write(cfg->ready_file, addr);
-	log_info("listening on %s (%u completion-queue threads)", addr, srv->n_threads);
+	log_info("listening on %s (%s, %u completion-queue threads)", addr,
+		 !cfg->tls_cert_file	 ? "plaintext" :
+		 cfg->tls_client_ca_file ? "TLS, client certificates required" :
+					   "TLS",
+		 srv->n_threads);
 	return srv;
 }
 
@@ -1265,13 +1534,37 @@ void rpc_server_shutdown(struct rpc_server *srv, unsigned grace_ms)
 	grpc_server_destroy(srv->server);
 	grpc_completion_queue_destroy(srv->cq);
 	grpc_shutdown_blocking();
+	tls_free(srv->tls);
+	srv->tls = NULL;
 	free(srv->threads);
 	srv->threads = NULL;
 	if (leftovers)
 		return; /* a late callback may still use srv: leak it */
+	auth_free(srv->auth);
 	pthread_rwlock_destroy(&srv->cq_lock);
 	pthread_cond_destroy(&srv->cond);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);
 	log_info("rpc server stopped");
+}
+
+void rpc_server_reload(struct rpc_server *srv)
+{
+	char err[512];
+	int n;
+
+	if (srv->tls) {
+		if (tls_reload(srv->tls, err, sizeof(err)) < 0)
+			log_warnx("reload: keeping the previous TLS certificate: %s", err);
+		else
+			log_info("reload: TLS certificate reloaded from %s",
+				 srv->cfg->tls_cert_file);
+	}
+	if (srv->cfg->keys_file == NULL)
+		return;
+	n = auth_load(srv->auth, srv->cfg->keys_file, err, sizeof(err));
+	if (n < 0)
+		log_warnx("reload: keeping the previous API keys: %s", err);
+	else
+		log_info("reload: %d API keys loaded from %s", n, srv->cfg->keys_file);
 }

@@ -288,7 +288,7 @@ int harness_daemon_start(struct daemon *d, const struct daemon_opts *opts)
 	}
 	argv[argc++] = CAPIBOXD_PATH;
 	argv[argc++] = "--listen";
-	argv[argc++] = "127.0.0.1:0";
+	argv[argc++] = opts->listen ? opts->listen : "127.0.0.1:0";
 	argv[argc++] = "--ready-file";
 	argv[argc++] = d->ready_file;
 	argv[argc++] = "--grace";
@@ -351,6 +351,8 @@ int harness_daemon_start(struct daemon *d, const struct daemon_opts *opts)
 		}
 		d->port = (unsigned)p;
 	}
+	if (opts->client != NULL)
+		copts = *opts->client;
 	d->client = capibox_connect(d->addr, &copts, err, sizeof(err));
 	if (d->client == NULL) {
 		printf("harness: capibox_connect %s: %s\n", d->addr, err);
@@ -932,7 +934,101 @@ static grpc_event cq_wait(grpc_completion_queue *cq, int64_t ms)
 int harness_raw_call(const char *target, const char *method, const void *req, size_t len,
 		     int64_t deadline_ms, struct raw_result *out)
 {
+	return harness_raw_call_opts(target, method, req, len, deadline_ms, NULL, out);
+}
+
+static char *file_slurp(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *buf = NULL;
+	size_t len = 0, n;
+	char tmp[4096];
+
+	if (f == NULL)
+		die("open %s: %s", path, strerror(errno));
+	buf = xrealloc(NULL, 1);
+	while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
+		buf = xrealloc(buf, len + n + 1);
+		memcpy(buf + len, tmp, n);
+		len += n;
+	}
+	buf[len] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static grpc_channel_credentials *raw_creds(const struct raw_opts *o)
+{
+	grpc_ssl_pem_key_cert_pair pair;
 	grpc_channel_credentials *creds;
+	char *ca = NULL;
+
+	if (o == NULL || !o->tls)
+		return grpc_insecure_credentials_create();
+	if (o->ca_file)
+		ca = file_slurp(o->ca_file);
+	if (o->cert_file) {
+		pair.cert_chain = file_slurp(o->cert_file);
+		pair.private_key = file_slurp(o->key_file);
+	}
+	creds = grpc_ssl_credentials_create(ca, o->cert_file ? &pair : NULL, NULL, NULL);
+	free(ca);
+	if (o->cert_file) {
+		free((char *)pair.cert_chain);
+		free((char *)pair.private_key);
+	}
+	return creds;
+}
+
+int harness_command(const char *const *argv, char **out)
+{
+	posix_spawn_file_actions_t fa;
+	int pfd[2], status, rc;
+	pid_t pid;
+	size_t len = 0;
+	char tmp[4096];
+	ssize_t n;
+
+	if (pipe2(pfd, O_CLOEXEC) == -1)
+		die("pipe2: %s", strerror(errno));
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	rc = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(pfd[1]);
+	*out = xrealloc(NULL, 1);
+	(*out)[0] = '\0';
+	if (rc != 0) {
+		printf("harness: posix_spawn %s: %s\n", argv[0], strerror(rc));
+		close(pfd[0]);
+		return -1;
+	}
+	for (;;) {
+		n = read(pfd[0], tmp, sizeof(tmp));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		*out = xrealloc(*out, len + (size_t)n + 1);
+		memcpy(*out + len, tmp, (size_t)n);
+		len += (size_t)n;
+		(*out)[len] = '\0';
+	}
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) == -1)
+		if (errno != EINTR)
+			die("waitpid: %s", strerror(errno));
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int harness_raw_call_opts(const char *target, const char *method, const void *req, size_t len,
+			  int64_t deadline_ms, const struct raw_opts *o, struct raw_result *out)
+{
+	grpc_channel_credentials *creds;
+	grpc_metadata md = {0};
+	grpc_arg arg;
+	grpc_channel_args chargs = {0, NULL};
 	grpc_channel *ch;
 	grpc_completion_queue *cq;
 	grpc_call *call;
@@ -950,8 +1046,15 @@ int harness_raw_call(const char *target, const char *method, const void *req, si
 	grpc_init();
 	grpc_metadata_array_init(&init_md);
 	grpc_metadata_array_init(&trail_md);
-	creds = grpc_insecure_credentials_create();
-	ch = grpc_channel_create(target, creds, NULL);
+	creds = raw_creds(o);
+	if (o != NULL && o->server_name != NULL) {
+		arg.type = GRPC_ARG_STRING;
+		arg.key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		arg.value.string = (char *)o->server_name;
+		chargs.num_args = 1;
+		chargs.args = &arg;
+	}
+	ch = grpc_channel_create(target, creds, &chargs);
 	grpc_channel_credentials_release(creds);
 	cq = grpc_completion_queue_create_for_next(NULL);
 	mslice = grpc_slice_from_copied_string(method);
@@ -962,6 +1065,12 @@ int harness_raw_call(const char *target, const char *method, const void *req, si
 	grpc_slice_unref(mslice);
 
 	memset(ops, 0, sizeof(ops));
+	if (o != NULL && o->md_key != NULL) {
+		md.key = grpc_slice_from_static_string(o->md_key);
+		md.value = grpc_slice_from_static_string(o->md_value);
+		ops[nops].data.send_initial_metadata.count = 1;
+		ops[nops].data.send_initial_metadata.metadata = &md;
+	}
 	ops[nops++].op = GRPC_OP_SEND_INITIAL_METADATA;
 	if (req != NULL) {
 		grpc_slice s = grpc_slice_from_copied_buffer(req, len);

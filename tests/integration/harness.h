@@ -35,6 +35,9 @@ struct daemon_opts {
 	unsigned grace_s;  /* --grace; 0 = 2 */
 	unsigned uid_slot; /* 0..7: the --uid-base range differs per test binary (and per pid) */
 	const char *const *extra; /* more flags, NULL-terminated, or NULL */
+	/* how the harness's client connects (token, TLS), or NULL: plaintext, no key */
+	const struct capibox_connect_opts *client;
+	const char *listen; /* --listen; NULL = 127.0.0.1:0 */
 };
 
 struct daemon {
@@ -262,6 +265,24 @@ struct raw_result {
  */
 int harness_raw_call(const char *target, const char *method, const void *req, size_t len,
 		     int64_t deadline_ms, struct raw_result *out);
+
+/* What harness_raw_call_opts adds to a raw call. */
+struct raw_opts {
+	const char *md_key, *md_value; /* one metadata entry ("x-api-key", secret), or NULL */
+	bool tls;		       /* TLS channel; roots from ca_file */
+	const char *ca_file, *cert_file, *key_file, *server_name;
+};
+
+/* harness_raw_call with metadata and/or TLS (o may be NULL). */
+int harness_raw_call_opts(const char *target, const char *method, const void *req, size_t len,
+			  int64_t deadline_ms, const struct raw_opts *o, struct raw_result *out);
+
+/*
+ * Runs argv (argv[0] a path) with stdout captured, stderr to ours, and
+ * returns its exit status (-1 when it did not exit). *out is malloc'd and
+ * NUL-terminated. For commands run by tests: keygen, openssl, node.
+ */
+int harness_command(const char *const *argv, char **out);
 void harness_raw_free(struct raw_result *out);
 
 #endif
