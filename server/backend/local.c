@@ -708,43 +708,65 @@ static struct warm *warm_take_locked(struct local_backend *lb, int rt,
 }
 
 /*
- * Runs req in the pooled sandbox w: stdin into its pipe (then EOF), the
- * payload and the request's limits and environment to its init through
- * the supervisor. x takes over w's output pipes. Returns 0, or -1 with a
- * message.
+ * Runs req in the pooled sandbox x was given (x is live, holding its output
+ * pipes): stdin into its pipe (then EOF), the payload, limits and
+ * environment to its init through the supervisor. A failure here ends the
+ * run as a sandbox error, through the stream like any other end.
  */
-static int warm_start(struct local_backend *lb, struct local_exec *x, struct warm *w,
-		      const struct exec_request *req, size_t env_len, char *err, size_t errlen)
+static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin_w,
+		       const struct exec_request *req, size_t env_len)
 {
 	struct ipc_take *tk = NULL;
-	int payload = -1, ret = -1;
+	int payload = -1;
 	ssize_t n = 0;
+	char why[96] = "";
 
-	x->fd[0] = w->out_r;
-	x->fd[1] = w->err_r;
-	w->out_r = w->err_r = -1;
 	if (req->stdin_len > 0)
-		n = write(w->stdin_w, req->stdin_data, req->stdin_len);
-	close(w->stdin_w);
-	w->stdin_w = -1;
-	if (n < 0 || (size_t)n != req->stdin_len) {
-		snprintf(err, errlen, "writing stdin: %s", n < 0 ? strerror(errno) : "short");
-		goto out;
+		n = write(stdin_w, req->stdin_data, req->stdin_len);
+	close(stdin_w);
+	if (n < 0 || (size_t)n != req->stdin_len)
+		snprintf(why, sizeof(why), "writing stdin: %s", n < 0 ? strerror(errno) : "short");
+	if (why[0] == '\0') {
+		payload = payload_create(req);
+		tk = calloc(1, sizeof(*tk) + env_len);
+		if (payload < 0 || tk == NULL)
+			snprintf(why, sizeof(why), "preparing the input: %s", strerror(errno));
 	}
-	payload = payload_create(req);
-	tk = calloc(1, sizeof(*tk) + env_len);
-	if (payload < 0 || tk == NULL) {
-		snprintf(err, errlen, "preparing the sandbox's input: %s", strerror(errno));
-		goto out;
-	}
-	tk->type = IPC_TAKE;
-	tk->id = x->id;
-	tk->limits = req->limits;
-	tk->n_env = (uint32_t)req->n_env;
-	tk->env_len = (uint32_t)env_len;
-	pack_env(req, tk->env);
 	pthread_mutex_lock(&lb->mu);
+	if (why[0] == '\0') {
+		tk->type = IPC_TAKE;
+		tk->id = x->id;
+		tk->limits = req->limits;
+		tk->n_env = (uint32_t)req->n_env;
+		tk->env_len = (uint32_t)env_len;
+		pack_env(req, tk->env);
+		if (lb->sock < 0)
+			snprintf(why, sizeof(why), "restarting");
+		else if (ipc_send(lb->sock, tk, sizeof(*tk) + env_len, &payload, 1) < 0)
+			snprintf(why, sizeof(why), "%s", strerror(errno));
+	}
+	if (why[0] != '\0') {
+		/* the pooled sandbox is ours and unused: end it */
+		struct ipc_kill k = {
+			.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = x->id};
+		log_warnx("local backend: taking a pooled sandbox: %s", why);
+		if (lb->sock >= 0 && ipc_send(lb->sock, &k, sizeof(k), NULL, 0) < 0)
+			log_warn("ipc send KILL");
+		mark_lost_locked(x, why);
+	}
+	/* the replacement starts when this one has started: the supervisor is
+	 * single-threaded, and a spawn ahead of our take would delay it */
+	pthread_mutex_unlock(&lb->mu);
+	if (payload >= 0)
+		close(payload);
+	free(tk);
+}
+
+/* Makes x live (the io thread then routes its events). Caller holds mu. */
+static void link_live_locked(struct local_backend *lb, struct local_exec *x)
+{
 	for (int i = 0; i < 2; i++) {
+		/* registered disarmed; armed once started has been delivered */
 		struct epoll_event ev = {.events = EPOLLONESHOT,
 					 .data.u64 = x->id * 2 + (uint64_t)i};
 		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, x->fd[i], &ev) < 0)
@@ -754,17 +776,6 @@ static int warm_start(struct local_backend *lb, struct local_exec *x, struct war
 	if (lb->live_head)
 		lb->live_head->prev = x;
 	lb->live_head = x;
-	if (lb->sock < 0 || ipc_send(lb->sock, tk, sizeof(*tk) + env_len, &payload, 1) < 0)
-		mark_lost_locked(x, lb->sock < 0 ? "restarting" : strerror(errno));
-	/* the replacement starts when this one has started: the supervisor is
-	 * single-threaded, and a spawn ahead of our take would delay it */
-	pthread_mutex_unlock(&lb->mu);
-	ret = 0;
-out:
-	if (payload >= 0)
-		close(payload);
-	free(tk);
-	return ret;
 }
 
 static enum backend_rc local_execute(struct backend *b, const struct exec_request *req,
@@ -816,10 +827,6 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 		snprintf(err, errlen, "out of memory");
 		return BACKEND_INTERNAL;
 	}
-	w = warm_take_locked(lb, rt, req);
-	x->id = w != NULL ? w->id : ++lb->next_id;
-	pthread_mutex_unlock(&lb->mu);
-
 	x->base.ops = &local_ops;
 	x->lb = lb;
 	x->runtime = rt;
@@ -829,24 +836,25 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	x->can_emit = true;
 	x->fd[0] = x->fd[1] = -1;
 	x->max_output = req->limits.max_output_bytes;
+	w = warm_take_locked(lb, rt, req);
 	if (w != NULL) {
-		int wrc = warm_start(lb, x, w, req, env_len, err, errlen);
-		if (wrc < 0) {
-			/* the sandbox is ours and unused: end it */
-			struct ipc_kill k = {
-				.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = w->id};
-			pthread_mutex_lock(&lb->mu);
-			if (lb->sock >= 0 && ipc_send(lb->sock, &k, sizeof(k), NULL, 0) < 0)
-				log_warn("ipc send KILL");
-			pthread_mutex_unlock(&lb->mu);
-		}
-		warm_free(w);
-		if (wrc < 0)
-			goto fail;
+		int stdin_w = w->stdin_w;
+		/* live at once, in the same critical section that took it from
+		 * the pool: whatever the sandbox reports next finds it */
+		x->id = w->id;
 		x->warm = true;
+		x->fd[0] = w->out_r;
+		x->fd[1] = w->err_r;
+		w->stdin_w = w->out_r = w->err_r = -1;
+		link_live_locked(lb, x);
+		pthread_mutex_unlock(&lb->mu);
+		warm_free(w);
+		warm_start(lb, x, stdin_w, req, env_len);
 		*out = &x->base;
 		return BACKEND_OK;
 	}
+	x->id = ++lb->next_id;
+	pthread_mutex_unlock(&lb->mu);
 
 	fds[0] = payload_create(req);
 	fds[1] = payload_blob("capibox-stdin", req->stdin_data, req->stdin_len);
@@ -883,17 +891,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	pack_env(req, sp->env);
 
 	pthread_mutex_lock(&lb->mu);
-	for (int i = 0; i < 2; i++) {
-		/* registered disarmed; armed once started has been delivered */
-		struct epoll_event ev = {.events = EPOLLONESHOT,
-					 .data.u64 = x->id * 2 + (uint64_t)i};
-		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, x->fd[i], &ev) < 0)
-			fatal("epoll_ctl add");
-	}
-	x->next = lb->live_head;
-	if (lb->live_head)
-		lb->live_head->prev = x;
-	lb->live_head = x;
+	link_live_locked(lb, x);
 	if (lb->sock < 0 || ipc_send(lb->sock, sp, sizeof(*sp) + env_len, fds, IPC_SPAWN_FDS) < 0)
 		/* the supervisor is gone or restarting: our copies of the
 		 * pipes' write ends close below, so the run ends at once */
