@@ -414,6 +414,32 @@ static __attribute__((noreturn)) void report_exit(struct child *c, int status)
 	_exit(0);
 }
 
+/* CPU time process pid (in our pid namespace) has used, in ms; 0 if unknown. */
+static uint64_t runner_cpu_ms(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long utime = 0, stime = 0;
+	long hz = sysconf(_SC_CLK_TCK);
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0 || hz <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* after "(comm)": state, then fields 4..13, then utime and stime */
+	p = strrchr(buf, ')');
+	if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+				&utime, &stime) != 2)
+		return 0;
+	return (utime + stime) * 1000 / (unsigned long long)hz;
+}
+
 /* Writes all of buf to fd. */
 static int write_full(int fd, const void *buf, size_t len)
 {
@@ -509,7 +535,10 @@ static void wait_for_take(struct child *c, pid_t runner, int go_w)
 	/* the pool started the runner with the maxima; lowering needs no
 	 * privilege, and the runner can never raise them again */
 	l = &m->take.limits;
-	cpu_s = (l->cpu_time_ms + 999) / 1000;
+	/* RLIMIT_CPU counts the runner's whole life: add what its start took,
+	 * which is not the request's (the cgroup check, which bills only the
+	 * request, is the precise one; this is the backstop) */
+	cpu_s = (l->cpu_time_ms + runner_cpu_ms(runner) + 999) / 1000;
 	if (set_limit_of(runner, RLIMIT_FSIZE, l->max_file_bytes, l->max_file_bytes) < 0 ||
 	    set_limit_of(runner, RLIMIT_CPU, cpu_s, cpu_s + 1) < 0 ||
 	    set_limit_of(runner, RLIMIT_NPROC, (uint64_t)l->max_processes + 1,
