@@ -1,0 +1,2 @@
+// Busy loop.
+for (;;) {}

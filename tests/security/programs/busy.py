@@ -1,0 +1,3 @@
+# Busy loop: CPU time until a limit stops it.
+while True:
+    pass

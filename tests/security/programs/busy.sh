@@ -1,0 +1,2 @@
+# Busy loop in the shell itself.
+while :; do :; done

@@ -1,0 +1,2 @@
+# Endless output: the shortest one.
+yes capibox

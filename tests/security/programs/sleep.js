@@ -1,0 +1,3 @@
+// Sleeps past the wall time.
+console.log('sleeping');
+setTimeout(() => console.log('woke up'), 60000);

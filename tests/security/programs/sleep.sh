@@ -1,0 +1,4 @@
+# Sleeps past the wall time.
+echo sleeping
+sleep 60
+echo woke up
