@@ -53,7 +53,6 @@
 #include "../auth.h"
 #include "../health.h"
 #include "../log.h"
-#include "../metrics.h"
 #include "../request.h"
 #include "convert.h"
 #include "reflection.h"
@@ -118,16 +117,6 @@ struct rpc_call {
 	 * whether it holds one of the key's concurrent-execution slots. */
 	struct auth_key *key;
 	bool key_entered;
-
-	/* How the call ended, for metrics: set once, read when it is freed. */
-	bool served;		  /* the slot was filled: a real call */
-	struct timespec t_start;  /* CLOCK_MONOTONIC, when it arrived */
-	struct timespec t_end;	  /* when it was over (has_end) */
-	bool has_end;
-	bool end_cancelled;	  /* the client cancelled or the deadline passed */
-	bool deadline_passed;	  /* ... the latter */
-	grpc_status_code status_code; /* the status sent (status_started) */
-	char language[32];	      /* Execute: the validated language */
 
 	/* Execute */
 	struct exec *exec;
@@ -231,48 +220,10 @@ static struct rpc_call *call_new(struct rpc_server *srv, enum rpc_kind kind)
 	return c;
 }
 
-/* The call is over: notes when, and whether its deadline had passed. Caller holds c->lock. */
-static void call_note_end_locked(struct rpc_call *c, bool cancelled)
-{
-	gpr_timespec dl = c->kind == RPC_UNKNOWN ? c->details.deadline : c->deadline;
-
-	if (c->has_end || !c->served)
-		return;
-	c->has_end = true;
-	clock_gettime(CLOCK_MONOTONIC, &c->t_end);
-	c->end_cancelled = cancelled;
-	c->deadline_passed = cancelled && gpr_time_cmp(gpr_now(dl.clock_type), dl) >= 0;
-}
-
-/* Counts a served call by method and the status the client saw. */
-static void call_record_end(struct rpc_call *c)
-{
-	struct timespec end;
-	grpc_status_code code;
-	int64_t us;
-
-	if (!c->served)
-		return;
-	if (c->has_end)
-		end = c->t_end;
-	else
-		clock_gettime(CLOCK_MONOTONIC, &end);
-	if (c->has_end ? c->end_cancelled : c->cancelled != 0)
-		code = c->deadline_passed ? GRPC_STATUS_DEADLINE_EXCEEDED : GRPC_STATUS_CANCELLED;
-	else if (c->status_started)
-		code = c->status_code;
-	else
-		code = GRPC_STATUS_UNKNOWN;
-	us = (int64_t)(end.tv_sec - c->t_start.tv_sec) * 1000000 +
-	     (end.tv_nsec - c->t_start.tv_nsec) / 1000;
-	metrics_rpc_done((unsigned)c->kind, (unsigned)code, us > 0 ? (uint64_t)us : 0);
-}
-
 static void call_free(struct rpc_call *c)
 {
 	struct rpc_server *srv = c->srv;
 
-	call_record_end(c);
 	if (c->call)
 		grpc_call_unref(c->call);
 	if (c->exec)
@@ -419,10 +370,8 @@ static bool call_send_locked(struct rpc_call *c, const ProtobufCMessage *msg, bo
 	c->send_busy = true;
 	c->send_has_close = with_close;
 	c->send_is_final = final;
-	if (final) {
+	if (final)
 		c->status_started = true;
-		c->status_code = code;
-	}
 	if (with_close)
 		c->close_posted = true;
 	call_ref_locked(c);
@@ -561,7 +510,6 @@ static void execute_on_started(void *arg, const struct exec_started *st)
 	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
 	Capibox__V1__Started started;
 
-	metrics_exec_started(c->language, st->queued_us, st->start_us, st->warm);
 	convert_started(st, c->srv->backend->ops->name, &started);
 	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STARTED;
 	resp.started = &started;
@@ -574,7 +522,6 @@ static void execute_on_output(void *arg, enum exec_stream stream, const uint8_t 
 	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
 	Capibox__V1__Output out = CAPIBOX__V1__OUTPUT__INIT;
 
-	metrics_exec_output(stream, len);
 	out.data.data = (uint8_t *)data;
 	out.data.len = len;
 	if (stream == EXEC_STDERR) {
@@ -594,7 +541,6 @@ static void execute_on_finished(void *arg, const struct exec_result *res)
 	Capibox__V1__Finished fin;
 	char msg[sizeof(res->message) * 2];
 
-	metrics_exec_finished(c->language, res->reason, res->wall_time_us);
 	convert_finished(res, &fin, msg, sizeof(msg));
 	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_FINISHED;
 	resp.finished = &fin;
@@ -693,8 +639,6 @@ static void execute_handle(struct rpc_call *c)
 							sizeof(err)));
 	if (code != GRPC_STATUS_OK)
 		goto out;
-	/* before the backend can call the sink, which reads it */
-	snprintf(c->language, sizeof(c->language), "%s", cx.req.language);
 	code = execute_admit_key(c, &cx, err, sizeof(err));
 	if (code != GRPC_STATUS_OK)
 		goto out;
@@ -1123,8 +1067,6 @@ static void call_send_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	c->has_status_details = false;
 	if (c->send_has_close || (c->send_is_final && !ok))
 		c->closed = true;
-	if (c->send_has_close) /* the status and the call's end in one batch */
-		call_note_end_locked(c, !ok || c->cancelled);
 	/* A failed non-final send means the stream is gone; the RECV_CLOSE
 	 * completion reports it and cancels the execution. */
 	switch (c->kind) {
@@ -1164,7 +1106,6 @@ static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	pthread_mutex_lock(&c->lock);
 	c->closed = true;
 	cancelled = !ok || c->cancelled;
-	call_note_end_locked(c, cancelled);
 	if (c->kind == RPC_EXECUTE && cancelled && !c->finished) {
 		/* Client cancel or deadline: end the run; finished still comes. */
 		if (c->exec_known)
@@ -1264,7 +1205,6 @@ static bool call_authenticate(struct rpc_server *srv, struct rpc_call *c)
 	why = rc == AUTH_MISSING ? "missing API key: send \"authorization: Bearer <secret>\" "
 				   "or \"x-api-key: <secret>\" metadata" :
 				   "invalid API key";
-	metrics_auth_failed(rc == AUTH_MISSING);
 	peer = c->call ? grpc_call_get_peer(c->call) : NULL;
 	log_warnx("auth: %s from %s refused: %s", kind_name(c->kind), peer ? peer : "?",
 		  rc == AUTH_MISSING ? "no key" : "unknown key");
@@ -1282,8 +1222,6 @@ static void call_new_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	}
 	/* Keep the method's slot posted before serving this call. */
 	slot_post(srv, c->kind);
-	c->served = true;
-	clock_gettime(CLOCK_MONOTONIC, &c->t_start);
 
 	if (!call_authenticate(srv, c))
 		; /* answered */
@@ -1403,16 +1341,6 @@ static void ready_file_write(const char *path, const char *addr)
 		fatal("rename %s to %s", tmp, path);
 }
 
-/* Metrics label calls by method: the table's paths, "unknown" for the rest. */
-static void metrics_methods_init(void)
-{
-	const char *paths[RPC_N_KINDS];
-
-	for (int i = 0; i < RPC_N_KINDS; i++)
-		paths[i] = i < RPC_N_REGISTERED ? methods[i].path : "unknown";
-	metrics_init(paths, RPC_N_KINDS);
-}
-
 struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *backend)
 {
 	struct rpc_server *srv;
@@ -1447,7 +1375,6 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
 			 cfg->keys_file);
 	}
 
-	metrics_methods_init();
 	reflection_init();
 	grpc_init();
 	args[0].type = GRPC_ARG_INTEGER;
