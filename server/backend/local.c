@@ -98,6 +98,8 @@ struct local_backend {
 	pthread_mutex_t mu;
 	bool stop;
 	bool draining;
+	bool exit_io;		/* destroy: the io thread may end */
+	pthread_cond_t idle_cv; /* stop and no execution live */
 	struct local_exec *live_head;
 	unsigned live;
 	unsigned busy[IPC_MAX_RUNTIMES];
@@ -349,6 +351,7 @@ static void supervisor_lost(struct local_backend *lb, const char *why)
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_SOCK};
 	pid_t old_pid, pid = -1;
 	int sock = -1;
+	bool stopping;
 
 	pthread_mutex_lock(&lb->mu);
 	log_warnx("local backend: supervisor lost: %s; restarting it", why);
@@ -363,6 +366,7 @@ static void supervisor_lost(struct local_backend *lb, const char *why)
 	lb->sock = -1;		  /* execute() sees it and fails the run cleanly */
 	warm_drop_all_locked(lb); /* their sandboxes died with the supervisor */
 	old_pid = lb->sup_pid;
+	stopping = lb->stop;
 	pthread_mutex_unlock(&lb->mu);
 
 	/* a supervisor that talks nonsense may still be alive: end it */
@@ -370,6 +374,13 @@ static void supervisor_lost(struct local_backend *lb, const char *why)
 		kill(old_pid, SIGKILL);
 		while (waitpid(old_pid, NULL, 0) < 0 && errno == EINTR)
 			;
+	}
+	lb->sup_reaped = true; /* reaped above */
+	if (stopping) {
+		/* stopping anyway: no new supervisor */
+		for (size_t i = 0; i < n; i++)
+			try_emit(lost[i]);
+		return;
 	}
 	lb->sup_reaped = false;
 	for (int attempt = 1; attempt <= 5 && sock < 0; attempt++) {
@@ -653,7 +664,9 @@ static void *io_main(void *arg)
 				on_pipe(lb, evs[i].data.u64);
 		}
 		pthread_mutex_lock(&lb->mu);
-		if (lb->stop && lb->live == 0) {
+		if (lb->stop && lb->live == 0)
+			pthread_cond_broadcast(&lb->idle_cv);
+		if (lb->exit_io) {
 			pthread_mutex_unlock(&lb->mu);
 			break;
 		}
@@ -1036,16 +1049,31 @@ static void local_destroy(struct backend *b)
 	warm_drop_all_locked(lb);
 	pthread_mutex_unlock(&lb->mu);
 	wake(lb);
-	pthread_join(lb->io, NULL);
-	/* closing the socket tells the supervisor to kill what is left and exit */
-	close(lb->sock);
+	/* the io thread delivers the last finished events... */
+	pthread_mutex_lock(&lb->mu);
+	while (lb->live > 0)
+		pthread_cond_wait(&lb->idle_cv, &lb->mu);
+	/* ...and lives on while the supervisor stops: a restarted supervisor
+	 * was spawned by that thread, and its parent-death signal follows the
+	 * thread; killed that way it could not clean up its sandboxes and
+	 * cgroups. Closing the socket asks it to, and we wait. */
+	if (lb->sock >= 0)
+		close(lb->sock);
+	lb->sock = -1;
+	pthread_mutex_unlock(&lb->mu);
 	if (!lb->sup_reaped)
 		while (waitpid(lb->sup_pid, &status, 0) < 0 && errno == EINTR)
 			;
+	pthread_mutex_lock(&lb->mu);
+	lb->exit_io = true;
+	pthread_mutex_unlock(&lb->mu);
+	wake(lb);
+	pthread_join(lb->io, NULL);
 	close(lb->ep);
 	close(lb->evfd);
 	close(lb->chld_fd);
 	pthread_mutex_destroy(&lb->mu);
+	pthread_cond_destroy(&lb->idle_cv);
 	free(lb->buf);
 	free(lb);
 }
@@ -1086,6 +1114,7 @@ struct backend *local_backend_create(const struct config *cfg, int sock, pid_t s
 	if (getrandom(&lb->nonce, sizeof(lb->nonce), 0) != sizeof(lb->nonce))
 		lb->nonce = (uint32_t)time(NULL);
 	pthread_mutex_init(&lb->mu, NULL);
+	pthread_cond_init(&lb->idle_cv, NULL);
 	lb->ep = epoll_create1(EPOLL_CLOEXEC);
 	lb->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (lb->ep < 0 || lb->evfd < 0)
