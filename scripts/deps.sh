@@ -24,6 +24,8 @@ packages=(
 	# use the npm that comes with nodejs, and skip without it: Debian's own
 	# npm package conflicts with NodeSource's nodejs.)
 	openssl
+	# Prometheus metrics: the HTTP listener (server/metrics.c)
+	libmicrohttpd-dev
 )
 
 missing=()

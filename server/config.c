@@ -47,4 +47,8 @@ void config_defaults(struct config *cfg)
 	cfg->ready_file = NULL;
 	cfg->cgroup_root = "/sys/fs/cgroup";
 	cfg->allow_rlimit_only = false;
+	/* Loopback: metrics hold no secrets but reveal load and versions, so
+	 * exposing them is the operator's choice. (9464: the port of
+	 * OpenTelemetry's Prometheus exporter, free of the usual clashes.) */
+	cfg->metrics_listen = "127.0.0.1:9464";
 }

@@ -42,6 +42,9 @@ struct config {
 	const char *tls_cert_file;	/* PEM server certificate chain; NULL = plaintext */
 	const char *tls_key_file;	/* PEM private key of tls_cert_file */
 	const char *tls_client_ca_file; /* PEM CA: clients need a certificate it signed (mTLS) */
+	const char *metrics_listen;	/* Prometheus HTTP address; NULL = no metrics */
+	bool metrics_required;		/* given explicitly: failing to bind it is fatal */
+	bool log_json;			/* --log-format json: JSON lines, one record per call */
 };
 
 /* Fills cfg with the built-in defaults. */

@@ -8,28 +8,211 @@
 #include <time.h>
 #include <unistd.h>
 
+/*
+ * Each line is built in one buffer and written with one call: stderr is
+ * unbuffered, so lines of different threads (and of the supervisor, which
+ * shares the descriptor) never interleave mid-line.
+ */
+#define LINE_MAX_BYTES 4096
+
 static const char *log_role = "capiboxd";
+static bool log_json;
 
-void log_init(const char *role) { log_role = role; }
-
-static void log_vprint(const char *level, int errnum, const char *fmt, va_list ap)
+void log_init(const char *role)
 {
-	char msg[1024];
+	const char *f = getenv("CAPIBOX_LOG_FORMAT");
+
+	log_role = role;
+	if (f != NULL && strcmp(f, "json") == 0)
+		log_json = true;
+}
+
+void log_set_json(bool on) { log_json = on; }
+
+bool log_is_json(void) { return log_json; }
+
+static void log_time(char *buf, size_t len)
+{
 	struct timespec ts;
 	struct tm tm;
 
-	vsnprintf(msg, sizeof(msg), fmt, ap);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	if (errnum)
-		fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%d] %s: %s: %s\n",
-			tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			tm.tm_sec, ts.tv_nsec / 1000000, log_role, (int)getpid(), level, msg,
-			strerror(errnum));
-	else
-		fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%d] %s: %s\n",
-			tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			tm.tm_sec, ts.tv_nsec / 1000000, log_role, (int)getpid(), level, msg);
+	/* the casts bound each field for the compiler's truncation check */
+	snprintf(buf, len, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ",
+		 (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u,
+		 (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u,
+		 (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u,
+		 (unsigned)(ts.tv_nsec / 1000000) % 1000u);
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	unsigned cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xe0) == 0xc0) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	/* overlong forms, surrogates and beyond U+10FFFF are not UTF-8 */
+	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+/*
+ * Appends s as a JSON string (quotes included) at buf+*off. Messages may
+ * quote a client's bytes: anything that is not valid UTF-8 becomes U+FFFD,
+ * so every line stays valid JSON. Truncates at the buffer's end.
+ */
+static void json_string(char *buf, size_t len, size_t *off, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s), o = *off;
+
+	/* room for the closing quote and NUL is kept back */
+	if (o + 3 > len)
+		return;
+	buf[o++] = '"';
+	while (n > 0 && o + 8 < len) {
+		size_t k = utf8_len(p, n);
+
+		if (k == 0) {
+			memcpy(buf + o, "\\ufffd", 6);
+			o += 6;
+			p++;
+			n--;
+			continue;
+		}
+		if (k > 1) {
+			memcpy(buf + o, p, k);
+			o += k;
+		} else if (*p == '"' || *p == '\\') {
+			buf[o++] = '\\';
+			buf[o++] = (char)*p;
+		} else if (*p == '\n') {
+			memcpy(buf + o, "\\n", 2);
+			o += 2;
+		} else if (*p == '\t') {
+			memcpy(buf + o, "\\t", 2);
+			o += 2;
+		} else if (*p < 0x20 || *p == 0x7f) {
+			o += (size_t)snprintf(buf + o, len - o, "\\u%04x", *p);
+		} else {
+			buf[o++] = (char)*p;
+		}
+		p += k;
+		n -= k;
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	*off = o;
+}
+
+/* Appends s at buf+*off, cut at the buffer's end; *off stays below len. */
+static void put(char *buf, size_t len, size_t *off, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (*off + 1 >= len)
+		return;
+	if (n > len - 1 - *off)
+		n = len - 1 - *off;
+	memcpy(buf + *off, s, n);
+	*off += n;
+	buf[*off] = '\0';
+}
+
+/* {"time":...,"level":...,"role":...,"pid":... (no closing brace) */
+static size_t json_prefix(char *buf, size_t len, const char *level)
+{
+	char t[40], pid[32];
+	size_t o = 0;
+
+	log_time(t, sizeof(t));
+	snprintf(pid, sizeof(pid), ",\"pid\":%d", (int)getpid());
+	put(buf, len, &o, "{\"time\":\"");
+	put(buf, len, &o, t);
+	put(buf, len, &o, "\",\"level\":");
+	json_string(buf, len, &o, level);
+	put(buf, len, &o, ",\"role\":");
+	json_string(buf, len, &o, log_role);
+	put(buf, len, &o, pid);
+	return o;
+}
+
+static void log_vprint(const char *level, int errnum, const char *fmt, va_list ap)
+{
+	char msg[1024], line[LINE_MAX_BYTES], t[40];
+	size_t o;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (log_json) {
+		/* "}\n" and the NUL always fit after what these write */
+		size_t len = sizeof(line) - 3;
+
+		o = json_prefix(line, len, level);
+		put(line, len, &o, ",\"msg\":");
+		json_string(line, len, &o, msg);
+		if (errnum) {
+			put(line, len, &o, ",\"error\":");
+			json_string(line, len, &o, strerror(errnum));
+		}
+		memcpy(line + o, "}\n", 3);
+	} else {
+		log_time(t, sizeof(t));
+		if (errnum)
+			snprintf(line, sizeof(line), "%s %s[%d] %s: %s: %s\n", t, log_role,
+				 (int)getpid(), level, msg, strerror(errnum));
+		else
+			snprintf(line, sizeof(line), "%s %s[%d] %s: %s\n", t, log_role,
+				 (int)getpid(), level, msg);
+	}
+	fputs(line, stderr);
+}
+
+void log_json_record(const char *level, const char *obj)
+{
+	char line[LINE_MAX_BYTES];
+	size_t o, n;
+
+	if (!log_json || obj[0] != '{')
+		return;
+	o = json_prefix(line, sizeof(line), level);
+	obj++; /* its members follow ours */
+	while (*obj == ' ')
+		obj++;
+	n = strlen(obj);
+	/* A record longer than a line is cut by its producer; never here,
+	 * where cutting would break the JSON. */
+	if (o + 1 + n + 2 > sizeof(line))
+		return;
+	if (*obj != '}')
+		line[o++] = ',';
+	memcpy(line + o, obj, n);
+	o += n;
+	memcpy(line + o, "\n", 2);
+	fputs(line, stderr);
 }
 
 void log_info(const char *fmt, ...)

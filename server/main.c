@@ -6,8 +6,9 @@
  * Two long-lived processes and one short-lived one per execution:
  *
  *   front (this process, multi-threaded once grpc_init has run)
- *     The gRPC server (rpc/), the local backend's io thread (backend/local.c)
- *     and the main thread, which only waits for signals (SIGTERM/SIGINT
+ *     The gRPC server (rpc/), the local backend's io thread (backend/local.c),
+ *     the Prometheus listener's thread (metrics.c, read-only figures) and
+ *     the main thread, which only waits for signals (SIGTERM/SIGINT
  *     stop, SIGHUP reloads the keys). It validates requests, writes the
  *     code, files and stdin into sealed memfds, makes the output pipes
  *     and sends SPAWN with those descriptors to the supervisor. It reads
@@ -46,6 +47,7 @@
 #include "backend/local.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "proctitle.h"
 #include "rpc/rpc.h"
 #include "runtime.h"
@@ -69,6 +71,11 @@ static void usage(FILE *f)
 		"      --tmpfs-mb N       size of /home/user and of /tmp in each sandbox (default 128)\n"
 		"      --pool LANG=N      keep N warm sandboxes of LANG ready (default python=2,\n"
 		"                         javascript=1; 0 turns the pool off); repeatable\n"
+		"      --metrics-listen ADDR  Prometheus metrics over HTTP at ADDR/metrics\n"
+		"                         (default 127.0.0.1:9464; port 0 = a free port)\n"
+		"      --no-metrics       no metrics listener\n"
+		"      --log-format FMT   text (default) or json: one JSON object per line,\n"
+		"                         with a record of each call\n"
 		"      --ready-file PATH  write the bound address to PATH once serving\n"
 		"      --state-dir DIR    root-owned scratch directory (default /run/capibox)\n"
 		"      --uid-base N       first host uid for sandboxes (default 2000000)\n"
@@ -161,6 +168,9 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		O_TLS_KEY,
 		O_TLS_CA,
 		O_POOL,
+		O_METRICS,
+		O_NO_METRICS,
+		O_LOG_FORMAT,
 	};
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, 'l'},
@@ -175,6 +185,9 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		{"threads", required_argument, NULL, O_THREADS},
 		{"tmpfs-mb", required_argument, NULL, O_TMPFS},
 		{"pool", required_argument, NULL, O_POOL},
+		{"metrics-listen", required_argument, NULL, O_METRICS},
+		{"no-metrics", no_argument, NULL, O_NO_METRICS},
+		{"log-format", required_argument, NULL, O_LOG_FORMAT},
 		{"ready-file", required_argument, NULL, O_READY},
 		{"state-dir", required_argument, NULL, O_STATE},
 		{"uid-base", required_argument, NULL, O_UID},
@@ -216,6 +229,21 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		case O_TLS_KEY: cfg->tls_key_file = optarg; break;
 		case O_TLS_CA: cfg->tls_client_ca_file = optarg; break;
 		case O_POOL: parse_pool(cfg, optarg); break;
+		case O_METRICS:
+			cfg->metrics_listen = optarg;
+			cfg->metrics_required = true;
+			break;
+		case O_NO_METRICS:
+			cfg->metrics_listen = NULL;
+			cfg->metrics_required = false;
+			break;
+		case O_LOG_FORMAT:
+			if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0)
+				fatalx("--log-format: \"%s\" is neither text nor json", optarg);
+			cfg->log_json = strcmp(optarg, "json") == 0;
+			/* at once: errors in the flags that follow come out as JSON too */
+			log_set_json(cfg->log_json);
+			break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("capiboxd %s\n", CAPIBOX_VERSION); exit(0);
 		default: usage(stderr); exit(64);
@@ -262,6 +290,7 @@ int main(int argc, char **argv)
 	struct ipc_hello hello;
 	struct backend *backend;
 	struct rpc_server *srv;
+	struct metrics_http *metrics = NULL;
 	sigset_t mask, stop;
 	pid_t sup_pid;
 	int sock;
@@ -312,6 +341,21 @@ int main(int argc, char **argv)
 		       "(pass --allow-rlimit-only to run with rlimits only, reported as DEGRADED)",
 		       hello.cgroup);
 	backend = local_backend_create(&cfg, sock, sup_pid, &hello);
+	/* Before the gRPC port: a listener that cannot start must stop
+	 * capiboxd before anyone is told it serves (--ready-file). */
+	if (cfg.metrics_listen) {
+		char err[512];
+
+		metrics = metrics_http_start(cfg.metrics_listen, backend, err, sizeof(err));
+		/* The default address is best effort: a second capiboxd on the
+		 * machine (tests, an A/B benchmark) must still start. */
+		if (metrics == NULL && cfg.metrics_required)
+			fatalx("--metrics-listen: %s", err);
+		if (metrics == NULL)
+			log_warnx("metrics: %s; serving without metrics (--metrics-listen ADDR "
+				  "picks another address, --no-metrics turns them off)",
+				  err);
+	}
 	srv = rpc_server_start(&cfg, backend);
 
 	/* SIGCHLD stays blocked: the backend's io thread reaps and restarts the
@@ -335,6 +379,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	rpc_server_shutdown(srv, cfg.grace_ms);
+	metrics_http_stop(metrics); /* it reads the backend */
 	backend_destroy(backend);
 	log_info("stopped");
 	return 0;

@@ -46,6 +46,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <json-c/json.h>
 
 #include "capibox/v1/sandbox.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -53,6 +54,7 @@
 #include "../auth.h"
 #include "../health.h"
 #include "../log.h"
+#include "../metrics.h"
 #include "../request.h"
 #include "convert.h"
 #include "reflection.h"
@@ -63,6 +65,7 @@
 #define CANCEL_WAIT_MS 3000   /* after cancelling executions, before cancelling calls */
 #define LEFTOVER_WAIT_MS 5000 /* for backends to deliver finished of cancelled calls */
 #define MAX_POOLS 32
+#define DEADLINE_SLACK_MS 100 /* a cancel this close to the deadline is the deadline */
 
 enum rpc_kind {
 	RPC_EXECUTE,
@@ -117,6 +120,29 @@ struct rpc_call {
 	 * whether it holds one of the key's concurrent-execution slots. */
 	struct auth_key *key;
 	bool key_entered;
+
+	/* How the call ended, for metrics: set once, read when it is freed. */
+	bool served;		 /* the slot was filled: a real call */
+	struct timespec t_start; /* CLOCK_MONOTONIC, when it arrived */
+	struct timespec t_end;	 /* when it was over (has_end) */
+	bool has_end;
+	bool end_cancelled;	      /* the client cancelled or the deadline passed */
+	bool deadline_passed;	      /* ... the latter */
+	grpc_status_code status_code; /* the status sent (status_started) */
+	char language[32];	      /* Execute: the validated language */
+
+	/* ... and for its JSON log record (--log-format json): who called,
+	 * what the status said, how the execution went. Never code, output
+	 * or secrets. */
+	char peer[64];
+	char client_cert[256]; /* mTLS: the client certificate's subject */
+	char status_msg[256];  /* the status message, when not OK */
+	char request_id[129];  /* Execute: the caller's id, cleaned, cut */
+	char sandbox_id[64];
+	bool has_started, warm;
+	uint64_t queued_us, start_us;
+	bool has_result;
+	struct exec_result result; /* message not kept */
 
 	/* Execute */
 	struct exec *exec;
@@ -220,10 +246,131 @@ static struct rpc_call *call_new(struct rpc_server *srv, enum rpc_kind kind)
 	return c;
 }
 
+/* The call is over: notes when, and whether its deadline had passed. Caller holds c->lock. */
+static void call_note_end_locked(struct rpc_call *c, bool cancelled)
+{
+	gpr_timespec dl = c->kind == RPC_UNKNOWN ? c->details.deadline : c->deadline;
+
+	if (c->has_end || !c->served)
+		return;
+	c->has_end = true;
+	clock_gettime(CLOCK_MONOTONIC, &c->t_end);
+	c->end_cancelled = cancelled;
+	/* The client's deadline is a moment ahead of ours (ours counts from
+	 * when its headers arrived): its cancel may come just before ours
+	 * expires. Within DEADLINE_SLACK_MS of it, the deadline ended it. */
+	c->deadline_passed =
+		cancelled &&
+		gpr_time_cmp(gpr_time_add(gpr_now(dl.clock_type),
+					  gpr_time_from_millis(DEADLINE_SLACK_MS, GPR_TIMESPAN)),
+			     dl) >= 0;
+}
+
+static void json_set_string(json_object *o, const char *key, const char *value)
+{
+	if (value != NULL && value[0] != '\0')
+		json_object_object_add(o, key, json_object_new_string(value));
+}
+
+static void json_set_u64(json_object *o, const char *key, uint64_t v)
+{
+	json_object_object_add(o, key, json_object_new_uint64(v));
+}
+
+/*
+ * One JSON line per call: method, status, timing, caller and, for Execute,
+ * how the run went. Strings that came from the client (request id, method
+ * of an unknown call, names quoted in a status message) were cleaned to
+ * UTF-8 and cut when stored.
+ */
+static void call_log_record(struct rpc_call *c, grpc_status_code code, uint64_t duration_us)
+{
+	json_object *o = json_object_new_object();
+	const char *level = "info";
+	char method[200];
+
+	if (o == NULL)
+		return;
+	if (c->kind == RPC_UNKNOWN) {
+		size_t len = GRPC_SLICE_LENGTH(c->details.method), n = 0;
+		const uint8_t *p = GRPC_SLICE_START_PTR(c->details.method);
+
+		for (size_t i = 0; i < len && n + 1 < sizeof(method); i++)
+			method[n++] = (p[i] >= 0x20 && p[i] < 0x7f) ? (char)p[i] : '?';
+		method[n] = '\0';
+	} else {
+		snprintf(method, sizeof(method), "%s", methods[c->kind].path);
+	}
+	json_set_string(o, "msg", "rpc");
+	json_set_string(o, "method", method);
+	json_set_string(o, "status", metrics_code_name((unsigned)code));
+	json_object_object_add(o, "status_code", json_object_new_int((int)code));
+	json_set_u64(o, "duration_us", duration_us);
+	json_set_string(o, "peer", c->peer);
+	json_set_string(o, "client_cert", c->client_cert);
+	if (c->key != NULL)
+		json_set_string(o, "key", auth_key_id(c->key));
+	json_set_string(o, "request_id", c->request_id);
+	json_set_string(o, "language", c->language);
+	if (c->has_started) {
+		json_set_string(o, "sandbox_id", c->sandbox_id);
+		json_object_object_add(o, "warm", json_object_new_boolean(c->warm));
+		json_set_u64(o, "queued_us", c->queued_us);
+		json_set_u64(o, "start_us", c->start_us);
+	}
+	if (c->has_result) {
+		json_set_string(o, "reason", exec_reason_name(c->result.reason));
+		json_object_object_add(o, "exit_code", json_object_new_int(c->result.exit_code));
+		if (c->result.signal)
+			json_object_object_add(o, "signal", json_object_new_int(c->result.signal));
+		json_set_u64(o, "wall_time_us", c->result.wall_time_us);
+		json_set_u64(o, "cpu_time_us", c->result.cpu_time_us);
+		json_set_u64(o, "peak_memory_bytes", c->result.peak_memory_bytes);
+		json_set_u64(o, "stdout_bytes", c->result.stdout_bytes);
+		json_set_u64(o, "stderr_bytes", c->result.stderr_bytes);
+		if (c->result.reason == EXEC_REASON_SANDBOX_ERROR)
+			level = "warn";
+	}
+	json_set_string(o, "error", c->status_msg);
+	if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNKNOWN ||
+	    code == GRPC_STATUS_DATA_LOSS)
+		level = "warn";
+	log_json_record(level, json_object_to_json_string_ext(
+				       o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+}
+
+/* Counts a served call by method and the status the client saw. */
+static void call_record_end(struct rpc_call *c)
+{
+	struct timespec end;
+	grpc_status_code code;
+	int64_t us;
+
+	if (!c->served)
+		return;
+	if (c->has_end)
+		end = c->t_end;
+	else
+		clock_gettime(CLOCK_MONOTONIC, &end);
+	if (c->has_end ? c->end_cancelled : c->cancelled != 0)
+		code = c->deadline_passed ? GRPC_STATUS_DEADLINE_EXCEEDED : GRPC_STATUS_CANCELLED;
+	else if (c->status_started)
+		code = c->status_code;
+	else
+		code = GRPC_STATUS_UNKNOWN;
+	us = (int64_t)(end.tv_sec - c->t_start.tv_sec) * 1000000 +
+	     (end.tv_nsec - c->t_start.tv_nsec) / 1000;
+	metrics_rpc_done((unsigned)c->kind, (unsigned)code, us > 0 ? (uint64_t)us : 0);
+	if (log_is_json())
+		call_log_record(c, code, us > 0 ? (uint64_t)us : 0);
+}
+
 static void call_free(struct rpc_call *c)
 {
 	struct rpc_server *srv = c->srv;
 
+	call_record_end(c);
 	if (c->call)
 		grpc_call_unref(c->call);
 	if (c->exec)
@@ -370,8 +517,13 @@ static bool call_send_locked(struct rpc_call *c, const ProtobufCMessage *msg, bo
 	c->send_busy = true;
 	c->send_has_close = with_close;
 	c->send_is_final = final;
-	if (final)
+	if (final) {
 		c->status_started = true;
+		c->status_code = code;
+		if (code != GRPC_STATUS_OK)
+			convert_utf8_clean(details ? details : "", c->status_msg,
+					   sizeof(c->status_msg));
+	}
 	if (with_close)
 		c->close_posted = true;
 	call_ref_locked(c);
@@ -510,6 +662,12 @@ static void execute_on_started(void *arg, const struct exec_started *st)
 	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
 	Capibox__V1__Started started;
 
+	metrics_exec_started(c->language, st->queued_us, st->start_us, st->warm);
+	c->has_started = true; /* read when the call is freed, after the last unref */
+	snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", st->sandbox_id ? st->sandbox_id : "");
+	c->warm = st->warm;
+	c->queued_us = st->queued_us;
+	c->start_us = st->start_us;
 	convert_started(st, c->srv->backend->ops->name, &started);
 	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STARTED;
 	resp.started = &started;
@@ -522,6 +680,7 @@ static void execute_on_output(void *arg, enum exec_stream stream, const uint8_t 
 	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
 	Capibox__V1__Output out = CAPIBOX__V1__OUTPUT__INIT;
 
+	metrics_exec_output(stream, len);
 	out.data.data = (uint8_t *)data;
 	out.data.len = len;
 	if (stream == EXEC_STDERR) {
@@ -541,6 +700,10 @@ static void execute_on_finished(void *arg, const struct exec_result *res)
 	Capibox__V1__Finished fin;
 	char msg[sizeof(res->message) * 2];
 
+	metrics_exec_finished(c->language, res->reason, res->wall_time_us);
+	c->result = *res;
+	c->result.message[0] = '\0';
+	c->has_result = true;
 	convert_finished(res, &fin, msg, sizeof(msg));
 	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_FINISHED;
 	resp.finished = &fin;
@@ -637,8 +800,13 @@ static void execute_handle(struct rpc_call *c)
 	code = status_of_request(convert_decode_execute(srv->cfg, GRPC_SLICE_START_PTR(raw),
 							GRPC_SLICE_LENGTH(raw), &cx, err,
 							sizeof(err)));
+	/* for the log record, also of a request that is refused: it parsed */
+	if (cx.msg != NULL && cx.req.request_id != NULL)
+		convert_utf8_clean(cx.req.request_id, c->request_id, sizeof(c->request_id));
 	if (code != GRPC_STATUS_OK)
 		goto out;
+	/* before the backend can call the sink, which reads it */
+	snprintf(c->language, sizeof(c->language), "%s", cx.req.language);
 	code = execute_admit_key(c, &cx, err, sizeof(err));
 	if (code != GRPC_STATUS_OK)
 		goto out;
@@ -1067,6 +1235,8 @@ static void call_send_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	c->has_status_details = false;
 	if (c->send_has_close || (c->send_is_final && !ok))
 		c->closed = true;
+	if (c->send_has_close) /* the status and the call's end in one batch */
+		call_note_end_locked(c, !ok || c->cancelled);
 	/* A failed non-final send means the stream is gone; the RECV_CLOSE
 	 * completion reports it and cancels the execution. */
 	switch (c->kind) {
@@ -1106,6 +1276,7 @@ static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	pthread_mutex_lock(&c->lock);
 	c->closed = true;
 	cancelled = !ok || c->cancelled;
+	call_note_end_locked(c, cancelled);
 	if (c->kind == RPC_EXECUTE && cancelled && !c->finished) {
 		/* Client cancel or deadline: end the run; finished still comes. */
 		if (c->exec_known)
@@ -1205,12 +1376,41 @@ static bool call_authenticate(struct rpc_server *srv, struct rpc_call *c)
 	why = rc == AUTH_MISSING ? "missing API key: send \"authorization: Bearer <secret>\" "
 				   "or \"x-api-key: <secret>\" metadata" :
 				   "invalid API key";
+	metrics_auth_failed(rc == AUTH_MISSING);
 	peer = c->call ? grpc_call_get_peer(c->call) : NULL;
 	log_warnx("auth: %s from %s refused: %s", kind_name(c->kind), peer ? peer : "?",
 		  rc == AUTH_MISSING ? "no key" : "unknown key");
 	gpr_free(peer);
 	call_fail(c, GRPC_STATUS_UNAUTHENTICATED, why);
 	return false;
+}
+
+/* For the log record: the peer's address and, with mTLS, its certificate's subject. */
+static void call_note_peer(struct rpc_call *c)
+{
+	char *peer = grpc_call_get_peer(c->call);
+	grpc_auth_context *ctx;
+
+	snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "");
+	gpr_free(peer);
+	if (c->srv->cfg->tls_client_ca_file == NULL)
+		return;
+	ctx = grpc_call_auth_context(c->call);
+	if (ctx != NULL) {
+		grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(
+			ctx, GRPC_X509_SUBJECT_PROPERTY_NAME);
+		const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+		char subject[256];
+
+		if (p != NULL && p->value != NULL) {
+			snprintf(subject, sizeof(subject), "%.*s",
+				 (int)(p->value_length < sizeof(subject) ? p->value_length :
+									   sizeof(subject) - 1),
+				 p->value);
+			convert_utf8_clean(subject, c->client_cert, sizeof(c->client_cert));
+		}
+		grpc_auth_context_release(ctx);
+	}
 }
 
 static void call_new_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
@@ -1222,6 +1422,10 @@ static void call_new_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	}
 	/* Keep the method's slot posted before serving this call. */
 	slot_post(srv, c->kind);
+	c->served = true;
+	clock_gettime(CLOCK_MONOTONIC, &c->t_start);
+	if (log_is_json())
+		call_note_peer(c);
 
 	if (!call_authenticate(srv, c))
 		; /* answered */
@@ -1341,6 +1545,16 @@ static void ready_file_write(const char *path, const char *addr)
 		fatal("rename %s to %s", tmp, path);
 }
 
+/* Metrics label calls by method: the table's paths, "unknown" for the rest. */
+static void metrics_methods_init(void)
+{
+	const char *paths[RPC_N_KINDS];
+
+	for (int i = 0; i < RPC_N_KINDS; i++)
+		paths[i] = i < RPC_N_REGISTERED ? methods[i].path : "unknown";
+	metrics_init(paths, RPC_N_KINDS);
+}
+
 struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *backend)
 {
 	struct rpc_server *srv;
@@ -1375,6 +1589,7 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
 			 cfg->keys_file);
 	}
 
+	metrics_methods_init();
 	reflection_init();
 	grpc_init();
 	args[0].type = GRPC_ARG_INTEGER;

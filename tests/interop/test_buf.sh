@@ -57,7 +57,10 @@ for s in capibox.v1.SandboxService grpc.health.v1.Health grpc.reflection.v1.Serv
 	grpc.reflection.v1alpha.ServerReflection; do
 	grep -qx "$s" <<<"$services" || fail "list-services lacks $s"
 done
-curl_ --reflect-protocol grpc-v1alpha --list-services "$url" | grep -qx capibox.v1.SandboxService ||
+# into a variable first: with pipefail, `buf ... | grep -q` fails when grep
+# exits at the first match and buf then dies of SIGPIPE writing the rest
+services=$(curl_ --reflect-protocol grpc-v1alpha --list-services "$url")
+grep -qx capibox.v1.SandboxService <<<"$services" ||
 	fail "v1alpha reflection does not list SandboxService"
 
 echo "== describe SandboxService (its methods)"
