@@ -716,7 +716,8 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 		parent,
 		NULL,
 	};
-	char *const envp[] = {NULL};
+	/* nothing of ours but the log format (log.c reads it) */
+	char *const envp[] = {log_is_json() ? (char *)"CAPIBOX_LOG_FORMAT=json" : NULL, NULL};
 
 	/* sandbox slots: running executions plus the warm pools */
 	slots = cfg->max_live;
