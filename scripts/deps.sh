@@ -26,6 +26,8 @@ packages=(
 	openssl
 	# Prometheus metrics: the HTTP listener (server/metrics.c)
 	libmicrohttpd-dev
+	# fuzz targets (scripts/fuzz.sh): clang with the libFuzzer and sanitizer runtimes
+	clang libclang-rt-dev
 )
 
 missing=()

@@ -5,7 +5,8 @@
 #   sudo ./scripts/test.sh
 #
 # Stages: packages -> clang-format check -> build/ + ctest -> build-asan/
-# (-DCAPIBOX_SANITIZE=ON) + ctest. Exits non-zero when any stage fails. A
+# (-DCAPIBOX_SANITIZE=ON) + ctest -> a short run of each fuzz target
+# (build-fuzz/, clang + libFuzzer). Exits non-zero when any stage fails. A
 # formatting failure is reported at the end so the tests still run.
 #
 # Environment: CI=true (no colours), JOBS (parallel build jobs, default nproc).
@@ -77,6 +78,19 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$repo/tests/lsan.supp:print_suppressions=0
 ctest --test-dir build-asan --output-on-failure
 
+stage "Fuzz: a short run of each target (build-fuzz/)"
+# 100k executions or 30 s per target, whichever comes first; the long run is
+# scripts/fuzz.sh on its own (tests/fuzz/README.md). The committed seeds
+# include inputs that once crashed, so a regression fails here at once.
+fuzz_failed=0
+scripts/fuzz.sh -r 100000 -t 30 || fuzz_failed=1
+
+if [ "$fuzz_failed" -ne 0 ]; then
+	printf '%stest.sh: %s%s\n' "$red" "fuzz stage failed (see above; crash inputs are in build-fuzz/artifacts/)" "$reset" >&2
+fi
 if [ "$fmt_failed" -ne 0 ]; then
 	fail "clang-format check failed (see above)"
+fi
+if [ "$fuzz_failed" -ne 0 ]; then
+	exit 1
 fi

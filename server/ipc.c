@@ -155,8 +155,6 @@ ssize_t ipc_read(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS], const cha
 		*why = strerror(errno);
 		return -1;
 	}
-	if (n == 0)
-		return 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 		size_t k;
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
@@ -174,6 +172,13 @@ ssize_t ipc_read(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS], const cha
 				bad = "too many descriptors";
 			}
 		}
+	}
+	if (n == 0) {
+		/* EOF, or an empty packet that carried descriptors: either way
+		 * nothing of it is kept (found by tests/fuzz/fuzz_ipc) */
+		for (size_t j = 0; j < nfds; j++)
+			close(fds[j]);
+		return 0;
 	}
 	if (bad == NULL && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
 		bad = "truncated packet";

@@ -284,7 +284,7 @@ int mounts_setup(const struct sandbox_spec *spec, char *err, size_t errlen)
 		 SANDBOX_UID, SANDBOX_GID);
 	if (mount_tmpfs("home/user", opts, MS_NOSUID | MS_NODEV, err, errlen) < 0)
 		return -1;
-	if (mkdir(SANDBOX_CODE_DIR + 1, 0755) < 0)
+	if (mkdir(&SANDBOX_CODE_DIR[1], 0755) < 0)
 		FAIL("mkdir %s", SANDBOX_CODE_DIR);
 
 	/* switch root; the old root is detached so no path leads back to it */

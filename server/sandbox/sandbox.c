@@ -298,7 +298,7 @@ static char **build_env(const struct sandbox_spec *spec)
 {
 	static const char *const base[] = {
 		"PATH=/usr/local/bin:/usr/bin:/bin",
-		"HOME=" SANDBOX_HOME,
+		("HOME=" SANDBOX_HOME),
 		"USER=user",
 		"LOGNAME=user",
 		"LANG=C.UTF-8",
