@@ -14,6 +14,8 @@ packages=(
 	libcmocka-dev libseccomp-dev libcap-dev libjson-c-dev
 	# API keys (SHA-256, RAND_bytes) and TLS checks: OpenSSL's libcrypto
 	libssl-dev
+	# Prometheus metrics: the HTTP listener (server/metrics.c)
+	libmicrohttpd-dev
 	# runtimes offered to sandboxed code (python with the data stack, node, bash)
 	python3 python3-numpy python3-pandas python3-matplotlib nodejs
 	# Python interop test (Debian's grpcio; stubs come from protobuf-compiler-grpc)
@@ -24,8 +26,6 @@ packages=(
 	# use the npm that comes with nodejs, and skip without it: Debian's own
 	# npm package conflicts with NodeSource's nodejs.)
 	openssl
-	# Prometheus metrics: the HTTP listener (server/metrics.c)
-	libmicrohttpd-dev
 	# fuzz targets (scripts/fuzz.sh): clang with the libFuzzer and sanitizer runtimes
 	clang libclang-rt-dev
 )
