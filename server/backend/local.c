@@ -600,16 +600,18 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 		if (x != NULL) {
 			x->started = msg->started;
 			x->have_started = true;
-			if (x->warm)
-				warm_refill_locked(lb);
 		}
 	} else {
 		x = find_live(lb, msg->exited.id);
 		if (x != NULL && !x->have_exit) {
 			x->exited = msg->exited;
 			x->have_exit = true;
+			/* the replacement starts only now: on cgroup v1, putting
+			 * a new sandbox into its groups takes a lock every fork
+			 * and exit on the machine waits for (an RCU grace period
+			 * per controller), which would stall the run it replaces */
 			if (x->warm)
-				warm_refill_locked(lb); /* also when it never started */
+				warm_refill_locked(lb);
 		}
 	}
 	pthread_mutex_unlock(&lb->mu);
@@ -767,8 +769,7 @@ static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin
 			log_warn("ipc send KILL");
 		mark_lost_locked(x, why);
 	}
-	/* the replacement starts when this one has started: the supervisor is
-	 * single-threaded, and a spawn ahead of our take would delay it */
+	/* the replacement starts when this one has ended (see on_sock) */
 	pthread_mutex_unlock(&lb->mu);
 	if (payload >= 0)
 		close(payload);

@@ -576,6 +576,10 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 	}
 	if (c->spec->warm) {
 		int go[2];
+		/* a pooled sandbox starts at the lowest priority: its start must
+		 * not slow down code that is running; the take restores it
+		 * (lowering one's own priority needs no privilege) */
+		(void)setpriority(PRIO_PROCESS, 0, 19);
 		/* exec_sync: its write end is close-on-exec in the runner, so its
 		 * EOF says the runner has set its limits and exec'd */
 		if (pipe2(go, O_CLOEXEC) < 0 || pipe2(exec_sync, O_CLOEXEC) < 0) {

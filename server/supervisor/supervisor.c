@@ -15,6 +15,7 @@
  */
 #include "supervisor.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -27,6 +28,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -443,6 +445,55 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 	update_tick(s);
 }
 
+/* Every thread of pid to priority 0 (we are root: raising it is allowed). */
+static void unnice_threads(pid_t pid)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long tid = strtol(de->d_name, &end, 10);
+		if (*end == '\0' && tid > 0)
+			(void)setpriority(PRIO_PROCESS, (id_t)tid, 0);
+	}
+	closedir(d);
+}
+
+/*
+ * A pooled sandbox waited at the lowest priority (sandbox.c): its init and
+ * runner, and every thread of them, get the normal one back.
+ */
+static void unnice_sandbox(pid_t init)
+{
+	char path[64], buf[256], *p, *end;
+	ssize_t n;
+	int fd;
+
+	unnice_threads(init);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)init, (int)init);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (p = buf;; p = end) {
+		long pid = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		if (pid > 0)
+			unnice_threads((pid_t)pid);
+	}
+}
+
 /*
  * A request for a pooled sandbox: its cgroup limits become the request's,
  * the take (with the payload) goes to its init, and the setup timer runs
@@ -462,6 +513,7 @@ static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int p
 	sl->t_take_ns = now_ns();
 	sl->limits = m->take.limits;
 	sl->cpu_base_us = cg_cpu_us(sl->id);
+	unnice_sandbox(sl->pid);
 	if (cg_set_limits(sl->id, sl->limits.memory_bytes, sl->limits.max_processes, err,
 			  sizeof(err)) < 0) {
 		snprintf(sl->errmsg, sizeof(sl->errmsg), "%.150s", err);
