@@ -17,7 +17,7 @@ bench="$b/capibox-bench"
 tmp=$(mktemp -d)
 chmod 711 "$tmp" # sandboxes mount their root under the state dirs in here
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf --one-file-system "$tmp"' EXIT
 
 start() { # build name uid-base
 	"$1/capiboxd" --listen 127.0.0.1:0 --ready-file "$tmp/$2.addr" \

@@ -45,9 +45,9 @@ _capibox_path = _capibox_wait()
 del _capibox_wait
 os.chdir("/home/user")
 sys.argv = [_capibox_path]
-# as for a script run from its directory, plus the working directory, so
-# modules uploaded next to the code import
-sys.path[0] = "/home/user"
+# as for a script run from its directory (PYTHONPATH, from the runtime
+# table, adds the working directory after it, as in a cold run)
+sys.path[0] = os.path.dirname(_capibox_path)
 
 import builtins  # noqa: E402
 import types  # noqa: E402
