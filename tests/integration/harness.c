@@ -1208,3 +1208,32 @@ void harness_test_daemon_stops(void **state)
 	}
 	free(mounts);
 }
+
+bool harness_keygen(const char *id, char *secret, size_t secret_len, char *line, size_t line_len)
+{
+	const char *argv[] = {CAPIBOXD_PATH, "keygen", id, NULL};
+	char *out, *lines[4], *p;
+	int rc = harness_command(argv, &out), n = 0;
+
+	if (rc != 0) {
+		printf("capiboxd keygen %s exited %d:\n%s\n", id, rc, out);
+		free(out);
+		return false;
+	}
+	/* the secret on the 2nd line, the keys-file line on the 4th */
+	for (p = out; n < 4 && p && *p; n++) {
+		lines[n] = p;
+		p = strchr(p, '\n');
+		if (p)
+			*p++ = '\0';
+	}
+	if (n < 4 || strncmp(lines[1], "cbx_", 4) != 0 || strncmp(lines[3], id, strlen(id)) != 0) {
+		printf("unexpected keygen output\n");
+		free(out);
+		return false;
+	}
+	snprintf(secret, secret_len, "%s", lines[1]);
+	snprintf(line, line_len, "%s", lines[3]);
+	free(out);
+	return true;
+}

@@ -283,6 +283,13 @@ int harness_raw_call_opts(const char *target, const char *method, const void *re
  * NUL-terminated. For commands run by tests: keygen, openssl, node.
  */
 int harness_command(const char *const *argv, char **out);
+
+/*
+ * Runs `capiboxd keygen id` and copies the new key's secret and its
+ * keys-file line ("id hash", no newline). Returns false, printing why, when
+ * keygen fails or its output is not the expected four lines.
+ */
+bool harness_keygen(const char *id, char *secret, size_t secret_len, char *line, size_t line_len);
 void harness_raw_free(struct raw_result *out);
 
 #endif

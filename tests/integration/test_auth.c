@@ -33,33 +33,9 @@ struct key {
 static struct key k_admin, k_router, k_late;
 static bool keys_ok;
 
-/* `capiboxd keygen id`: the secret on the 2nd line, the keys-file line on the 4th. */
 static bool keygen(const char *id, struct key *k)
 {
-	const char *argv[] = {CAPIBOXD_PATH, "keygen", id, NULL};
-	char *out, *lines[4], *p;
-	int rc = harness_command(argv, &out), n = 0;
-
-	if (rc != 0) {
-		printf("capiboxd keygen %s exited %d:\n%s\n", id, rc, out);
-		free(out);
-		return false;
-	}
-	for (p = out; n < 4 && p && *p; n++) {
-		lines[n] = p;
-		p = strchr(p, '\n');
-		if (p)
-			*p++ = '\0';
-	}
-	if (n < 4 || strncmp(lines[1], "cbx_", 4) != 0 || strncmp(lines[3], id, strlen(id)) != 0) {
-		printf("unexpected keygen output\n");
-		free(out);
-		return false;
-	}
-	snprintf(k->secret, sizeof(k->secret), "%s", lines[1]);
-	snprintf(k->line, sizeof(k->line), "%s", lines[3]);
-	free(out);
-	return true;
+	return harness_keygen(id, k->secret, sizeof(k->secret), k->line, sizeof(k->line));
 }
 
 static void keys_write(const char *content)

@@ -35,33 +35,18 @@ static char keys_path[128];
 static char secret[128];
 static bool keys_ok;
 
-/* `capiboxd keygen id` into the keys file; the secret into secret[]. */
+/* A new key: its line into the keys file, its secret into secret[]. */
 static bool keygen(const char *id)
 {
-	const char *argv[] = {CAPIBOXD_PATH, "keygen", id, NULL};
-	char *out, *lines[4], *p;
-	int n = 0, rc = harness_command(argv, &out);
+	char line[256];
 	FILE *f;
 
-	for (p = out; rc == 0 && n < 4 && p && *p; n++) {
-		lines[n] = p;
-		p = strchr(p, '\n');
-		if (p)
-			*p++ = '\0';
-	}
-	if (rc != 0 || n < 4) {
-		printf("capiboxd keygen %s failed (%d):\n%s\n", id, rc, out);
-		free(out);
+	if (!harness_keygen(id, secret, sizeof(secret), line, sizeof(line)))
 		return false;
-	}
-	snprintf(secret, sizeof(secret), "%s", lines[1]);
 	f = fopen(keys_path, "we");
-	if (f == NULL || fprintf(f, "%s\n", lines[3]) < 0 || fclose(f) != 0) {
-		free(out);
+	if (f == NULL || fprintf(f, "%s\n", line) < 0 || fclose(f) != 0)
 		return false;
-	}
 	chmod(keys_path, 0600);
-	free(out);
 	return true;
 }
 
