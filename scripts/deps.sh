@@ -29,6 +29,13 @@ packages=(
 	# fuzz targets (scripts/fuzz.sh): clang with the libFuzzer and sanitizer runtimes
 	clang libclang-rt-dev
 )
+# npm, for the buf and Node.js interop tests (they fetch @bufbuild/buf and
+# @grpc/grpc-js from the npm registry, and skip with a reason without it).
+# Debian's nodejs comes without npm; NodeSource's nodejs has its own and
+# conflicts with Debian's npm package: add it only when there is none.
+if ! command -v npm >/dev/null 2>&1; then
+	packages+=(npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
