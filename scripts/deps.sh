@@ -22,9 +22,7 @@ packages=(
 	python3-grpcio python3-protobuf
 	# tests and checks
 	procps iproute2 clang-format valgrind
-	# TLS tests make throwaway certificates. (The buf and Node interop tests
-	# use the npm that comes with nodejs, and skip without it: Debian's own
-	# npm package conflicts with NodeSource's nodejs.)
+	# TLS tests make throwaway certificates
 	openssl
 	# fuzz targets (scripts/fuzz.sh): clang with the libFuzzer and sanitizer runtimes
 	clang libclang-rt-dev
