@@ -1237,3 +1237,69 @@ bool harness_keygen(const char *id, char *secret, size_t secret_len, char *line,
 	free(out);
 	return true;
 }
+
+void harness_names_add(struct names *ns, const char *s)
+{
+	char **v = realloc(ns->v, (ns->n + 1) * sizeof(*ns->v));
+	char *c = strdup(s);
+
+	if (v == NULL || c == NULL)
+		abort();
+	ns->v = v;
+	ns->v[ns->n++] = c;
+}
+
+bool harness_names_has(const struct names *ns, const char *s)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		if (strcmp(ns->v[i], s) == 0)
+			return true;
+	return false;
+}
+
+void harness_names_free(struct names *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	ns->v = NULL;
+	ns->n = 0;
+}
+
+static struct names *walk_into;
+
+static int walk_add(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	harness_names_add(walk_into, path);
+	return 0;
+}
+
+void harness_walk(const char *dir, struct names *ns)
+{
+	walk_into = ns;
+	nftw(dir, walk_add, 16, FTW_PHYS | FTW_MOUNT);
+}
+
+void harness_temp_entries(struct names *ns)
+{
+	static const char *const dirs[] = {"/tmp", "/var/tmp", "/dev/shm", "/run", NULL};
+
+	for (size_t i = 0; dirs[i] != NULL; i++) {
+		DIR *dir = opendir(dirs[i]);
+		struct dirent *de;
+		char path[512];
+
+		if (dir == NULL)
+			continue;
+		while ((de = readdir(dir)) != NULL) {
+			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dirs[i], de->d_name);
+			harness_names_add(ns, path);
+		}
+		closedir(dir);
+	}
+}

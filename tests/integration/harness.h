@@ -284,6 +284,23 @@ int harness_raw_call_opts(const char *target, const char *method, const void *re
  */
 int harness_command(const char *const *argv, char **out);
 
+/* A growable set of strings (host snapshots: paths, names). */
+struct names {
+	char **v;
+	size_t n;
+};
+
+/* Adds a copy of s (aborts when out of memory). */
+void harness_names_add(struct names *ns, const char *s);
+/* True when s is in ns. */
+bool harness_names_has(const struct names *ns, const char *s);
+/* Frees the strings and empties ns. */
+void harness_names_free(struct names *ns);
+/* Adds every path under dir (not crossing mounts) to ns. */
+void harness_walk(const char *dir, struct names *ns);
+/* Adds the top-level entries of the host's temp directories to ns. */
+void harness_temp_entries(struct names *ns);
+
 /*
  * Runs `capiboxd keygen id` and copies the new key's secret and its
  * keys-file line ("id hash", no newline). Returns false, printing why, when

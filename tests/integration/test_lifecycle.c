@@ -198,82 +198,6 @@ static void test_deadline(void **state)
 
 /* --- leftovers -------------------------------------------------------------- */
 
-struct names {
-	char **v;
-	size_t n;
-};
-
-static struct names *walk_into;
-
-static void names_add(struct names *ns, const char *s)
-{
-	ns->v = realloc(ns->v, (ns->n + 1) * sizeof(*ns->v));
-	assert_non_null(ns->v);
-	ns->v[ns->n] = strdup(s);
-	assert_non_null(ns->v[ns->n]);
-	ns->n++;
-}
-
-static bool names_has(const struct names *ns, const char *s)
-{
-	for (size_t i = 0; i < ns->n; i++)
-		if (strcmp(ns->v[i], s) == 0)
-			return true;
-	return false;
-}
-
-static void names_free(struct names *ns)
-{
-	for (size_t i = 0; i < ns->n; i++)
-		free(ns->v[i]);
-	free(ns->v);
-	ns->v = NULL;
-	ns->n = 0;
-}
-
-static int walk_add(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	names_add(walk_into, path);
-	return 0;
-}
-
-/* Every path under dir (not crossing mounts). */
-static void walk(const char *dir, struct names *ns)
-{
-	walk_into = ns;
-	nftw(dir, walk_add, 16, FTW_PHYS | FTW_MOUNT);
-}
-
-/* Top-level entries of the host's temp directories. */
-static void temp_entries(struct names *ns)
-{
-	static const char *const dirs[] = {"/tmp", "/var/tmp", "/dev/shm", "/run", NULL};
-
-	for (size_t i = 0; dirs[i] != NULL; i++) {
-		DIR *dir = opendir(dirs[i]);
-		struct dirent *de;
-		char path[512];
-
-		if (dir == NULL)
-			continue;
-		while ((de = readdir(dir)) != NULL) {
-			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", dirs[i], de->d_name);
-			names_add(ns, path);
-		}
-		closedir(dir);
-	}
-}
-
-/*
- * A new temp entry counts as the daemon's when it names capibox (other
- * than our own test dirs) or a sandbox, or belongs to a sandbox uid: other
- * programs on the machine (compilers) come and go in /tmp too.
- */
 static bool temp_is_ours(const char *path, const struct daemon *d, const struct names *ids)
 {
 	struct stat st;
@@ -302,8 +226,8 @@ static void snap(const struct daemon *d, struct snapshot *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->mounts = harness_mounts();
-	temp_entries(&s->temp);
-	walk(d->state_dir, &s->state);
+	harness_temp_entries(&s->temp);
+	harness_walk(d->state_dir, &s->state);
 	s->sandbox_procs =
 		harness_procs_in_uid_range(d->uid_base, d->uid_base + HARNESS_UID_COUNT, NULL, 0);
 }
@@ -311,8 +235,8 @@ static void snap(const struct daemon *d, struct snapshot *s)
 static void snap_free(struct snapshot *s)
 {
 	free(s->mounts);
-	names_free(&s->temp);
-	names_free(&s->state);
+	harness_names_free(&s->temp);
+	harness_names_free(&s->state);
 }
 
 /* What differs from base now; empty string when nothing. Caller frees. */
@@ -343,7 +267,8 @@ static char *leftovers(const struct daemon *d, const struct snapshot *base, cons
 		}
 	}
 	for (size_t i = 0; i < now.temp.n && off < cap; i++)
-		if (!names_has(&base->temp, now.temp.v[i]) && temp_is_ours(now.temp.v[i], d, ids))
+		if (!harness_names_has(&base->temp, now.temp.v[i]) &&
+		    temp_is_ours(now.temp.v[i], d, ids))
 			off += (size_t)snprintf(out + off, cap - off, "new temp entry: %s\n",
 						now.temp.v[i]);
 	for (size_t i = 0; i < now.state.n && off < cap; i++)
@@ -359,7 +284,7 @@ static char *leftovers(const struct daemon *d, const struct snapshot *base, cons
 					"state dir grew from %zu to %zu entries:\n", base->state.n,
 					now.state.n);
 		for (size_t i = 0; i < now.state.n && off < cap; i++)
-			if (!names_has(&base->state, now.state.v[i]))
+			if (!harness_names_has(&base->state, now.state.v[i]))
 				off += (size_t)snprintf(out + off, cap - off, "  %s\n",
 							now.state.v[i]);
 	}
@@ -427,7 +352,7 @@ static void test_no_leftovers(void **state)
 	req.code = "(setsid sleep 31351 >/dev/null 2>&1 < /dev/null &)\necho done\n";
 	harness_run(d, &req, &r);
 	assert_run_exited(&r, 0);
-	names_add(&ids, r.sandbox_id);
+	harness_names_add(&ids, r.sandbox_id);
 	harness_run_free(&r);
 	if (!harness_wait_no_procs("sleep 31351", 1000))
 		fail_msg("a daemonised child (sleep 31351) survived its run");
@@ -444,7 +369,7 @@ static void test_no_leftovers(void **state)
 	if (r.t_finished > 5.0)
 		fail_msg("the run ended %.1f s after it started: it waited for a background child",
 			 r.t_finished);
-	names_add(&ids, r.sandbox_id);
+	harness_names_add(&ids, r.sandbox_id);
 	harness_run_free(&r);
 	if (!harness_wait_no_procs("sleep 31352", 1000))
 		fail_msg("a daemonised child holding stdout (sleep 31352) survived its run");
@@ -462,7 +387,7 @@ static void test_no_leftovers(void **state)
 		harness_run_print(&r);
 		fail_msg("expected REASON_WALL_TIMEOUT");
 	}
-	names_add(&ids, r.sandbox_id);
+	harness_names_add(&ids, r.sandbox_id);
 	harness_run_free(&r);
 	req.limits.wall_time_ms = 0;
 	assert_gone(&w3, 1000);
@@ -474,7 +399,7 @@ static void test_no_leftovers(void **state)
 	harness_run(d, &req, &r);
 	assert_int_equal(r.rc, CAPIBOX_CANCELLED);
 	assert_true(w.seen);
-	names_add(&ids, r.sandbox_id);
+	harness_names_add(&ids, r.sandbox_id);
 	harness_run_free(&r);
 	r.hook = NULL;
 	assert_gone(&w, 1000);
@@ -486,7 +411,7 @@ static void test_no_leftovers(void **state)
 		harness_run_print(&r);
 		fail_msg("expected REASON_SIGNALED 9");
 	}
-	names_add(&ids, r.sandbox_id);
+	harness_names_add(&ids, r.sandbox_id);
 	harness_run_free(&r);
 	if (!harness_wait_no_procs("sleep 31355", 1000))
 		fail_msg("the child of a killed program (sleep 31355) survived");
@@ -498,12 +423,12 @@ static void test_no_leftovers(void **state)
 		   "raise SystemExit(5)\n";
 	harness_run(d, &req, &r);
 	assert_run_exited(&r, 5);
-	names_add(&ids, r.sandbox_id);
+	harness_names_add(&ids, r.sandbox_id);
 	harness_run_free(&r);
 
 	assert_no_leftovers(d, &base, &ids, 3000);
 	snap_free(&base);
-	names_free(&ids);
+	harness_names_free(&ids);
 }
 
 int main(void)

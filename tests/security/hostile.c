@@ -46,15 +46,6 @@ static void *xrealloc(void *p, size_t n)
 	return q;
 }
 
-static char *xstrdup(const char *s)
-{
-	char *c = strdup(s);
-
-	if (c == NULL)
-		die("out of memory");
-	return c;
-}
-
 /* Whole file as a NUL-terminated string, or NULL when it cannot be read. */
 static char *slurp(const char *path, size_t *len_out)
 {
@@ -423,61 +414,6 @@ size_t hostile_cgroups(const struct daemon *d, char (*dirs)[256], size_t max)
 	return n;
 }
 
-static void names_add(struct names *ns, const char *s)
-{
-	ns->v = xrealloc(ns->v, (ns->n + 1) * sizeof(*ns->v));
-	ns->v[ns->n++] = xstrdup(s);
-}
-
-static bool names_has(const struct names *ns, const char *s)
-{
-	for (size_t i = 0; i < ns->n; i++)
-		if (strcmp(ns->v[i], s) == 0)
-			return true;
-	return false;
-}
-
-static void names_free(struct names *ns)
-{
-	for (size_t i = 0; i < ns->n; i++)
-		free(ns->v[i]);
-	free(ns->v);
-	ns->v = NULL;
-	ns->n = 0;
-}
-
-static struct names *walk_into;
-
-static int walk_add(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	names_add(walk_into, path);
-	return 0;
-}
-
-static void temp_entries(struct names *ns)
-{
-	static const char *const dirs[] = {"/tmp", "/var/tmp", "/dev/shm", "/run"};
-
-	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-		DIR *dir = opendir(dirs[i]);
-		struct dirent *de;
-		char path[512];
-
-		if (dir == NULL)
-			continue;
-		while ((de = readdir(dir)) != NULL) {
-			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", dirs[i], de->d_name);
-			names_add(ns, path);
-		}
-		closedir(dir);
-	}
-}
-
 struct proc_entry {
 	pid_t pid, ppid;
 	uid_t uid;
@@ -612,9 +548,8 @@ void host_snapshot(const struct daemon *d, struct host_state *s)
 
 	memset(s, 0, sizeof(*s));
 	s->mounts = harness_mounts();
-	temp_entries(&s->temp);
-	walk_into = &s->state;
-	nftw(d->state_dir, walk_add, 16, FTW_PHYS | FTW_MOUNT);
+	harness_temp_entries(&s->temp);
+	harness_walk(d->state_dir, &s->state);
 	e = range_procs(d, &n);
 	count_procs(e, n, &s->warm, &s->procs);
 	ncg = hostile_cgroups(d, NULL, 0) + 16;
@@ -631,8 +566,8 @@ void host_snapshot(const struct daemon *d, struct host_state *s)
 void host_state_free(struct host_state *s)
 {
 	free(s->mounts);
-	names_free(&s->temp);
-	names_free(&s->state);
+	harness_names_free(&s->temp);
+	harness_names_free(&s->state);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -738,10 +673,11 @@ char *host_leftovers(const struct daemon *d, const struct host_state *base)
 				text_add(&t, "new mount: %s", probe);
 		}
 	for (size_t i = 0; i < now.temp.n; i++)
-		if (!names_has(&base->temp, now.temp.v[i]) && temp_is_daemons(now.temp.v[i], d))
+		if (!harness_names_has(&base->temp, now.temp.v[i]) &&
+		    temp_is_daemons(now.temp.v[i], d))
 			text_add(&t, "new temp entry: %s\n", now.temp.v[i]);
 	for (size_t i = 0; i < now.state.n; i++)
-		if (!names_has(&base->state, now.state.v[i]))
+		if (!harness_names_has(&base->state, now.state.v[i]))
 			text_add(&t, "new state-dir entry: %s\n", now.state.v[i]);
 	if (now.procs > base->procs) {
 		struct proc_entry *e;

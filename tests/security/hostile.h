@@ -93,11 +93,6 @@ pid_t hostile_supervisor_pid(const struct daemon *d);
  */
 size_t hostile_cgroups(const struct daemon *d, char (*dirs)[256], size_t max);
 
-struct names {
-	char **v;
-	size_t n;
-};
-
 /*
  * What a daemon has on the host. A warm pool (sandboxes started ahead of
  * requests) is no leftover: an idle warm sandbox is a uid of the range whose
