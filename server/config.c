@@ -13,6 +13,11 @@ void config_defaults(struct config *cfg)
 	cfg->grace_ms = 10000;
 	cfg->cq_threads = 2;
 	cfg->max_live = 32;
+	/* a burst of a few times the cap waits instead of failing; each waiter
+	 * holds its request, so the queue is bounded in bytes too */
+	cfg->max_queue = 128;
+	cfg->max_queue_wait_ms = 10000;
+	cfg->max_queue_bytes = 256 * MIB;
 	/* warm pools, by runtime table index: python 2, javascript 1, bash none
 	 * (bash starts in about a millisecond: nothing to gain) */
 	cfg->pool_target[0] = 2;
@@ -51,4 +56,6 @@ void config_defaults(struct config *cfg)
 	 * exposing them is the operator's choice. (9464: the port of
 	 * OpenTelemetry's Prometheus exporter, free of the usual clashes.) */
 	cfg->metrics_listen = "127.0.0.1:9464";
+	cfg->audit_max_bytes = 64 * MIB;
+	cfg->audit_keep = 5;
 }

@@ -15,11 +15,14 @@
 #define CONFIG_MAX_RUNTIMES 8
 
 struct config {
-	const char *listen;  /* gRPC address, "127.0.0.1:50051" or "unix:/path" */
-	bool allow_remote;   /* permit a non-loopback listen address */
-	unsigned grace_ms;   /* shutdown: time running executions get */
-	unsigned cq_threads; /* completion-queue threads */
-	unsigned max_live;   /* cap on live sandboxes (admission) */
+	const char *listen;	    /* gRPC address, "127.0.0.1:50051" or "unix:/path" */
+	bool allow_remote;	    /* permit a non-loopback listen address */
+	unsigned grace_ms;	    /* shutdown: time running executions get */
+	unsigned cq_threads;	    /* completion-queue threads */
+	unsigned max_live;	    /* cap on running executions (admission) */
+	unsigned max_queue;	    /* executions that may wait for a running slot; 0: none */
+	unsigned max_queue_wait_ms; /* longest wait before RESOURCE_EXHAUSTED */
+	size_t max_queue_bytes;	    /* request bytes held by waiting executions */
 	unsigned pool_target[CONFIG_MAX_RUNTIMES]; /* warm sandboxes kept, by runtime index */
 	size_t max_code_bytes;			   /* ExecuteRequest.code */
 	size_t max_stdin_bytes;			   /* ExecuteRequest.stdin */
@@ -45,6 +48,10 @@ struct config {
 	const char *metrics_listen;	/* Prometheus HTTP address; NULL = no metrics */
 	bool metrics_required;		/* given explicitly: failing to bind it is fatal */
 	bool log_json;			/* --log-format json: JSON lines, one record per call */
+	const char *audit_file;		/* JSON lines, one per execution; NULL = no audit log */
+	uint64_t audit_max_bytes;	/* rotate the audit log at this size */
+	unsigned audit_keep;		/* rotated audit files kept (file.1 .. file.N) */
+	bool audit_code;		/* include the code text in audit records */
 };
 
 /* Fills cfg with the built-in defaults. */

@@ -66,7 +66,11 @@ static void usage(FILE *f)
 		"      --insecure-no-auth allow a non-loopback address without --keys: anyone\n"
 		"                         who reaches the port can run code (old name --allow-remote)\n"
 		"      --grace SECONDS    on SIGTERM/SIGINT, time running executions get (default 10)\n"
-		"      --max-live N       cap on live sandboxes; more is RESOURCE_EXHAUSTED (default 32)\n"
+		"      --max-live N       cap on running executions (default 32)\n"
+		"      --max-queue N      executions that may wait for a slot; more are\n"
+		"                         RESOURCE_EXHAUSTED (default 128; 0 = no waiting)\n"
+		"      --max-queue-wait-ms N  longest wait for a slot (default 10000)\n"
+		"      --max-queue-mb N   request bytes waiting executions may hold (default 256)\n"
 		"      --threads N        gRPC completion-queue threads (default 2)\n"
 		"      --tmpfs-mb N       size of /home/user and of /tmp in each sandbox (default 128)\n"
 		"      --pool LANG=N      keep N warm sandboxes of LANG ready (default python=2,\n"
@@ -76,6 +80,10 @@ static void usage(FILE *f)
 		"      --no-metrics       no metrics listener\n"
 		"      --log-format FMT   text (default) or json: one JSON object per line,\n"
 		"                         with a record of each call\n"
+		"      --audit-log FILE   append one JSON line per execution to FILE\n"
+		"      --audit-max-mb N   rotate the audit log at N MiB (default 64)\n"
+		"      --audit-keep N     rotated audit files kept (default 5)\n"
+		"      --audit-code       include the code text in audit records\n"
 		"      --ready-file PATH  write the bound address to PATH once serving\n"
 		"      --state-dir DIR    root-owned scratch directory (default /run/capibox)\n"
 		"      --uid-base N       first host uid for sandboxes (default 2000000)\n"
@@ -171,6 +179,13 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		O_METRICS,
 		O_NO_METRICS,
 		O_LOG_FORMAT,
+		O_MAXQUEUE,
+		O_QUEUE_WAIT,
+		O_QUEUE_MB,
+		O_AUDIT,
+		O_AUDIT_MB,
+		O_AUDIT_KEEP,
+		O_AUDIT_CODE,
 	};
 	static const struct option opts[] = {
 		{"listen", required_argument, NULL, 'l'},
@@ -182,6 +197,13 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		{"tls-client-ca", required_argument, NULL, O_TLS_CA},
 		{"grace", required_argument, NULL, O_GRACE},
 		{"max-live", required_argument, NULL, O_MAXLIVE},
+		{"max-queue", required_argument, NULL, O_MAXQUEUE},
+		{"max-queue-wait-ms", required_argument, NULL, O_QUEUE_WAIT},
+		{"max-queue-mb", required_argument, NULL, O_QUEUE_MB},
+		{"audit-log", required_argument, NULL, O_AUDIT},
+		{"audit-max-mb", required_argument, NULL, O_AUDIT_MB},
+		{"audit-keep", required_argument, NULL, O_AUDIT_KEEP},
+		{"audit-code", no_argument, NULL, O_AUDIT_CODE},
 		{"threads", required_argument, NULL, O_THREADS},
 		{"tmpfs-mb", required_argument, NULL, O_TMPFS},
 		{"pool", required_argument, NULL, O_POOL},
@@ -209,6 +231,26 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		case O_MAXLIVE:
 			cfg->max_live = (unsigned)parse_ulong("--max-live", optarg, 1, 4096);
 			break;
+		case O_MAXQUEUE:
+			cfg->max_queue = (unsigned)parse_ulong("--max-queue", optarg, 0, 100000);
+			break;
+		case O_QUEUE_WAIT:
+			cfg->max_queue_wait_ms =
+				(unsigned)parse_ulong("--max-queue-wait-ms", optarg, 1, 3600000);
+			break;
+		case O_QUEUE_MB:
+			cfg->max_queue_bytes = parse_ulong("--max-queue-mb", optarg, 1, 1 << 20)
+					       << 20;
+			break;
+		case O_AUDIT: cfg->audit_file = optarg; break;
+		case O_AUDIT_MB:
+			cfg->audit_max_bytes = parse_ulong("--audit-max-mb", optarg, 1, 1 << 20)
+					       << 20;
+			break;
+		case O_AUDIT_KEEP:
+			cfg->audit_keep = (unsigned)parse_ulong("--audit-keep", optarg, 0, 100);
+			break;
+		case O_AUDIT_CODE: cfg->audit_code = true; break;
 		case O_THREADS:
 			cfg->cq_threads = (unsigned)parse_ulong("--threads", optarg, 1, 64);
 			break;
