@@ -43,6 +43,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "admission.h"
 #include "auth.h"
 #include "backend/local.h"
 #include "config.h"
@@ -332,6 +333,7 @@ int main(int argc, char **argv)
 	struct ipc_hello hello;
 	struct backend *backend;
 	struct rpc_server *srv;
+	struct admission *admission;
 	struct metrics_http *metrics = NULL;
 	sigset_t mask, stop;
 	pid_t sup_pid;
@@ -398,7 +400,12 @@ int main(int argc, char **argv)
 				  "picks another address, --no-metrics turns them off)",
 				  err);
 	}
-	srv = rpc_server_start(&cfg, backend);
+	admission = admission_new(cfg.max_live, cfg.max_queue, cfg.max_queue_wait_ms,
+				  cfg.max_queue_bytes);
+	if (admission == NULL)
+		fatalx("cannot start the admission thread");
+	metrics_set_admission(admission);
+	srv = rpc_server_start(&cfg, backend, admission);
 
 	/* SIGCHLD stays blocked: the backend's io thread reaps and restarts the
 	 * supervisor; this thread only waits for the request to stop */
@@ -421,7 +428,8 @@ int main(int argc, char **argv)
 		break;
 	}
 	rpc_server_shutdown(srv, cfg.grace_ms);
-	metrics_http_stop(metrics); /* it reads the backend */
+	metrics_http_stop(metrics); /* it reads the backend and the admission */
+	admission_destroy(admission);
 	backend_destroy(backend);
 	log_info("stopped");
 	return 0;

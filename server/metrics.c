@@ -12,6 +12,8 @@
  */
 #include "metrics.h"
 
+#include "admission.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -68,6 +70,8 @@ static struct {
 	struct histogram queue_wait[MAX_RT];
 	struct histogram sandbox_start[MAX_RT][2]; /* [cold, warm] */
 	_Atomic uint64_t output[2];		   /* stdout, stderr */
+	_Atomic uint64_t refused[3];		   /* enum metrics_refusal */
+	struct admission *_Atomic admission;
 } m;
 
 static const char *const code_names[N_CODES] = {
@@ -160,6 +164,17 @@ void metrics_exec_started(const char *language, uint64_t queued_us, uint64_t sta
 		return;
 	observe(&m.queue_wait[rt], wait_bounds, N_WAIT, queued_us);
 	observe(&m.sandbox_start[rt][warm ? 1 : 0], wait_bounds, N_WAIT, start_us);
+}
+
+void metrics_set_admission(struct admission *a)
+{
+	atomic_store_explicit(&m.admission, a, memory_order_release);
+}
+
+void metrics_admission_refused(enum metrics_refusal why)
+{
+	if ((unsigned)why < 3)
+		add(&m.refused[why], 1);
 }
 
 void metrics_exec_output(enum exec_stream stream, size_t len)
@@ -371,6 +386,7 @@ char *metrics_render(struct backend *b, size_t *len)
 	size_t n_rt = runtime_count() < MAX_RT ? runtime_count() : MAX_RT;
 	size_t n_methods = atomic_load_explicit(&m.n_methods, memory_order_acquire);
 	char lang[64], labels[320];
+	struct admission *adm;
 
 	o.p = malloc(o.cap);
 	if (o.p == NULL)
@@ -428,6 +444,32 @@ char *metrics_render(struct backend *b, size_t *len)
 		   (unsigned long long)get(&m.output[0]));
 	out_printf(&o, "capibox_output_bytes_total{stream=\"stderr\"} %llu\n",
 		   (unsigned long long)get(&m.output[1]));
+	if ((adm = atomic_load_explicit(&m.admission, memory_order_acquire)) != NULL) {
+		struct admission_stats st;
+
+		admission_stats(adm, &st);
+		header(&o, "capibox_executions_running", "gauge",
+		       "Executions holding a running slot (admitted, not yet finished).");
+		out_printf(&o, "capibox_executions_running %u\n", st.running);
+		header(&o, "capibox_executions_running_max", "gauge",
+		       "Cap on running executions (--max-live).");
+		out_printf(&o, "capibox_executions_running_max %u\n", st.max_running);
+		header(&o, "capibox_queue_depth", "gauge",
+		       "Executions waiting for a running slot.");
+		out_printf(&o, "capibox_queue_depth %u\n", st.queued);
+		header(&o, "capibox_queue_depth_max", "gauge",
+		       "Cap on waiting executions (--max-queue).");
+		out_printf(&o, "capibox_queue_depth_max %u\n", st.max_queued);
+	}
+	header(&o, "capibox_admission_refused_total", "counter",
+	       "Executions refused admission: queue full, wait over (RESOURCE_EXHAUSTED), or "
+	       "server draining (UNAVAILABLE).");
+	out_printf(&o, "capibox_admission_refused_total{reason=\"queue_full\"} %llu\n",
+		   (unsigned long long)get(&m.refused[METRICS_REFUSED_FULL]));
+	out_printf(&o, "capibox_admission_refused_total{reason=\"wait_expired\"} %llu\n",
+		   (unsigned long long)get(&m.refused[METRICS_REFUSED_WAIT]));
+	out_printf(&o, "capibox_admission_refused_total{reason=\"draining\"} %llu\n",
+		   (unsigned long long)get(&m.refused[METRICS_REFUSED_DRAINING]));
 	header(&o, "capibox_sessions_open", "gauge",
 	       "Open sessions (kept-alive interpreters); 0 until sessions are served.");
 	out_printf(&o, "capibox_sessions_open 0\n");

@@ -20,6 +20,7 @@
 #include "exec.h"
 
 struct backend;
+struct admission;
 
 #define METRICS_MAX_METHODS 16
 
@@ -42,6 +43,14 @@ void metrics_auth_failed(bool missing);
 
 /* An execution's sandbox started (the Started event). */
 void metrics_exec_started(const char *language, uint64_t queued_us, uint64_t start_us, bool warm);
+
+/* Where scrapes read running and waiting executions (set once, before serving). */
+void metrics_set_admission(struct admission *a);
+
+/* An execution was refused admission: the queue was full, its wait ran out,
+ * or the server was draining. */
+enum metrics_refusal { METRICS_REFUSED_FULL, METRICS_REFUSED_WAIT, METRICS_REFUSED_DRAINING };
+void metrics_admission_refused(enum metrics_refusal why);
 
 /* len bytes of output were delivered. */
 void metrics_exec_output(enum exec_stream stream, size_t len);

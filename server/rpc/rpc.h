@@ -9,13 +9,16 @@
 #include "../config.h"
 
 struct rpc_server;
+struct admission;
 
 /*
  * Calls grpc_init, binds cfg->listen, registers the methods and starts the
  * completion-queue threads. Exits through fatalx() if the address cannot be
- * bound. Logs the bound address.
+ * bound. Logs the bound address. Executions are admitted through adm, which
+ * must outlive the server (the caller destroys it after the shutdown).
  */
-struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *backend);
+struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *backend,
+				    struct admission *adm);
 
 /*
  * Orderly stop: health turns NOT_SERVING, no new calls are accepted, running

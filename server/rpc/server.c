@@ -29,9 +29,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +53,7 @@
 #include "capibox/v1/sandbox.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
+#include "../admission.h"
 #include "../auth.h"
 #include "../health.h"
 #include "../log.h"
@@ -144,6 +147,14 @@ struct rpc_call {
 	bool has_result;
 	struct exec_result result; /* message not kept */
 
+	/* Execute: admission. The waiter is in the queue or was; admitted: the
+	 * call holds a running slot (until finished, or until the start fails);
+	 * cx: the decoded request, kept while the call waits. */
+	struct admission_waiter waiter;
+	bool admitted;
+	uint64_t admit_wait_us;
+	struct convert_exec cx;
+
 	/* Execute */
 	struct exec *exec;
 	bool exec_known;     /* backend_execute returned the handle */
@@ -161,8 +172,9 @@ struct rpc_call {
 struct rpc_server {
 	const struct config *cfg;
 	struct backend *backend;
-	struct auth *auth;   /* API keys; off until a keys file is loaded */
-	struct rpc_tls *tls; /* NULL: plaintext */
+	struct admission *admission; /* running slots and the wait queue */
+	struct auth *auth;	     /* API keys; off until a keys file is loaded */
+	struct rpc_tls *tls;	     /* NULL: plaintext */
 	grpc_server *server;
 	grpc_completion_queue *cq;
 	void *methods[RPC_N_REGISTERED];
@@ -377,6 +389,9 @@ static void call_free(struct rpc_call *c)
 		backend_release(c->exec);
 	if (c->key_entered)
 		auth_key_leave(c->key);
+	if (c->admitted)
+		admission_leave(srv->admission);
+	convert_exec_free(&c->cx);
 	auth_key_release(c->key);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
@@ -629,18 +644,23 @@ static struct exec *exec_resume_locked(struct rpc_call *c)
 static void execute_deliver(struct rpc_call *c, const ProtobufCMessage *msg, bool final)
 {
 	struct exec *resume = NULL;
-	bool leave = false;
+	bool leave = false, admitted = false;
 
 	pthread_mutex_lock(&c->lock);
 	if (final) {
-		/* The sandbox is gone: free the key's slot before the client
-		 * can see the end of the stream and start its next call. */
+		/* The sandbox is gone: free the key's and the server's slots
+		 * before the client can see the end of the stream and start
+		 * its next call. */
 		leave = c->key_entered;
 		c->key_entered = false;
+		admitted = c->admitted;
+		c->admitted = false;
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (leave)
 		auth_key_leave(c->key);
+	if (admitted)
+		admission_leave(c->srv->admission);
 
 	pthread_mutex_lock(&c->lock);
 	if (final)
@@ -661,14 +681,17 @@ static void execute_on_started(void *arg, const struct exec_started *st)
 	struct rpc_call *c = arg;
 	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
 	Capibox__V1__Started started;
+	struct exec_started s = *st;
 
-	metrics_exec_started(c->language, st->queued_us, st->start_us, st->warm);
+	/* the wait for a running slot is part of the queueing the client saw */
+	s.queued_us += c->admit_wait_us;
+	metrics_exec_started(c->language, s.queued_us, s.start_us, s.warm);
 	c->has_started = true; /* read when the call is freed, after the last unref */
-	snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", st->sandbox_id ? st->sandbox_id : "");
-	c->warm = st->warm;
-	c->queued_us = st->queued_us;
-	c->start_us = st->start_us;
-	convert_started(st, c->srv->backend->ops->name, &started);
+	snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", s.sandbox_id ? s.sandbox_id : "");
+	c->warm = s.warm;
+	c->queued_us = s.queued_us;
+	c->start_us = s.start_us;
+	convert_started(&s, c->srv->backend->ops->name, &started);
 	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_STARTED;
 	resp.started = &started;
 	execute_deliver(c, &resp.base, false);
@@ -773,16 +796,115 @@ static grpc_status_code execute_admit_key(struct rpc_call *c, struct convert_exe
 	return GRPC_STATUS_OK;
 }
 
+/* Gives back the call's key slot and running slot, if it holds them. */
+static void execute_leave(struct rpc_call *c)
+{
+	bool key, admitted;
+
+	pthread_mutex_lock(&c->lock);
+	key = c->key_entered;
+	admitted = c->admitted;
+	c->key_entered = c->admitted = false;
+	pthread_mutex_unlock(&c->lock);
+	if (key)
+		auth_key_leave(c->key);
+	if (admitted)
+		admission_leave(c->srv->admission);
+}
+
+/*
+ * Runs an admitted request (it holds a running slot and the backend's
+ * reference to the call) on the backend. A call that ended while it waited
+ * runs nothing.
+ */
+static void execute_start(struct rpc_call *c, const struct convert_exec *cx)
+{
+	struct rpc_server *srv = c->srv;
+	enum backend_rc brc;
+	struct exec *e = NULL;
+	char err[512] = "";
+	bool resume, cancel, closed;
+
+	pthread_mutex_lock(&c->lock);
+	closed = c->closed;
+	pthread_mutex_unlock(&c->lock);
+	if (closed) {
+		execute_leave(c);
+		call_unref(c); /* the backend's reference: no finished will come */
+		return;
+	}
+	brc = backend_execute(srv->backend, &cx->req, &execute_sink, c, &e, err, sizeof(err));
+	if (brc != BACKEND_OK) {
+		grpc_status_code code = status_of_backend(brc);
+
+		execute_leave(c);
+		if (err[0] == '\0')
+			snprintf(err, sizeof(err), "backend refused the execution");
+		if (code == GRPC_STATUS_INTERNAL)
+			log_warnx("rpc: Execute: %s", err);
+		call_fail(c, code, err);
+		call_unref(c); /* no finished will come */
+		return;
+	}
+	pthread_mutex_lock(&c->lock);
+	c->exec = e;
+	c->exec_known = true;
+	resume = c->resume_pending;
+	cancel = c->cancel_pending && !c->finished;
+	c->resume_pending = c->cancel_pending = false;
+	pthread_mutex_unlock(&c->lock);
+	if (cancel)
+		backend_cancel(e, EXEC_REASON_CANCELLED);
+	if (resume)
+		backend_resume(e);
+}
+
+/* The admission thread: the waiting call got a slot, or waited too long. */
+static void execute_admitted(struct admission_waiter *w, enum admit_rc rc, uint64_t waited_us)
+{
+	struct rpc_call *c = (struct rpc_call *)((char *)w - offsetof(struct rpc_call, waiter));
+	struct admission_stats st;
+	char figures[128], err[384];
+
+	if (rc == ADMIT_NOW) {
+		pthread_mutex_lock(&c->lock);
+		c->admitted = true;
+		c->admit_wait_us = waited_us;
+		pthread_mutex_unlock(&c->lock);
+		execute_start(c, &c->cx);
+		convert_exec_free(&c->cx);
+		memset(&c->cx, 0, sizeof(c->cx));
+		return;
+	}
+	convert_exec_free(&c->cx);
+	memset(&c->cx, 0, sizeof(c->cx));
+	execute_leave(c);
+	if (rc == ADMIT_DRAINING) {
+		metrics_admission_refused(METRICS_REFUSED_DRAINING);
+		call_fail(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+	} else {
+		metrics_admission_refused(METRICS_REFUSED_WAIT);
+		admission_stats(c->srv->admission, &st);
+		admission_describe(&st, figures, sizeof(figures));
+		snprintf(err, sizeof(err),
+			 "server is full: no running slot came free in %" PRIu64
+			 " ms of waiting (%s); retry later",
+			 waited_us / 1000, figures);
+		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, err);
+	}
+	call_unref(c); /* the backend's reference: nothing ran */
+}
+
 static void execute_handle(struct rpc_call *c)
 {
 	struct rpc_server *srv = c->srv;
 	struct convert_exec cx = {0};
 	grpc_slice raw = grpc_empty_slice();
 	grpc_status_code code = GRPC_STATUS_OK;
-	enum backend_rc brc;
-	struct exec *e = NULL;
+	size_t raw_len = 0;
 	char err[512] = "";
-	bool resume, cancel, posted, leave;
+	enum admit_rc admit;
+	bool posted;
 
 	if (c->payload == NULL) {
 		code = GRPC_STATUS_INVALID_ARGUMENT;
@@ -796,10 +918,13 @@ static void execute_handle(struct rpc_call *c)
 	}
 	grpc_byte_buffer_destroy(c->payload);
 	c->payload = NULL;
+	raw_len = GRPC_SLICE_LENGTH(raw);
 	/* bytes -> validated request: the same function the fuzz target runs */
 	code = status_of_request(convert_decode_execute(srv->cfg, GRPC_SLICE_START_PTR(raw),
 							GRPC_SLICE_LENGTH(raw), &cx, err,
 							sizeof(err)));
+	grpc_slice_unref(raw); /* the decoded request is a copy */
+	raw = grpc_empty_slice();
 	/* for the log record, also of a request that is refused: it parsed */
 	if (cx.msg != NULL && cx.req.request_id != NULL)
 		convert_utf8_clean(cx.req.request_id, c->request_id, sizeof(c->request_id));
@@ -818,34 +943,40 @@ static void execute_handle(struct rpc_call *c)
 	if (posted)
 		call_ref_locked(c);
 	pthread_mutex_unlock(&c->lock);
-	if (!posted)
+	if (!posted) {
+		execute_leave(c);
 		goto out; /* the call is already gone: run nothing for it */
-
-	brc = backend_execute(srv->backend, &cx.req, &execute_sink, c, &e, err, sizeof(err));
-	if (brc != BACKEND_OK) {
-		pthread_mutex_lock(&c->lock);
-		leave = c->key_entered;
-		c->key_entered = false;
-		pthread_mutex_unlock(&c->lock);
-		if (leave)
-			auth_key_leave(c->key);
-		call_unref(c); /* no finished will come */
-		code = status_of_backend(brc);
-		if (err[0] == '\0')
-			snprintf(err, sizeof(err), "backend refused the execution");
-		goto out;
 	}
-	pthread_mutex_lock(&c->lock);
-	c->exec = e;
-	c->exec_known = true;
-	resume = c->resume_pending;
-	cancel = c->cancel_pending && !c->finished;
-	c->resume_pending = c->cancel_pending = false;
-	pthread_mutex_unlock(&c->lock);
-	if (cancel)
-		backend_cancel(e, EXEC_REASON_CANCELLED);
-	if (resume)
-		backend_resume(e);
+
+	/* A running slot now, a place in the queue, or a refusal. The queued
+	 * request keeps its decoded form (the wire bytes are gone). */
+	c->cx = cx;
+	c->waiter.done = execute_admitted;
+	admit = admission_enter(srv->admission, &c->waiter, raw_len, err, sizeof(err));
+	switch (admit) {
+	case ADMIT_NOW:
+		pthread_mutex_lock(&c->lock);
+		c->admitted = true;
+		pthread_mutex_unlock(&c->lock);
+		memset(&c->cx, 0, sizeof(c->cx));
+		execute_start(c, &cx);
+		break;
+	case ADMIT_QUEUED:
+		/* c->cx owns it now; execute_admitted or the cancel frees it */
+		memset(&cx, 0, sizeof(cx));
+		break;
+	case ADMIT_DRAINING:
+	case ADMIT_FULL:
+	default:
+		memset(&c->cx, 0, sizeof(c->cx));
+		execute_leave(c);
+		call_unref(c); /* the backend's reference: nothing runs */
+		code = admit == ADMIT_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED :
+					     GRPC_STATUS_UNAVAILABLE;
+		metrics_admission_refused(admit == ADMIT_FULL ? METRICS_REFUSED_FULL :
+								METRICS_REFUSED_DRAINING);
+		break;
+	}
 out:
 	if (code != GRPC_STATUS_OK) {
 		if (code == GRPC_STATUS_INTERNAL)
@@ -899,6 +1030,7 @@ static void health_reply(struct health_ctx *h, const struct health_report *rep)
 	Capibox__V1__RuntimePool *pool_ptrs[MAX_POOLS];
 	struct timespec now;
 	bool serving = server_serving(srv);
+	struct admission_stats adm;
 	char message[1100], bstatus[256];
 
 	for (size_t i = 0; i < h->n_stats; i++) {
@@ -947,6 +1079,11 @@ static void health_reply(struct health_ctx *h, const struct health_report *rep)
 	resp.uptime_s = (uint64_t)(now.tv_sec - srv->started.tv_sec);
 	resp.backends = bhs;
 	resp.n_backends = 1;
+	admission_stats(srv->admission, &adm);
+	resp.running = adm.running;
+	resp.max_running = adm.max_running;
+	resp.queued = adm.queued;
+	resp.max_queued = adm.max_queued;
 	call_reply(c, &resp.base);
 }
 
@@ -1270,9 +1407,8 @@ static void call_send_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 {
 	struct exec *cancel = NULL;
-	bool cancelled;
+	bool cancelled, waiting = false;
 
-	(void)srv;
 	pthread_mutex_lock(&c->lock);
 	c->closed = true;
 	cancelled = !ok || c->cancelled;
@@ -1283,11 +1419,19 @@ static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 			cancel = c->exec;
 		else
 			c->cancel_pending = true;
+		waiting = true;
 	}
 	call_drop_grpc_locked(c);
 	pthread_mutex_unlock(&c->lock);
 	if (cancel)
 		backend_cancel(cancel, EXEC_REASON_CANCELLED);
+	/* A call still waiting for a running slot leaves the queue at once. */
+	if (waiting && cancel == NULL && admission_withdraw(srv->admission, &c->waiter)) {
+		convert_exec_free(&c->cx);
+		memset(&c->cx, 0, sizeof(c->cx));
+		execute_leave(c);
+		call_unref(c); /* the backend's reference: nothing ran */
+	}
 	if (c->kind == RPC_WATCH)
 		watch_unlist(c);
 	call_unref(c); /* the close batch's reference */
@@ -1555,7 +1699,8 @@ static void metrics_methods_init(void)
 	metrics_init(paths, RPC_N_KINDS);
 }
 
-struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *backend)
+struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *backend,
+				    struct admission *adm)
 {
 	struct rpc_server *srv;
 	grpc_server_credentials *creds;
@@ -1578,6 +1723,7 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
 	pthread_condattr_destroy(&ca);
 	pthread_rwlock_init(&srv->cq_lock, NULL);
 	srv->shutdown_tag.fn = server_shutdown_done;
+	srv->admission = adm;
 	srv->auth = auth_new();
 	if (cfg->keys_file) {
 		char err[512];
@@ -1717,6 +1863,7 @@ void rpc_server_shutdown(struct rpc_server *srv, unsigned grace_ms)
 	srv->shutting_down = true; /* health NOT_SERVING from here on */
 	pthread_mutex_unlock(&srv->lock);
 	watch_end_all(srv);
+	admission_drain(srv->admission); /* waiting calls: UNAVAILABLE */
 	backend_drain(srv->backend);
 	grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
 

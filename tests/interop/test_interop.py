@@ -70,13 +70,13 @@ def generate_stubs(out):
 class Daemon:
     """capiboxd on an ephemeral loopback port, its stderr in a log file."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, args=()):
         self.ready = os.path.join(workdir, "addr")
         self.log_path = os.path.join(workdir, "capiboxd.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [CAPIBOXD, "--listen", "127.0.0.1:0", "--ready-file", self.ready,
-             "--grace", "2"],
+             "--grace", "2", *args],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.addr = self._wait_ready(30)
 
