@@ -28,6 +28,7 @@ void config_defaults(struct config *cfg)
 	cfg->max_files_bytes = 64 * MIB;
 	cfg->max_env = 256;
 	cfg->max_env_bytes = 64 * KIB;
+	cfg->max_dataset_bytes = 64 * MIB;
 	/* room for the largest valid request: code + stdin + files + framing */
 	cfg->max_message_bytes = 96 * MIB;
 

@@ -30,6 +30,7 @@ struct config {
 	size_t max_files_bytes;			   /* sum of file contents */
 	size_t max_env;				   /* number of env entries */
 	size_t max_env_bytes;			   /* sum of env names and values */
+	size_t max_dataset_bytes;		   /* AnalyzeRequest.dataset.content */
 	size_t max_message_bytes;		   /* gRPC receive limit */
 	struct exec_limits defaults;		   /* a zero request field takes these */
 	struct exec_limits maxima;		   /* a request field above these is refused */

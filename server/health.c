@@ -364,8 +364,12 @@ fail:
 int health_canary_start(const struct config *cfg, struct backend *b,
 			void (*done)(void *arg, const struct health_report *report), void *arg)
 {
-	size_t n = runtime_count();
+	size_t n = 0, k = 0;
 	struct canary *c;
+
+	/* the languages clients pick; internal rows have no canary */
+	for (size_t i = 0; i < runtime_count(); i++)
+		n += runtime_at(i)->canary_code != NULL;
 
 	c = calloc(1, sizeof(*c) + n * sizeof(c->runs[0]));
 	if (c == NULL)
@@ -383,11 +387,13 @@ int health_canary_start(const struct config *cfg, struct backend *b,
 	/* One count per run plus one for this function: no run can report the
 	 * whole canary while later runs are still being submitted. */
 	c->pending = n + 1;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++, k++) {
 		struct canary_run *run = &c->runs[i];
 
+		while (runtime_at(k)->canary_code == NULL)
+			k++;
 		run->owner = c;
-		run->rt = runtime_at(i);
+		run->rt = runtime_at(k);
 		run->result = &c->report.results[i];
 		run->result->language = run->rt->name;
 		pthread_mutex_init(&run->lock, NULL);

@@ -115,7 +115,8 @@ enum request_rc request_validate_execute(const struct config *cfg, struct exec_r
 {
 	size_t total = 0;
 
-	if (req->language == NULL || req->language[0] == '\0' || runtime_find(req->language) < 0) {
+	if (req->language == NULL || req->language[0] == '\0' ||
+	    runtime_find_public(req->language) < 0) {
 		char names[256];
 		runtime_names(names, sizeof(names));
 		snprintf(err, errlen, "language: %s%.64s%s is not known; known languages: %s",

@@ -52,6 +52,17 @@ static const struct runtime runtimes[] = {
 		.canary_code = "echo $((2 + 3))\n",
 		.canary_expect = "5\n",
 	},
+	{
+		/* Analyze's statistics engine (server/analyze/, the program
+		 * capibox-analyze): the server sends the program itself as the
+		 * code, the request's options as a file and the dataset as
+		 * stdin. No version to probe (it is ours), no canary. */
+		.name = "analyze",
+		.file_name = "capibox-analyze",
+		.argv = {"{file}", "/home/user/.capibox-analyze.pb"},
+		.internal = 1,
+		.code_mode = 0555,
+	},
 };
 
 size_t runtime_count(void) { return sizeof(runtimes) / sizeof(runtimes[0]); }
@@ -68,6 +79,13 @@ int runtime_find(const char *name)
 	return -1;
 }
 
+int runtime_find_public(const char *name)
+{
+	int i = runtime_find(name);
+
+	return i >= 0 && !runtimes[i].internal ? i : -1;
+}
+
 void runtime_names(char *buf, size_t len)
 {
 	size_t off = 0;
@@ -76,7 +94,9 @@ void runtime_names(char *buf, size_t len)
 		return;
 	buf[0] = '\0';
 	for (size_t i = 0; i < runtime_count(); i++) {
-		int n = snprintf(buf + off, len - off, "%s%s", i ? ", " : "", runtimes[i].name);
+		if (runtimes[i].internal)
+			continue;
+		int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", runtimes[i].name);
 		if (n < 0 || (size_t)n >= len - off)
 			return;
 		off += (size_t)n;

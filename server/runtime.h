@@ -25,6 +25,10 @@ struct runtime {
 	/* request variables with these prefixes change how the interpreter
 	 * starts, so such a request gets a cold sandbox */
 	const char *startup_env[4];
+	/* internal: run by the server for its own RPCs (Analyze), never a
+	 * language of Execute; its code is a program (code_mode 0555) */
+	int internal;
+	unsigned code_mode; /* of the code file; 0: 0444 */
 };
 
 /* True when rt can run req's environment in a warm sandbox. */
@@ -34,9 +38,11 @@ int runtime_warm_env_ok(const struct runtime *rt, const char *const *names, size
 size_t runtime_count(void);
 /* Row i (i < runtime_count()). */
 const struct runtime *runtime_at(size_t i);
-/* Row index for a name, or -1 if unknown. */
+/* Row index for a name, or -1 if unknown (internal rows included). */
 int runtime_find(const char *name);
-/* Writes "python, javascript, bash" into buf (always NUL-terminated). */
+/* Row index of a language Execute accepts, or -1. */
+int runtime_find_public(const char *name);
+/* Writes "python, javascript, bash" (the public rows) into buf (always NUL-terminated). */
 void runtime_names(char *buf, size_t len);
 
 #endif

@@ -977,7 +977,9 @@ static size_t local_stats(struct backend *b, struct runtime_stats *out, size_t m
 	size_t n = 0;
 
 	pthread_mutex_lock(&lb->mu);
-	for (size_t i = 0; i < runtime_count() && i < IPC_MAX_RUNTIMES && n < max; i++, n++) {
+	for (size_t i = 0; i < runtime_count() && i < IPC_MAX_RUNTIMES && n < max; i++) {
+		if (runtime_at(i)->internal)
+			continue; /* not a language clients pick */
 		out[n].language = runtime_at(i)->name;
 		out[n].idle = lb->warm_idle[i];
 		out[n].busy = lb->busy[i];
@@ -985,6 +987,7 @@ static size_t local_stats(struct backend *b, struct runtime_stats *out, size_t m
 					lb->cfg->pool_target[i] :
 					0;
 		out[n].version = lb->versions[i];
+		n++;
 	}
 	pthread_mutex_unlock(&lb->mu);
 	return n;

@@ -59,6 +59,7 @@
 #include "../log.h"
 #include "../metrics.h"
 #include "../request.h"
+#include "analyze.h"
 #include "convert.h"
 #include "reflection.h"
 #include "tls.h"
@@ -154,6 +155,15 @@ struct rpc_call {
 	bool admitted;
 	uint64_t admit_wait_us;
 	struct convert_exec cx;
+
+	/* Analyze: the decoded request, the engine's stdout and the start of
+	 * its stderr (the backend's thread writes them, one event at a time) */
+	struct analyze_job *job;
+	uint8_t *out_buf;
+	size_t out_len, out_cap;
+	bool out_lost; /* out of memory while collecting */
+	uint8_t err_buf[1024];
+	size_t err_len;
 
 	/* Execute */
 	struct exec *exec;
@@ -392,6 +402,11 @@ static void call_free(struct rpc_call *c)
 	if (c->admitted)
 		admission_leave(srv->admission);
 	convert_exec_free(&c->cx);
+	if (c->job) {
+		analyze_job_free(c->job);
+		free(c->job);
+	}
+	free(c->out_buf);
 	auth_key_release(c->key);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
@@ -817,7 +832,8 @@ static void execute_leave(struct rpc_call *c)
  * reference to the call) on the backend. A call that ended while it waited
  * runs nothing.
  */
-static void execute_start(struct rpc_call *c, const struct convert_exec *cx)
+static void execute_start(struct rpc_call *c, const struct exec_request *req,
+			  const struct exec_sink *sink)
 {
 	struct rpc_server *srv = c->srv;
 	enum backend_rc brc;
@@ -833,7 +849,7 @@ static void execute_start(struct rpc_call *c, const struct convert_exec *cx)
 		call_unref(c); /* the backend's reference: no finished will come */
 		return;
 	}
-	brc = backend_execute(srv->backend, &cx->req, &execute_sink, c, &e, err, sizeof(err));
+	brc = backend_execute(srv->backend, req, sink, c, &e, err, sizeof(err));
 	if (brc != BACKEND_OK) {
 		grpc_status_code code = status_of_backend(brc);
 
@@ -841,7 +857,7 @@ static void execute_start(struct rpc_call *c, const struct convert_exec *cx)
 		if (err[0] == '\0')
 			snprintf(err, sizeof(err), "backend refused the execution");
 		if (code == GRPC_STATUS_INTERNAL)
-			log_warnx("rpc: Execute: %s", err);
+			log_warnx("rpc: %s: %s", kind_name(c->kind), err);
 		call_fail(c, code, err);
 		call_unref(c); /* no finished will come */
 		return;
@@ -859,6 +875,29 @@ static void execute_start(struct rpc_call *c, const struct convert_exec *cx)
 		backend_resume(e);
 }
 
+static const struct exec_sink analyze_sink;
+
+/* Runs a request that waited for its slot (Execute or Analyze). */
+static void call_start_admitted(struct rpc_call *c)
+{
+	if (c->kind == RPC_ANALYZE)
+		execute_start(c, &c->job->req, &analyze_sink);
+	else
+		execute_start(c, &c->cx.req, &execute_sink);
+}
+
+/* Frees the decoded request a call kept while it waited. */
+static void call_drop_request(struct rpc_call *c)
+{
+	convert_exec_free(&c->cx);
+	memset(&c->cx, 0, sizeof(c->cx));
+	if (c->job) {
+		analyze_job_free(c->job);
+		free(c->job);
+		c->job = NULL;
+	}
+}
+
 /* The admission thread: the waiting call got a slot, or waited too long. */
 static void execute_admitted(struct admission_waiter *w, enum admit_rc rc, uint64_t waited_us)
 {
@@ -871,13 +910,11 @@ static void execute_admitted(struct admission_waiter *w, enum admit_rc rc, uint6
 		c->admitted = true;
 		c->admit_wait_us = waited_us;
 		pthread_mutex_unlock(&c->lock);
-		execute_start(c, &c->cx);
-		convert_exec_free(&c->cx);
-		memset(&c->cx, 0, sizeof(c->cx));
+		call_start_admitted(c);
+		call_drop_request(c);
 		return;
 	}
-	convert_exec_free(&c->cx);
-	memset(&c->cx, 0, sizeof(c->cx));
+	call_drop_request(c);
 	execute_leave(c);
 	if (rc == ADMIT_DRAINING) {
 		metrics_admission_refused(METRICS_REFUSED_DRAINING);
@@ -959,7 +996,7 @@ static void execute_handle(struct rpc_call *c)
 		c->admitted = true;
 		pthread_mutex_unlock(&c->lock);
 		memset(&c->cx, 0, sizeof(c->cx));
-		execute_start(c, &cx);
+		execute_start(c, &cx.req, &execute_sink);
 		break;
 	case ADMIT_QUEUED:
 		/* c->cx owns it now; execute_admitted or the cancel frees it */
@@ -1413,7 +1450,7 @@ static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	c->closed = true;
 	cancelled = !ok || c->cancelled;
 	call_note_end_locked(c, cancelled);
-	if (c->kind == RPC_EXECUTE && cancelled && !c->finished) {
+	if ((c->kind == RPC_EXECUTE || c->kind == RPC_ANALYZE) && cancelled && !c->finished) {
 		/* Client cancel or deadline: end the run; finished still comes. */
 		if (c->exec_known)
 			cancel = c->exec;
@@ -1427,8 +1464,7 @@ static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 		backend_cancel(cancel, EXEC_REASON_CANCELLED);
 	/* A call still waiting for a running slot leaves the queue at once. */
 	if (waiting && cancel == NULL && admission_withdraw(srv->admission, &c->waiter)) {
-		convert_exec_free(&c->cx);
-		memset(&c->cx, 0, sizeof(c->cx));
+		call_drop_request(c);
 		execute_leave(c);
 		call_unref(c); /* the backend's reference: nothing ran */
 	}
@@ -1437,9 +1473,192 @@ static void call_close_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	call_unref(c); /* the close batch's reference */
 }
 
+/* ------------------------------------------------------------------ */
+/* Analyze: one sandbox run of the statistics engine, output collected  */
+
+static void analyze_on_started(void *arg, const struct exec_started *st)
+{
+	struct rpc_call *c = arg;
+	struct exec *resume;
+
+	c->has_started = true;
+	snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", st->sandbox_id ? st->sandbox_id : "");
+	c->warm = st->warm;
+	c->queued_us = st->queued_us + c->admit_wait_us;
+	c->start_us = st->start_us;
+	pthread_mutex_lock(&c->lock);
+	resume = exec_resume_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	if (resume)
+		backend_resume(resume);
+}
+
+static void analyze_on_output(void *arg, enum exec_stream stream, const uint8_t *data, size_t len)
+{
+	struct rpc_call *c = arg;
+	struct exec *resume;
+
+	if (stream == EXEC_STDOUT) {
+		/* bounded by the run's output limit, which the backend enforces */
+		if (c->out_len + len > c->out_cap) {
+			size_t cap = c->out_cap ? c->out_cap : 64 * 1024;
+			uint8_t *p;
+
+			while (cap < c->out_len + len)
+				cap *= 2;
+			p = realloc(c->out_buf, cap);
+			if (p == NULL) {
+				/* the result is lost: an empty stdout says so */
+				c->out_lost = true;
+				len = 0;
+			} else {
+				c->out_buf = p;
+				c->out_cap = cap;
+			}
+		}
+		if (len && !c->out_lost) {
+			memcpy(c->out_buf + c->out_len, data, len);
+			c->out_len += len;
+		}
+	} else if (c->err_len < sizeof(c->err_buf)) {
+		size_t n = len < sizeof(c->err_buf) - c->err_len ? len :
+								   sizeof(c->err_buf) - c->err_len;
+
+		memcpy(c->err_buf + c->err_len, data, n);
+		c->err_len += n;
+	}
+	pthread_mutex_lock(&c->lock);
+	resume = exec_resume_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	if (resume)
+		backend_resume(resume);
+}
+
+static void analyze_on_finished(void *arg, const struct exec_result *res)
+{
+	struct rpc_call *c = arg;
+	Capibox__V1__AnalyzeResponse *resp = NULL;
+	Capibox__V1__Finished fin;
+	char fin_msg[sizeof(res->message) * 2], msg[512];
+	enum request_rc rc;
+
+	metrics_exec_finished("analyze", res->reason, res->wall_time_us);
+	c->result = *res;
+	c->result.message[0] = '\0';
+	c->has_result = true;
+	execute_leave(c); /* the sandbox is gone: free the slots first */
+	rc = analyze_result(res, c->out_buf, c->out_lost ? 0 : c->out_len, c->err_buf, c->err_len,
+			    &resp, &fin, fin_msg, sizeof(fin_msg), msg, sizeof(msg));
+	free(c->out_buf);
+	c->out_buf = NULL;
+	c->out_len = c->out_cap = 0;
+	pthread_mutex_lock(&c->lock);
+	c->finished = true;
+	pthread_mutex_unlock(&c->lock);
+	if (rc == REQUEST_OK)
+		call_reply(c, &resp->base);
+	else
+		call_fail(c, status_of_request(rc), msg);
+	analyze_response_free(resp);
+	call_unref(c); /* the backend's reference */
+}
+
+static const struct exec_sink analyze_sink = {
+	.started = analyze_on_started,
+	.output = analyze_on_output,
+	.finished = analyze_on_finished,
+};
+
 static void analyze_handle(struct rpc_call *c)
 {
-	call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "Analyze is not implemented yet");
+	struct rpc_server *srv = c->srv;
+	struct analyze_job *job = NULL;
+	grpc_slice raw = grpc_empty_slice();
+	grpc_status_code code = GRPC_STATUS_OK;
+	size_t raw_len = 0;
+	char err[512] = "";
+	enum admit_rc admit;
+	bool posted;
+
+	if (c->payload == NULL || !payload_read(c->payload, &raw)) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(err, sizeof(err), "%s AnalyzeRequest",
+			 c->payload == NULL ? "missing" : "malformed (cannot decompress)");
+		goto out;
+	}
+	grpc_byte_buffer_destroy(c->payload);
+	c->payload = NULL;
+	raw_len = GRPC_SLICE_LENGTH(raw);
+	job = calloc(1, sizeof(*job));
+	if (job == NULL) {
+		code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		snprintf(err, sizeof(err), "out of memory");
+		goto out;
+	}
+	code = status_of_request(analyze_decode(srv->cfg, GRPC_SLICE_START_PTR(raw), raw_len, job,
+						err, sizeof(err)));
+	grpc_slice_unref(raw);
+	raw = grpc_empty_slice();
+	if (job->msg != NULL)
+		convert_utf8_clean(job->msg->request_id, c->request_id, sizeof(c->request_id));
+	if (code != GRPC_STATUS_OK)
+		goto out;
+	snprintf(c->language, sizeof(c->language), "analyze");
+	{
+		/* the key's limits and concurrency, as for Execute */
+		struct convert_exec kx = {.req = job->req};
+
+		kx.req.language = "python";
+		code = execute_admit_key(c, &kx, err, sizeof(err));
+		if (code != GRPC_STATUS_OK)
+			goto out;
+	}
+
+	pthread_mutex_lock(&c->lock);
+	posted = call_post_close_locked(c);
+	if (posted)
+		call_ref_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	if (!posted) {
+		execute_leave(c);
+		goto out;
+	}
+	c->job = job;
+	job = NULL;
+	c->waiter.done = execute_admitted;
+	admit = admission_enter(srv->admission, &c->waiter, raw_len, err, sizeof(err));
+	switch (admit) {
+	case ADMIT_NOW:
+		pthread_mutex_lock(&c->lock);
+		c->admitted = true;
+		pthread_mutex_unlock(&c->lock);
+		/* c->job stays with the call until it is freed: the engine's
+		 * request (options, dataset) is read by backend_execute only */
+		execute_start(c, &c->job->req, &analyze_sink);
+		break;
+	case ADMIT_QUEUED: break;
+	case ADMIT_DRAINING:
+	case ADMIT_FULL:
+	default:
+		execute_leave(c);
+		call_unref(c); /* the backend's reference: nothing runs */
+		code = admit == ADMIT_FULL ? GRPC_STATUS_RESOURCE_EXHAUSTED :
+					     GRPC_STATUS_UNAVAILABLE;
+		metrics_admission_refused(admit == ADMIT_FULL ? METRICS_REFUSED_FULL :
+								METRICS_REFUSED_DRAINING);
+		break;
+	}
+out:
+	if (code != GRPC_STATUS_OK) {
+		if (code == GRPC_STATUS_INTERNAL)
+			log_warnx("rpc: Analyze: %s", err);
+		call_fail(c, code, err);
+	}
+	if (job) {
+		analyze_job_free(job);
+		free(job);
+	}
+	grpc_slice_unref(raw);
 }
 
 static void unknown_handle(struct rpc_call *c)
@@ -1735,6 +1954,19 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
 			 cfg->keys_file);
 	}
 
+	if (cfg->supervisor_path != NULL) {
+		/* Analyze's engine lives next to the supervisor (and capiboxd) */
+		const char *slash = strrchr(cfg->supervisor_path, '/');
+		char path[PATH_MAX], err[512];
+		int dir = slash ? (int)(slash - cfg->supervisor_path) : 1;
+
+		snprintf(path, sizeof(path), "%.*s/capibox-analyze", dir,
+			 slash ? cfg->supervisor_path : ".");
+		if (analyze_engine_load(path, err, sizeof(err)) < 0)
+			log_warnx("Analyze: cannot load its engine: %s; Analyze answers "
+				  "UNIMPLEMENTED",
+				  err);
+	}
 	metrics_methods_init();
 	reflection_init();
 	grpc_init();

@@ -29,6 +29,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -197,6 +198,9 @@ static int step_payload(struct child *c)
 		return -1;
 	}
 	close(dirfd);
+	/* a program of ours (Analyze's engine) rather than a script */
+	if (c->spec->rt->code_mode != 0 && chmod(code_path, c->spec->rt->code_mode) < 0)
+		STEP_FAIL(c, "chmod %s", code_path);
 	close(c->spec->payload_fd);
 	return 0;
 }

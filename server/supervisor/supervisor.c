@@ -595,6 +595,10 @@ static void probe_version(const struct runtime *rt, char *out, size_t len)
 	char buf[256];
 
 	snprintf(out, len, "unknown");
+	if (rt->version_argv[0] == NULL) {
+		snprintf(out, len, "capibox %s", CAPIBOX_VERSION);
+		return;
+	}
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return;
 	posix_spawn_file_actions_init(&fa);

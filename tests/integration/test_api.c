@@ -259,16 +259,16 @@ static void test_unknown_method(void **state)
 	}
 }
 
-static void test_analyze_unimplemented(void **state)
+static void test_analyze_without_dataset(void **state)
 {
 	struct daemon *d = *state;
 	struct raw_result res;
 
 	HARNESS_REQUIRE(d);
 	harness_raw_call(d->addr, "/capibox.v1.SandboxService/Analyze", "", 0, 5000, &res);
-	if (res.code != CAPIBOX_UNIMPLEMENTED || res.message[0] == '\0')
-		fail_msg("Analyze: expected UNIMPLEMENTED with a message, got %d \"%s\"", res.code,
-			 res.message);
+	if (res.code != CAPIBOX_INVALID_ARGUMENT || strstr(res.message, "dataset") == NULL)
+		fail_msg("Analyze: expected INVALID_ARGUMENT naming dataset, got %d \"%s\"",
+			 res.code, res.message);
 	print_message("Analyze: %s\n", res.message);
 	harness_raw_free(&res);
 }
@@ -417,7 +417,7 @@ int main(void)
 		cmocka_unit_test(test_bad_file_path),
 		cmocka_unit_test(test_still_serving_after_bad_requests),
 		cmocka_unit_test(test_unknown_method),
-		cmocka_unit_test(test_analyze_unimplemented),
+		cmocka_unit_test(test_analyze_without_dataset),
 		cmocka_unit_test(test_health),
 		cmocka_unit_test(test_health_deep),
 		cmocka_unit_test(test_grpc_health_check),

@@ -501,7 +501,7 @@ static void test_refused_calls(void **state)
 	/* Analyze: an empty AnalyzeRequest is zero bytes */
 	assert_int_equal(harness_raw_call_opts(d->addr, "/capibox.v1.SandboxService/Analyze", "", 0,
 					       5000, &key, &raw),
-			 CAPIBOX_UNIMPLEMENTED);
+			 CAPIBOX_INVALID_ARGUMENT);
 	harness_raw_free(&raw);
 	/* the client's deadline passes while the code runs */
 	req.code = "import time\ntime.sleep(20)\n";
@@ -517,7 +517,7 @@ static void test_refused_calls(void **state)
 			{"capibox_rpcs_total{" EXECUTE ",code=\"INVALID_ARGUMENT\"}", 1},
 			{"capibox_rpcs_total{" EXECUTE ",code=\"DEADLINE_EXCEEDED\"}", 1},
 			{"capibox_rpcs_total{service=\"capibox.v1.SandboxService\",method=\"Analyze\","
-			 "code=\"UNIMPLEMENTED\"}",
+			 "code=\"INVALID_ARGUMENT\"}",
 			 1},
 			{"capibox_rpcs_total{service=\"grpc.health.v1.Health\",method=\"Check\","
 			 "code=\"OK\"}",

@@ -174,11 +174,11 @@ class InteropTest(unittest.TestCase):
         self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("code", cm.exception.details())
 
-    def test_analyze_is_unimplemented(self):
+    def test_analyze_without_dataset_is_invalid_argument(self):
         with self.assertRaises(grpc.RpcError) as cm:
             self.stub.Analyze(pb.AnalyzeRequest(), timeout=RPC_TIMEOUT)
-        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
-        self.assertIn("Analyze", cm.exception.details())
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("dataset", cm.exception.details())
 
     def _check_health(self, resp):
         self.assertEqual(resp.status, pb.SERVING_STATUS_SERVING, resp)

@@ -190,9 +190,9 @@ async function main() {
 			grpc.status.INVALID_ARGUMENT, /code/);
 	});
 
-	test('Analyze is UNIMPLEMENTED', async () => {
-		await expectCode(unary(sandbox, 'Analyze', {}, authMd()), grpc.status.UNIMPLEMENTED,
-			/Analyze/);
+	test('Analyze without a dataset is INVALID_ARGUMENT naming it', async () => {
+		await expectCode(unary(sandbox, 'Analyze', {}, authMd()), grpc.status.INVALID_ARGUMENT,
+			/dataset/);
 	});
 
 	test('Health with a key', async () => {

@@ -20,6 +20,16 @@
 #include "health.h"
 #include "runtime.h"
 
+/* Runtimes with a canary: the languages clients pick. */
+static size_t public_count(void)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < runtime_count(); i++)
+		n += runtime_at(i)->canary_code != NULL;
+	return n;
+}
+
 static const struct runtime *rt_python(void) { return runtime_at((size_t)runtime_find("python")); }
 
 static struct exec_result exited(int code)
@@ -256,8 +266,8 @@ static void test_canary_all_ok(void **state)
 	(void)state;
 	fail_lang = full_lang = NULL;
 	run_canary();
-	assert_int_equal(last.n, runtime_count());
-	assert_int_equal(last.n_ok, runtime_count());
+	assert_int_equal(last.n, public_count());
+	assert_int_equal(last.n_ok, public_count());
 	assert_true(last.slowest_us > 0);
 	assert_true(strncmp(last_summary, "canary ok: python ", 18) == 0);
 	assert_non_null(strstr(last_summary, "javascript"));
@@ -270,7 +280,7 @@ static void test_canary_failures(void **state)
 	fail_lang = "python";
 	full_lang = "bash";
 	run_canary();
-	assert_int_equal(last.n_ok, runtime_count() - 2);
+	assert_int_equal(last.n_ok, public_count() - 2);
 	assert_false(last_ok[runtime_find("python")]);
 	assert_false(last_ok[runtime_find("bash")]);
 	assert_non_null(strstr(last_summary, "canary FAILED: python: exited 1: it broke;"));
