@@ -22,6 +22,11 @@ void config_defaults(struct config *cfg)
 	 * (bash starts in about a millisecond: nothing to gain) */
 	cfg->pool_target[0] = 2;
 	cfg->pool_target[1] = 1;
+	/* a burst grows a pool up to this (an idle python sandbox costs about
+	 * 4 MiB of memory); it shrinks back to the target when calm */
+	cfg->pool_max[0] = 8;
+	cfg->pool_max[1] = 4;
+	cfg->pool_idle_ms = 30000;
 	cfg->max_code_bytes = 1 * MIB;
 	cfg->max_stdin_bytes = 16 * MIB;
 	cfg->max_files = 1000;

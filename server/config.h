@@ -24,19 +24,21 @@ struct config {
 	unsigned max_queue_wait_ms; /* longest wait before RESOURCE_EXHAUSTED */
 	size_t max_queue_bytes;	    /* request bytes held by waiting executions */
 	unsigned pool_target[CONFIG_MAX_RUNTIMES]; /* warm sandboxes kept, by runtime index */
-	size_t max_code_bytes;			   /* ExecuteRequest.code */
-	size_t max_stdin_bytes;			   /* ExecuteRequest.stdin */
-	size_t max_files;			   /* ExecuteRequest.files count */
-	size_t max_files_bytes;			   /* sum of file contents */
-	size_t max_env;				   /* number of env entries */
-	size_t max_env_bytes;			   /* sum of env names and values */
-	size_t max_dataset_bytes;		   /* AnalyzeRequest.dataset.content */
-	size_t max_message_bytes;		   /* gRPC receive limit */
-	struct exec_limits defaults;		   /* a zero request field takes these */
-	struct exec_limits maxima;		   /* a request field above these is refused */
-	uint64_t tmpfs_bytes;			   /* size of /home/user and of /tmp, each */
-	uint32_t uid_base;			   /* first host uid for sandboxes */
-	uint32_t uid_count;			   /* host uids in the range (>= max_live) */
+	unsigned pool_max[CONFIG_MAX_RUNTIMES];	   /* ... grown to under a burst, at most */
+	unsigned pool_idle_ms;		/* a grown pool shrinks after this long without demand */
+	size_t max_code_bytes;		/* ExecuteRequest.code */
+	size_t max_stdin_bytes;		/* ExecuteRequest.stdin */
+	size_t max_files;		/* ExecuteRequest.files count */
+	size_t max_files_bytes;		/* sum of file contents */
+	size_t max_env;			/* number of env entries */
+	size_t max_env_bytes;		/* sum of env names and values */
+	size_t max_dataset_bytes;	/* AnalyzeRequest.dataset.content */
+	size_t max_message_bytes;	/* gRPC receive limit */
+	struct exec_limits defaults;	/* a zero request field takes these */
+	struct exec_limits maxima;	/* a request field above these is refused */
+	uint64_t tmpfs_bytes;		/* size of /home/user and of /tmp, each */
+	uint32_t uid_base;		/* first host uid for sandboxes */
+	uint32_t uid_count;		/* host uids in the range (>= max_live) */
 	const char *state_dir;		/* root-owned scratch dir (sandbox mount point) */
 	const char *supervisor_path;	/* the capibox-supervisor program */
 	const char *cgroup_root;	/* cgroup file system (default /sys/fs/cgroup) */

@@ -116,8 +116,18 @@ struct local_backend {
 	unsigned warm_idle[IPC_MAX_RUNTIMES];
 	unsigned warm_starting[IPC_MAX_RUNTIMES];
 	bool warm_failing[IPC_MAX_RUNTIMES]; /* the last one died starting: refill on demand */
-	uint8_t *buf;			     /* io thread only */
+	/* Adaptive size: a request that finds the pool empty raises want
+	 * (up to pool_max); calm (no miss for cfg->pool_idle_ms) lowers it
+	 * back to pool_target, one sandbox every POOL_TICK_MS. */
+	unsigned pool_want[IPC_MAX_RUNTIMES];
+	struct timespec pool_miss[IPC_MAX_RUNTIMES];   /* CLOCK_MONOTONIC */
+	struct timespec pool_shrunk[IPC_MAX_RUNTIMES]; /* ... */
+	uint8_t *buf;				       /* io thread only */
 };
+
+#define POOL_TICK_MS \
+	1000 /* while a pool is grown: the io thread's check, and the
+			   * pace at which it gives back sandboxes */
 
 static const struct backend_ops local_ops;
 static void warm_refill_locked(struct local_backend *lb);
@@ -515,7 +525,7 @@ static void warm_refill_locked(struct local_backend *lb)
 	if (lb->stop || lb->draining || lb->sock < 0)
 		return;
 	for (size_t rt = 0; rt < runtime_count() && rt < IPC_MAX_RUNTIMES; rt++) {
-		unsigned target = rt < CONFIG_MAX_RUNTIMES ? lb->cfg->pool_target[rt] : 0;
+		unsigned target = lb->pool_want[rt];
 		if (runtime_at(rt)->runner == NULL || lb->warm_failing[rt])
 			continue;
 		while (lb->warm_idle[rt] + lb->warm_starting[rt] < target)
@@ -524,6 +534,71 @@ static void warm_refill_locked(struct local_backend *lb)
 					 runtime_at(rt)->name);
 				return;
 			}
+	}
+}
+
+static int64_t ms_since(const struct timespec *t0, const struct timespec *now)
+{
+	return (int64_t)(now->tv_sec - t0->tv_sec) * 1000 + (now->tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/*
+ * A request of runtime rt found no idle pooled sandbox: the pool grows by
+ * one (up to its maximum), refilled as runs end. Caller holds mu.
+ */
+static void pool_missed_locked(struct local_backend *lb, int rt)
+{
+	if (rt >= CONFIG_MAX_RUNTIMES || runtime_at((size_t)rt)->runner == NULL ||
+	    lb->cfg->pool_target[rt] == 0 || lb->warm_failing[rt])
+		return; /* no pool, or one that cannot start sandboxes now */
+	clock_gettime(CLOCK_MONOTONIC, &lb->pool_miss[rt]);
+	if (lb->pool_want[rt] < lb->cfg->pool_max[rt])
+		lb->pool_want[rt]++; /* a target above the maximum is simply not grown */
+}
+
+/* True when some pool is above its target (the io thread then ticks). */
+static bool pool_grown(struct local_backend *lb)
+{
+	bool grown = false;
+
+	pthread_mutex_lock(&lb->mu);
+	for (size_t rt = 0; rt < IPC_MAX_RUNTIMES && rt < CONFIG_MAX_RUNTIMES; rt++)
+		grown |= lb->pool_want[rt] > lb->cfg->pool_target[rt];
+	pthread_mutex_unlock(&lb->mu);
+	return grown;
+}
+
+/*
+ * A grown pool that had no miss for cfg->pool_idle_ms gives back one idle
+ * sandbox every POOL_TICK_MS until it is at its target again. Caller holds
+ * mu.
+ */
+static void pool_shrink_locked(struct local_backend *lb)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (size_t rt = 0; rt < IPC_MAX_RUNTIMES && rt < CONFIG_MAX_RUNTIMES; rt++) {
+		if (lb->pool_want[rt] <= lb->cfg->pool_target[rt] ||
+		    ms_since(&lb->pool_miss[rt], &now) < (int64_t)lb->cfg->pool_idle_ms ||
+		    ms_since(&lb->pool_shrunk[rt], &now) < POOL_TICK_MS)
+			continue;
+		lb->pool_want[rt]--;
+		lb->pool_shrunk[rt] = now;
+		if (lb->warm_idle[rt] + lb->warm_starting[rt] <= lb->pool_want[rt])
+			continue;
+		for (struct warm *w = lb->warm_head; w; w = w->next) {
+			if (w->runtime != (int)rt || !w->ready)
+				continue;
+			struct ipc_kill k = {
+				.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = w->id};
+			/* its EXITED finds neither a run nor a pooled sandbox */
+			if (lb->sock >= 0 && ipc_send(lb->sock, &k, sizeof(k), NULL, 0) < 0)
+				log_warn("ipc send KILL");
+			warm_unlink_locked(lb, w);
+			warm_free(w);
+			break;
+		}
 	}
 }
 
@@ -610,8 +685,7 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 			 * a new sandbox into its groups takes a lock every fork
 			 * and exit on the machine waits for (an RCU grace period
 			 * per controller), which would stall the run it replaces */
-			if (x->warm)
-				warm_refill_locked(lb);
+			warm_refill_locked(lb);
 		}
 	}
 	pthread_mutex_unlock(&lb->mu);
@@ -650,7 +724,7 @@ static void *io_main(void *arg)
 		fatal("malloc");
 	for (;;) {
 		struct epoll_event evs[64];
-		int n = epoll_wait(lb->ep, evs, 64, -1);
+		int n = epoll_wait(lb->ep, evs, 64, pool_grown(lb) ? POOL_TICK_MS : -1);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -666,6 +740,7 @@ static void *io_main(void *arg)
 				on_pipe(lb, evs[i].data.u64);
 		}
 		pthread_mutex_lock(&lb->mu);
+		pool_shrink_locked(lb);
 		if (lb->stop && lb->live == 0)
 			pthread_cond_broadcast(&lb->idle_cv);
 		if (lb->exit_io) {
@@ -708,12 +783,17 @@ static struct warm *warm_take_locked(struct local_backend *lb, int rt,
 {
 	const char *names[256];
 
-	if (lb->warm_idle[rt] == 0 || req->n_env > 256)
+	if (req->n_env > 256)
 		return NULL;
 	for (size_t i = 0; i < req->n_env; i++)
 		names[i] = req->env[i].name;
 	if (!runtime_warm_env_ok(runtime_at((size_t)rt), names, req->n_env))
 		return NULL;
+	if (lb->warm_idle[rt] == 0) {
+		/* it could have used one: demand exceeds the pool */
+		pool_missed_locked(lb, rt);
+		return NULL;
+	}
 	for (struct warm *w = lb->warm_head; w; w = w->next)
 		if (w->runtime == rt && w->ready && req->stdin_len <= w->stdin_cap) {
 			warm_unlink_locked(lb, w);
@@ -984,7 +1064,7 @@ static size_t local_stats(struct backend *b, struct runtime_stats *out, size_t m
 		out[n].idle = lb->warm_idle[i];
 		out[n].busy = lb->busy[i];
 		out[n].target = runtime_at(i)->runner != NULL && i < CONFIG_MAX_RUNTIMES ?
-					lb->cfg->pool_target[i] :
+					lb->pool_want[i] :
 					0;
 		out[n].version = lb->versions[i];
 		n++;
@@ -1142,6 +1222,8 @@ struct backend *local_backend_create(const struct config *cfg, int sock, pid_t s
 	if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, lb->chld_fd, &ev) < 0)
 		fatal("epoll_ctl");
 	pthread_mutex_lock(&lb->mu);
+	for (size_t rt = 0; rt < IPC_MAX_RUNTIMES && rt < CONFIG_MAX_RUNTIMES; rt++)
+		lb->pool_want[rt] = cfg->pool_target[rt];
 	warm_refill_locked(lb); /* the pools fill while gRPC starts */
 	pthread_mutex_unlock(&lb->mu);
 	if (pthread_create(&lb->io, NULL, io_main, lb) != 0)

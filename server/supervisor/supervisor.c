@@ -778,7 +778,8 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	/* sandbox slots: running executions plus the warm pools */
 	slots = cfg->max_live;
 	for (size_t i = 0; i < CONFIG_MAX_RUNTIMES; i++)
-		slots += cfg->pool_target[i];
+		slots += cfg->pool_target[i] > cfg->pool_max[i] ? cfg->pool_target[i] :
+								  cfg->pool_max[i];
 	snprintf(max_live, sizeof(max_live), "%u", slots);
 	snprintf(uid_base, sizeof(uid_base), "%u", cfg->uid_base);
 	snprintf(uid_count, sizeof(uid_count), "%u", cfg->uid_count);

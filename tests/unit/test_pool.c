@@ -26,7 +26,7 @@
 #include "runtime.h"
 #include "supervisor/supervisor.h"
 
-#define UID_BASE 5100000u
+#define UID_BASE 5700000u
 
 static struct config cfg;
 static struct backend *be;
@@ -79,7 +79,8 @@ static void on_finished(void *arg, const struct exec_result *res)
 
 static const struct exec_sink sink = {on_started, on_output, on_finished};
 
-static struct run *run_req(struct exec_request *req)
+/* Starts req; run_wait() waits for it. */
+static struct run *run_begin(struct exec_request *req)
 {
 	struct run *r = calloc(1, sizeof(*r));
 	char err[256];
@@ -90,10 +91,24 @@ static struct run *run_req(struct exec_request *req)
 		req->limits = cfg.defaults;
 	pthread_mutex_lock(&r->mu);
 	assert_int_equal(backend_execute(be, req, &sink, r, &r->e, err, sizeof(err)), BACKEND_OK);
+	pthread_mutex_unlock(&r->mu);
+	return r;
+}
+
+static void run_wait(struct run *r)
+{
+	pthread_mutex_lock(&r->mu);
 	while (!r->done)
 		pthread_cond_wait(&r->cv, &r->mu);
 	pthread_mutex_unlock(&r->mu);
 	backend_release(r->e);
+}
+
+static struct run *run_req(struct exec_request *req)
+{
+	struct run *r = run_begin(req);
+
+	run_wait(r);
 	return r;
 }
 
@@ -113,6 +128,14 @@ static unsigned idle_of(int rt)
 	struct runtime_stats st[8];
 	size_t n = backend_stats(be, st, 8);
 	return (size_t)rt < n ? st[rt].idle : 0;
+}
+
+/* the pool size python aims at now (adaptive), per the backend */
+static unsigned target_of(int rt)
+{
+	struct runtime_stats st[8];
+	size_t n = backend_stats(be, st, 8);
+	return (size_t)rt < n ? st[rt].target : 0;
 }
 
 /* Waits (up to 10 s) for every pool to be full. */
@@ -318,6 +341,48 @@ static void test_refill_after_a_pooled_sandbox_dies(void **state)
 	}
 }
 
+/*
+ * A burst bigger than the pool grows it (a request that found it empty
+ * raises the target, up to the maximum); calm shrinks it back.
+ */
+static void test_pool_adapts(void **state)
+{
+	struct exec_request req;
+	struct run *r[3];
+	const char *code = "import time\ntime.sleep(0.5)\nprint('ok')\n";
+	(void)state;
+
+	cfg.pool_max[0] = 4;
+	wait_pools_full();
+	memset(&req, 0, sizeof(req));
+	req.language = "python";
+	req.code = code;
+	req.code_len = strlen(code);
+	for (int i = 0; i < 3; i++)
+		r[i] = run_begin(&req);
+	/* two warm ones taken, the third found the pool empty */
+	assert_int_equal(target_of(0), 3);
+	for (int i = 0; i < 3; i++) {
+		run_wait(r[i]);
+		assert_string_equal(r[i]->out, "ok\n");
+		free(r[i]);
+	}
+	/* refilled to the grown size ... */
+	for (int i = 0; i < 1000 && idle_of(0) != 3; i++)
+		usleep(10000);
+	assert_int_equal(idle_of(0), 3);
+	/* ... and, with no demand for pool_idle_ms, back to the target */
+	for (int i = 0; i < 1000 && (target_of(0) != 2 || idle_of(0) != 2); i++)
+		usleep(10000);
+	assert_int_equal(target_of(0), 2);
+	assert_int_equal(idle_of(0), 2);
+	cfg.pool_max[0] = 2;
+	/* the sandbox given back is gone, not leaked */
+	for (int i = 0; i < 500 && sandbox_processes() != 2 * 3; i++)
+		usleep(10000);
+	assert_int_equal(sandbox_processes(), 2 * (int)(cfg.pool_target[0] + cfg.pool_target[1]));
+}
+
 static int group_setup(void **state)
 {
 	struct ipc_hello hello;
@@ -346,6 +411,11 @@ static int group_setup(void **state)
 	cfg.tmpfs_bytes = 8 << 20;
 	cfg.pool_target[0] = 2; /* python */
 	cfg.pool_target[1] = 1; /* javascript */
+	/* fixed sizes, so counts are exact; test_pool_adapts lets python grow
+	 * (the backend reads cfg live) */
+	cfg.pool_max[0] = 2;
+	cfg.pool_max[1] = 1;
+	cfg.pool_idle_ms = 3000; /* slack for a busy machine, not a timing */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
@@ -374,6 +444,7 @@ int main(void)
 		cmocka_unit_test(test_runs_share_nothing),
 		cmocka_unit_test(test_take_applies_the_request_limits),
 		cmocka_unit_test(test_startup_env_runs_cold),
+		cmocka_unit_test(test_pool_adapts),
 		cmocka_unit_test(test_refill_after_a_pooled_sandbox_dies),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
