@@ -16,6 +16,8 @@ packages=(
 	libssl-dev
 	# Prometheus metrics: the HTTP listener (server/metrics.c)
 	libmicrohttpd-dev
+	# the config file: an INI parser (server/config_file.c)
+	libinih-dev
 	# runtimes offered to sandboxed code (python with the data stack, node, bash)
 	python3 python3-numpy python3-pandas python3-matplotlib nodejs
 	# Python interop test (Debian's grpcio; stubs come from protobuf-compiler-grpc)

@@ -34,7 +34,6 @@
  * sigwaitinfo. The sandbox's runner resets mask and dispositions.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -47,6 +46,7 @@
 #include "auth.h"
 #include "backend/local.h"
 #include "config.h"
+#include "config_file.h"
 #include "log.h"
 #include "metrics.h"
 #include "proctitle.h"
@@ -57,7 +57,11 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: capiboxd [options]\n"
+		"usage: capiboxd [--config FILE] [options]\n"
+		"      --config FILE      read options from this INI file first; flags given here\n"
+		"                         override it (every key is also a flag, see below)\n"
+		"      --check-config     validate the options and the files they name, print the\n"
+		"                         effective configuration with each value's origin, exit\n"
 		"  -l, --listen ADDR      gRPC address (default 127.0.0.1:50051; unix:/path works)\n"
 		"      --keys FILE        API keys file: Execute, Analyze and Health need a key\n"
 		"                         (SIGHUP reloads it); see `capiboxd keygen ID`\n"
@@ -91,34 +95,20 @@ static void usage(FILE *f)
 		"      --cgroup-root DIR  cgroup file system (default /sys/fs/cgroup)\n"
 		"      --allow-rlimit-only  start without usable cgroups: memory and process\n"
 		"                         limits fall back to rlimits, Health reports DEGRADED\n"
+		"  Request sizes, in bytes: --max-code-bytes N (1 MiB), --max-stdin-bytes N (16 MiB),\n"
+		"      --max-files N (1000), --max-files-bytes N (64 MiB), --max-env N (256),\n"
+		"      --max-env-bytes N (64 KiB), --max-dataset-bytes N (64 MiB, Analyze),\n"
+		"      --max-message-bytes N (96 MiB)\n"
+		"  Per-request limits: --default-LIMIT N (a request that asks for none) and\n"
+		"      --max-LIMIT N (the most it may ask for), LIMIT one of wall-time-ms,\n"
+		"      cpu-time-ms, memory-mb, processes, output-mb, file-mb\n"
+		"      --uid-count N      size of the sandbox uid range (default 65536)\n"
+		"  A boolean flag also takes =false (--audit-code=false) to override the file.\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          print the version\n"
 		"\n"
 		"       capiboxd keygen ID\n"
 		"  prints a new API key's secret (once) and the line to add to the keys file\n");
-}
-
-static unsigned long parse_ulong(const char *opt, const char *s, unsigned long min,
-				 unsigned long max)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		fatalx("%s: \"%s\" is not a number between %lu and %lu", opt, s, min, max);
-	return v;
-}
-
-static int is_loopback(const char *addr)
-{
-	if (strncmp(addr, "unix:", 5) == 0 || strncmp(addr, "unix-abstract:", 14) == 0)
-		return 1;
-	if (strncmp(addr, "127.", 4) == 0 || strncmp(addr, "localhost:", 10) == 0 ||
-	    strncmp(addr, "[::1]:", 6) == 0 || strncmp(addr, "ipv4:127.", 9) == 0)
-		return 1;
-	return 0;
 }
 
 /* capibox-supervisor lives next to capiboxd. */
@@ -140,169 +130,25 @@ static void supervisor_path(struct config *cfg)
 	cfg->supervisor_path = path;
 }
 
-/* --pool LANG=N */
-static void parse_pool(struct config *cfg, const char *arg)
+static void warn_log(const char *msg) { log_warnx("%s", msg); }
+
+static void warn_stderr(const char *msg) { fprintf(stderr, "capiboxd: %s\n", msg); }
+
+/*
+ * capiboxd --check-config: the options are valid and the files load, or
+ * the first error. Prints the effective configuration; no root, no socket,
+ * no supervisor.
+ */
+static int check_config_main(const struct config *cfg, const struct config_origins *origins)
 {
-	const char *eq = strchr(arg, '=');
-	char lang[32];
-	int rt;
+	char err[1024];
 
-	if (eq == NULL || (size_t)(eq - arg) >= sizeof(lang))
-		fatalx("--pool: \"%s\" is not LANG=N", arg);
-	memcpy(lang, arg, (size_t)(eq - arg));
-	lang[eq - arg] = '\0';
-	rt = runtime_find(lang);
-	if (rt < 0 || rt >= CONFIG_MAX_RUNTIMES)
-		fatalx("--pool: unknown language \"%s\"", lang);
-	if (runtime_at((size_t)rt)->runner == NULL && strcmp(eq + 1, "0") != 0)
-		fatalx("--pool: %s has no warm runner (it always runs cold)", lang);
-	cfg->pool_target[rt] = (unsigned)parse_ulong("--pool", eq + 1, 0, 64);
-}
-
-static void parse_args(struct config *cfg, int argc, char **argv)
-{
-	enum {
-		O_ALLOW = 256,
-		O_GRACE,
-		O_MAXLIVE,
-		O_THREADS,
-		O_READY,
-		O_STATE,
-		O_UID,
-		O_TMPFS,
-		O_CGROOT,
-		O_RLIMIT_ONLY,
-		O_KEYS,
-		O_TLS_CERT,
-		O_TLS_KEY,
-		O_TLS_CA,
-		O_POOL,
-		O_METRICS,
-		O_NO_METRICS,
-		O_LOG_FORMAT,
-		O_MAXQUEUE,
-		O_QUEUE_WAIT,
-		O_QUEUE_MB,
-		O_AUDIT,
-		O_AUDIT_MB,
-		O_AUDIT_KEEP,
-		O_AUDIT_CODE,
-	};
-	static const struct option opts[] = {
-		{"listen", required_argument, NULL, 'l'},
-		{"allow-remote", no_argument, NULL, O_ALLOW},
-		{"insecure-no-auth", no_argument, NULL, O_ALLOW},
-		{"keys", required_argument, NULL, O_KEYS},
-		{"tls-cert", required_argument, NULL, O_TLS_CERT},
-		{"tls-key", required_argument, NULL, O_TLS_KEY},
-		{"tls-client-ca", required_argument, NULL, O_TLS_CA},
-		{"grace", required_argument, NULL, O_GRACE},
-		{"max-live", required_argument, NULL, O_MAXLIVE},
-		{"max-queue", required_argument, NULL, O_MAXQUEUE},
-		{"max-queue-wait-ms", required_argument, NULL, O_QUEUE_WAIT},
-		{"max-queue-mb", required_argument, NULL, O_QUEUE_MB},
-		{"audit-log", required_argument, NULL, O_AUDIT},
-		{"audit-max-mb", required_argument, NULL, O_AUDIT_MB},
-		{"audit-keep", required_argument, NULL, O_AUDIT_KEEP},
-		{"audit-code", no_argument, NULL, O_AUDIT_CODE},
-		{"threads", required_argument, NULL, O_THREADS},
-		{"tmpfs-mb", required_argument, NULL, O_TMPFS},
-		{"pool", required_argument, NULL, O_POOL},
-		{"metrics-listen", required_argument, NULL, O_METRICS},
-		{"no-metrics", no_argument, NULL, O_NO_METRICS},
-		{"log-format", required_argument, NULL, O_LOG_FORMAT},
-		{"ready-file", required_argument, NULL, O_READY},
-		{"state-dir", required_argument, NULL, O_STATE},
-		{"uid-base", required_argument, NULL, O_UID},
-		{"cgroup-root", required_argument, NULL, O_CGROOT},
-		{"allow-rlimit-only", no_argument, NULL, O_RLIMIT_ONLY},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
-	};
-	int c;
-
-	while ((c = getopt_long(argc, argv, "l:hV", opts, NULL)) != -1) {
-		switch (c) {
-		case 'l': cfg->listen = optarg; break;
-		case O_ALLOW: cfg->allow_remote = true; break;
-		case O_GRACE:
-			cfg->grace_ms = (unsigned)parse_ulong("--grace", optarg, 0, 3600) * 1000;
-			break;
-		case O_MAXLIVE:
-			cfg->max_live = (unsigned)parse_ulong("--max-live", optarg, 1, 4096);
-			break;
-		case O_MAXQUEUE:
-			cfg->max_queue = (unsigned)parse_ulong("--max-queue", optarg, 0, 100000);
-			break;
-		case O_QUEUE_WAIT:
-			cfg->max_queue_wait_ms =
-				(unsigned)parse_ulong("--max-queue-wait-ms", optarg, 1, 3600000);
-			break;
-		case O_QUEUE_MB:
-			cfg->max_queue_bytes = parse_ulong("--max-queue-mb", optarg, 1, 1 << 20)
-					       << 20;
-			break;
-		case O_AUDIT: cfg->audit_file = optarg; break;
-		case O_AUDIT_MB:
-			cfg->audit_max_bytes = parse_ulong("--audit-max-mb", optarg, 1, 1 << 20)
-					       << 20;
-			break;
-		case O_AUDIT_KEEP:
-			cfg->audit_keep = (unsigned)parse_ulong("--audit-keep", optarg, 0, 100);
-			break;
-		case O_AUDIT_CODE: cfg->audit_code = true; break;
-		case O_THREADS:
-			cfg->cq_threads = (unsigned)parse_ulong("--threads", optarg, 1, 64);
-			break;
-		case O_TMPFS:
-			cfg->tmpfs_bytes = parse_ulong("--tmpfs-mb", optarg, 1, 1 << 20) << 20;
-			break;
-		case O_READY: cfg->ready_file = optarg; break;
-		case O_STATE: cfg->state_dir = optarg; break;
-		case O_UID:
-			/* never below 65536: keep clear of real system and user ids */
-			cfg->uid_base =
-				(uint32_t)parse_ulong("--uid-base", optarg, 65536, 4000000000UL);
-			break;
-		case O_CGROOT: cfg->cgroup_root = optarg; break;
-		case O_RLIMIT_ONLY: cfg->allow_rlimit_only = true; break;
-		case O_KEYS: cfg->keys_file = optarg; break;
-		case O_TLS_CERT: cfg->tls_cert_file = optarg; break;
-		case O_TLS_KEY: cfg->tls_key_file = optarg; break;
-		case O_TLS_CA: cfg->tls_client_ca_file = optarg; break;
-		case O_POOL: parse_pool(cfg, optarg); break;
-		case O_METRICS:
-			cfg->metrics_listen = optarg;
-			cfg->metrics_required = true;
-			break;
-		case O_NO_METRICS:
-			cfg->metrics_listen = NULL;
-			cfg->metrics_required = false;
-			break;
-		case O_LOG_FORMAT:
-			if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0)
-				fatalx("--log-format: \"%s\" is neither text nor json", optarg);
-			cfg->log_json = strcmp(optarg, "json") == 0;
-			/* at once: errors in the flags that follow come out as JSON too */
-			log_set_json(cfg->log_json);
-			break;
-		case 'h': usage(stdout); exit(0);
-		case 'V': printf("capiboxd %s\n", CAPIBOX_VERSION); exit(0);
-		default: usage(stderr); exit(64);
-		}
+	if (config_check(cfg, warn_stderr, err, sizeof(err)) < 0) {
+		fprintf(stderr, "capiboxd: %s\n", err);
+		return 1;
 	}
-	if (optind != argc) {
-		usage(stderr);
-		exit(64);
-	}
-	if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL))
-		fatalx("--tls-cert and --tls-key go together");
-	if (cfg->tls_client_ca_file && cfg->tls_cert_file == NULL)
-		fatalx("--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS first)");
-	if (cfg->max_live > cfg->uid_count)
-		fatalx("--max-live %u exceeds the sandbox uid range (%u)", cfg->max_live,
-		       cfg->uid_count);
+	config_print(stdout, cfg, origins);
+	return fflush(stdout) == 0 ? 0 : 1;
 }
 
 /* capiboxd keygen ID: the secret goes to the operator once; only its hash is kept. */
@@ -335,6 +181,9 @@ int main(int argc, char **argv)
 	struct rpc_server *srv;
 	struct admission *admission;
 	struct metrics_http *metrics = NULL;
+	struct config_origins *origins;
+	enum config_action action;
+	char cfg_err[1024];
 	sigset_t mask, stop;
 	pid_t sup_pid;
 	int sock;
@@ -344,24 +193,24 @@ int main(int argc, char **argv)
 	if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
 		return keygen_main(argc, argv);
 	config_defaults(&cfg);
-	parse_args(&cfg, argc, argv);
-
-	/* A code-execution port reachable without a key is remote code
-	 * execution for anyone who finds it: only on an explicit request. */
-	if (!is_loopback(cfg.listen) && cfg.keys_file == NULL && cfg.tls_client_ca_file == NULL) {
-		if (!cfg.allow_remote)
-			fatalx("refusing to listen on %s: it is not a loopback address and no "
-			       "--keys file or --tls-client-ca is configured; pass one, or --insecure-no-auth "
-			       "(old name --allow-remote) to serve unauthenticated anyway",
-			       cfg.listen);
-		log_warnx("WARNING: listening on %s, a non-loopback address: requests are NOT "
-			  "authenticated, anyone who reaches this port can run code here",
-			  cfg.listen);
+	if (config_from_args(&cfg, argc, argv, &action, &origins, cfg_err, sizeof(cfg_err)) < 0) {
+		if (action == CONFIG_CHECK) {
+			fprintf(stderr, "capiboxd: %s\n", cfg_err);
+			return 1;
+		}
+		fatalx("%s", cfg_err);
 	}
-	if (!is_loopback(cfg.listen) && cfg.keys_file && cfg.tls_cert_file == NULL)
-		log_warnx("WARNING: listening on %s without TLS: API keys cross the network in "
-			  "clear text (--tls-cert, --tls-key)",
-			  cfg.listen);
+	switch (action) {
+	case CONFIG_HELP: usage(stdout); return 0;
+	case CONFIG_VERSION: printf("capiboxd %s\n", CAPIBOX_VERSION); return 0;
+	case CONFIG_USAGE: usage(stderr); return 64;
+	case CONFIG_CHECK: return check_config_main(&cfg, origins);
+	case CONFIG_RUN: break;
+	}
+	/* the same checks as --check-config, with the refusal of an
+	 * unauthenticated non-loopback address among them */
+	if (config_check(&cfg, warn_log, cfg_err, sizeof(cfg_err)) < 0)
+		fatalx("%s", cfg_err);
 	supervisor_path(&cfg);
 	if (geteuid() != 0)
 		fatalx("capiboxd must run as root: it creates namespaces and maps sandbox uids");

@@ -54,6 +54,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 
 #include "../admission.h"
+#include "../audit.h"
 #include "../auth.h"
 #include "../health.h"
 #include "../log.h"
@@ -156,6 +157,15 @@ struct rpc_call {
 	uint64_t admit_wait_us;
 	struct convert_exec cx;
 
+	/* The audit record's request facts, taken while the request is
+	 * decoded (the request itself is freed before the call ends). */
+	bool audited;
+	char code_sha256[AUDIT_SHA256_HEX];
+	char *audit_code; /* only when the audit log keeps code */
+	size_t code_len, n_files;
+	uint64_t files_bytes, stdin_bytes;
+	struct exec_limits limits;
+
 	/* Analyze: the decoded request, the engine's stdout and the start of
 	 * its stderr (the backend's thread writes them, one event at a time) */
 	struct analyze_job *job;
@@ -183,6 +193,7 @@ struct rpc_server {
 	const struct config *cfg;
 	struct backend *backend;
 	struct admission *admission; /* running slots and the wait queue */
+	struct audit *audit;	     /* the audit log (a no-op when off) */
 	struct auth *auth;	     /* API keys; off until a keys file is loaded */
 	struct rpc_tls *tls;	     /* NULL: plaintext */
 	grpc_server *server;
@@ -363,6 +374,66 @@ static void call_log_record(struct rpc_call *c, grpc_status_code code, uint64_t 
 }
 
 /* Counts a served call by method and the status the client saw. */
+/* One audit record for an Execute or Analyze call that got past decoding. */
+static void call_audit(struct rpc_call *c, grpc_status_code code)
+{
+	struct audit_entry e = {0};
+
+	e.rpc = c->kind == RPC_ANALYZE ? "Analyze" : "Execute";
+	e.request_id = c->request_id;
+	e.key_id = c->key ? auth_key_id(c->key) : NULL;
+	e.peer = c->peer;
+	e.client_cert = c->client_cert;
+	e.language = c->language;
+	e.code = c->audit_code;
+	e.code_len = c->code_len;
+	e.code_sha256 = c->code_sha256;
+	e.n_files = c->n_files;
+	e.files_bytes = c->files_bytes;
+	e.stdin_bytes = c->stdin_bytes;
+	e.has_limits = true;
+	e.limits = c->limits;
+	e.status_code = (unsigned)code;
+	e.error = c->status_msg[0] ? c->status_msg : NULL;
+	e.started = c->has_started;
+	e.sandbox_id = c->sandbox_id;
+	e.warm = c->warm;
+	e.queued_us = c->queued_us;
+	e.start_us = c->start_us;
+	if (c->has_result) {
+		e.finished = true;
+		e.reason = c->result.reason;
+		e.exit_code = c->result.exit_code;
+		e.signal = c->result.signal;
+		e.wall_time_us = c->result.wall_time_us;
+		e.cpu_time_us = c->result.cpu_time_us;
+		e.peak_memory_bytes = c->result.peak_memory_bytes;
+		e.stdout_bytes = c->result.stdout_bytes;
+		e.stderr_bytes = c->result.stderr_bytes;
+	}
+	audit_record(c->srv->audit, &e);
+}
+
+/* Notes what the audit record says of a validated request. */
+static void call_audit_request(struct rpc_call *c, const struct exec_request *req, const char *code,
+			       size_t code_len)
+{
+	struct audit *a = c->srv->audit;
+
+	if (!audit_enabled(a))
+		return;
+	c->audited = true;
+	audit_hash_code(code, code_len, c->code_sha256);
+	if (audit_wants_code(a))
+		c->audit_code = strndup(code, code_len); /* NULL: the record goes without */
+	c->code_len = code_len;
+	c->n_files = req->n_files;
+	for (size_t i = 0; i < req->n_files; i++)
+		c->files_bytes += req->files[i].len;
+	c->stdin_bytes = req->stdin_len;
+	c->limits = req->limits;
+}
+
 static void call_record_end(struct rpc_call *c)
 {
 	struct timespec end;
@@ -386,6 +457,8 @@ static void call_record_end(struct rpc_call *c)
 	metrics_rpc_done((unsigned)c->kind, (unsigned)code, us > 0 ? (uint64_t)us : 0);
 	if (log_is_json())
 		call_log_record(c, code, us > 0 ? (uint64_t)us : 0);
+	if (c->audited)
+		call_audit(c, code);
 }
 
 static void call_free(struct rpc_call *c)
@@ -407,6 +480,7 @@ static void call_free(struct rpc_call *c)
 		free(c->job);
 	}
 	free(c->out_buf);
+	free(c->audit_code);
 	auth_key_release(c->key);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
@@ -969,6 +1043,7 @@ static void execute_handle(struct rpc_call *c)
 		goto out;
 	/* before the backend can call the sink, which reads it */
 	snprintf(c->language, sizeof(c->language), "%s", cx.req.language);
+	call_audit_request(c, &cx.req, cx.req.code, cx.req.code_len);
 	code = execute_admit_key(c, &cx, err, sizeof(err));
 	if (code != GRPC_STATUS_OK)
 		goto out;
@@ -1604,6 +1679,9 @@ static void analyze_handle(struct rpc_call *c)
 	if (code != GRPC_STATUS_OK)
 		goto out;
 	snprintf(c->language, sizeof(c->language), "analyze");
+	/* the code of record is the caller's (pandas code, usually none), not
+	 * the engine program; files and stdin are the dataset and options */
+	call_audit_request(c, &job->req, job->msg->code, strlen(job->msg->code));
 	{
 		/* the key's limits and concurrency, as for Execute */
 		struct convert_exec kx = {.req = job->req};
@@ -1943,6 +2021,13 @@ struct rpc_server *rpc_server_start(const struct config *cfg, struct backend *ba
 	pthread_rwlock_init(&srv->cq_lock, NULL);
 	srv->shutdown_tag.fn = server_shutdown_done;
 	srv->admission = adm;
+	{
+		char err[512];
+
+		srv->audit = audit_open(cfg, err, sizeof(err));
+		if (srv->audit == NULL)
+			fatalx("audit log: %s", err);
+	}
 	srv->auth = auth_new();
 	if (cfg->keys_file) {
 		char err[512];
@@ -2138,6 +2223,7 @@ void rpc_server_shutdown(struct rpc_server *srv, unsigned grace_ms)
 	srv->threads = NULL;
 	if (leftovers)
 		return; /* a late callback may still use srv: leak it */
+	audit_close(srv->audit);
 	auth_free(srv->auth);
 	pthread_rwlock_destroy(&srv->cq_lock);
 	pthread_cond_destroy(&srv->cond);
@@ -2158,6 +2244,7 @@ void rpc_server_reload(struct rpc_server *srv)
 			log_info("reload: TLS certificate reloaded from %s",
 				 srv->cfg->tls_cert_file);
 	}
+	audit_reopen(srv->audit); /* logrotate moved it away */
 	if (srv->cfg->keys_file == NULL)
 		return;
 	n = auth_load(srv->auth, srv->cfg->keys_file, err, sizeof(err));
