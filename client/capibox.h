@@ -224,6 +224,165 @@ void capibox_health_free(struct capibox_health *h);
 int capibox_health_check(struct capibox_client *c, const char *service, int64_t deadline_ms,
 			 int *serving_status, struct capibox_status *st);
 
+/* --- Analyze ------------------------------------------------------------ */
+
+/* Values match capibox.v1.DatasetFormat. */
+enum capibox_dataset_format {
+	CAPIBOX_FORMAT_GUESS = 0, /* from the name's extension, then the content */
+	CAPIBOX_FORMAT_CSV = 1,
+	CAPIBOX_FORMAT_TSV = 2,
+	CAPIBOX_FORMAT_JSONL = 3,
+};
+
+/* Values match capibox.v1.AggregateFunction. */
+enum capibox_agg_function {
+	CAPIBOX_AGG_UNSPECIFIED = 0,
+	CAPIBOX_AGG_COUNT = 1,
+	CAPIBOX_AGG_SUM = 2,
+	CAPIBOX_AGG_MEAN = 3,
+	CAPIBOX_AGG_MIN = 4,
+	CAPIBOX_AGG_MAX = 5,
+	CAPIBOX_AGG_STD = 6,
+	CAPIBOX_AGG_MEDIAN = 7,
+	CAPIBOX_AGG_NUNIQUE = 8,
+};
+
+/* "count", "sum", "mean", ... ("unspecified" for 0 or unknown); never NULL. */
+const char *capibox_agg_function_name(int function);
+/* The function named name ("mean", "nunique", ...), or CAPIBOX_AGG_UNSPECIFIED. */
+int capibox_agg_function_parse(const char *name);
+
+/* Values match capibox.v1.ColumnType. */
+enum capibox_column_type {
+	CAPIBOX_COLUMN_UNSPECIFIED = 0,
+	CAPIBOX_COLUMN_INTEGER = 1,
+	CAPIBOX_COLUMN_FLOAT = 2,
+	CAPIBOX_COLUMN_BOOLEAN = 3,
+	CAPIBOX_COLUMN_TEXT = 4,
+};
+
+/* "integer", "float", "boolean", "text", "unspecified"; never NULL. */
+const char *capibox_column_type_name(int type);
+
+struct capibox_aggregate {
+	const char *column;
+	int function; /* enum capibox_agg_function */
+};
+
+struct capibox_analyze_request {
+	/* The dataset. content NULL sends no dataset at all (the server
+	 * answers INVALID_ARGUMENT); an empty one is content != NULL, len 0. */
+	const char *dataset_name; /* may be NULL; its extension guides guessing */
+	int format;		  /* enum capibox_dataset_format */
+	const uint8_t *content;
+	size_t content_len;
+	bool no_header;	       /* the first line is data: columns are named "0", "1", ... */
+	const char *delimiter; /* one character; NULL or "" = the format's */
+	const char *const *null_values; /* strings read as null; none = pandas' defaults */
+	size_t n_null_values;
+
+	const char *const *columns; /* columns to summarise; none = all */
+	size_t n_columns;
+	const char *const *group_by; /* group keys (needs aggregates) */
+	size_t n_group_by;
+	const struct capibox_aggregate *aggregates;
+	size_t n_aggregates;
+
+	const char *code;		  /* pandas code with `df` preloaded; NULL = none */
+	const struct capibox_file *files; /* extra inputs for code */
+	size_t n_files;
+
+	struct capibox_limits limits;
+	const char *request_id; /* may be NULL */
+	int64_t deadline_ms;	/* 0 = none; else RPC deadline from now */
+};
+
+struct capibox_value_count {
+	const char *value;
+	uint64_t count;
+};
+
+/* describe() of one column. The numeric fields are for INTEGER and FLOAT
+ * columns (NaN where pandas says NaN, e.g. std of one value); top is for
+ * BOOLEAN and TEXT columns, most frequent first. */
+struct capibox_column_summary {
+	const char *name;
+	int type;	/* enum capibox_column_type */
+	uint64_t count; /* non-null values */
+	uint64_t nulls;
+	uint64_t distinct;
+	double mean, std, min, p25, median, p75, max, sum;
+	const struct capibox_value_count *top;
+	size_t n_top;
+};
+
+enum capibox_cell_kind {
+	CAPIBOX_CELL_NULL = 0,
+	CAPIBOX_CELL_NUMBER = 1,
+	CAPIBOX_CELL_TEXT = 2,
+};
+
+struct capibox_cell {
+	int kind; /* enum capibox_cell_kind */
+	double number;
+	const char *text;
+};
+
+/* A small table; cells are row-major: row r, column k is cells[r * n_columns + k]. */
+struct capibox_table {
+	const char *const *columns;
+	size_t n_columns;
+	size_t n_rows;
+	const struct capibox_cell *cells;
+};
+
+struct capibox_analysis_artifact {
+	const char *path;
+	const char *mime_type;
+	const uint8_t *content;
+	size_t len;
+	uint64_t size;
+	bool truncated;
+};
+
+/*
+ * What Analyze answered. Strings and buffers point into memory the analysis
+ * owns; all of it is released by capibox_analysis_free.
+ */
+struct capibox_analysis {
+	uint64_t rows; /* data rows read */
+	const struct capibox_column_summary *columns;
+	size_t n_columns;
+	struct capibox_table groups; /* group_by/aggregates result; n_columns 0 when none */
+	struct capibox_table result; /* code mode: the `result` variable */
+	const uint8_t *stdout_data;  /* code mode */
+	size_t stdout_len;
+	const uint8_t *stderr_data;
+	size_t stderr_len;
+	const struct capibox_analysis_artifact *artifacts;
+	size_t n_artifacts;
+	struct {
+		int reason;	   /* enum capibox_reason */
+		int32_t exit_code; /* 2 with reason EXITED: the dataset is malformed, see message */
+		int32_t signal;
+		uint64_t wall_time_us;
+		uint64_t cpu_time_us;
+		uint64_t peak_memory_bytes;
+		const char *message;
+	} finished;
+	void *priv_; /* the decoded reply the pointers above point into */
+};
+
+/*
+ * Calls Analyze. On CAPIBOX_OK *out is the caller's (free it with
+ * capibox_analysis_free); check out->finished: a malformed dataset is not
+ * an RPC error but a finished run with exit_code 2 and a message. On an
+ * error *out is NULL and st says why (an unknown column: INVALID_ARGUMENT).
+ */
+int capibox_analyze(struct capibox_client *c, const struct capibox_analyze_request *req,
+		    struct capibox_analysis **out, struct capibox_status *st);
+void capibox_analysis_free(struct capibox_analysis *a);
+
 /*
  * Cancels every call in flight on c (they return CAPIBOX_CANCELLED) and makes
  * every later call on c fail at once the same way: meant for shutting a

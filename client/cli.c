@@ -3,6 +3,7 @@
  *
  *   capibox [--target ADDR] exec -l LANG [-c CODE | FILE] [options]
  *   capibox [--target ADDR] health [--deep] [--json]
+ *   capibox [--target ADDR] analyze FILE [--columns ..] [--group-by ..] [--agg ..] [--json]
  *
  * exec streams the sandbox's stdout and stderr to our own as they arrive
  * (plain write(2), nothing buffered) and exits with a status derived from
@@ -20,6 +21,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -52,9 +54,10 @@ enum {
 	EXIT_SANDBOX_ERROR = 126,
 	EXIT_SIGNAL_BASE = 128,
 	EXIT_CANCELLED = 130,
-	EXIT_USAGE = 64, /* EX_USAGE */
-	EXIT_RPC = 69,	 /* EX_UNAVAILABLE */
-	EXIT_IOERR = 74, /* EX_IOERR: cannot write our own output */
+	EXIT_USAGE = 64,   /* EX_USAGE */
+	EXIT_DATAERR = 65, /* EX_DATAERR: analyze found the dataset malformed */
+	EXIT_RPC = 69,	   /* EX_UNAVAILABLE */
+	EXIT_IOERR = 74,   /* EX_IOERR: cannot write our own output */
 };
 
 /* Health deadlines: a deep check starts one sandbox per runtime. */
@@ -69,6 +72,7 @@ static const char usage_main[] =
 	"Commands:\n"
 	"  exec      run code in a fresh sandbox, streaming its output\n"
 	"  health    show the server's status, backends and pools\n"
+	"  analyze   summarise a dataset (CSV, TSV, JSON lines) in a sandbox\n"
 	"\n"
 	"Global options:\n"
 	"  -a, --target ADDR     server address, host:port or unix:/path\n"
@@ -95,7 +99,9 @@ static const char usage_main[] =
 	"  69       RPC error (printed as 'capibox: CODE: message')\n"
 	"  64       usage error\n"
 	"  74       cannot write to stdout or stderr\n"
-	"Exit status of health: 0 serving, 1 degraded or not serving, 69 RPC error.\n";
+	"Exit status of health: 0 serving, 1 degraded or not serving, 69 RPC error.\n"
+	"Exit status of analyze: 0 done, 65 malformed dataset, 69 RPC error (e.g. an\n"
+	"unknown column), 124/125/126/130 as exec (see 'capibox analyze --help').\n";
 
 static const char usage_exec[] =
 	"Usage: capibox exec -l LANG [-c CODE | FILE] [OPTIONS]\n"
@@ -1066,6 +1072,14 @@ enum {
 	OPT_CERT,
 	OPT_KEY,
 	OPT_SERVER_NAME,
+	OPT_COLUMNS,
+	OPT_GROUP_BY,
+	OPT_AGG,
+	OPT_FORMAT,
+	OPT_DELIMITER,
+	OPT_NO_HEADER,
+	OPT_NULL_VALUES,
+	OPT_CODE_FILE,
 };
 
 /* Connection options every command takes, as the global ones. */
@@ -1431,6 +1445,738 @@ static int cmd_health(int argc, char *argv[])
 	return rc;
 }
 
+/* --- analyze ------------------------------------------------------------- */
+
+static const char usage_analyze[] =
+	"Usage: capibox analyze FILE [OPTIONS]\n"
+	"\n"
+	"Sends a dataset (CSV, TSV or JSON lines; FILE '-' = stdin) to the server,\n"
+	"which parses it in a sandbox and answers with typed statistics: per column\n"
+	"what pandas' describe() says (count, nulls, distinct, mean, std, min,\n"
+	"quartiles, max; the most frequent values of text columns), and with\n"
+	"--group-by/--agg one row per group. See docs/ANALYZE.md for the semantics.\n"
+	"\n"
+	"      --columns A,B       summarise only these columns (repeatable)\n"
+	"      --group-by K1,K2    group keys (needs --agg; repeatable)\n"
+	"      --agg COL:FN,...    aggregates, FN one of count, sum, mean, min, max,\n"
+	"                          std, median, nunique (repeatable); without\n"
+	"                          --group-by over the whole dataset\n"
+	"      --format FMT        csv, tsv or jsonl (default: from FILE's extension,\n"
+	"                          then the content)\n"
+	"      --delimiter C       CSV field delimiter, one character ('\\t' or 'tab'\n"
+	"                          for a tab)\n"
+	"      --no-header         the first line is data; columns are named 0, 1, ...\n"
+	"      --null-values A,B   strings read as null instead of pandas' defaults\n"
+	"      --code FILE         pandas code to run with `df` holding the dataset\n"
+	"      --timeout MS, --cpu MS, --memory BYTES  sandbox limits (as exec)\n"
+	"      --request-id ID     identifier for the server's logs\n"
+	"      --deadline MS       RPC deadline in milliseconds (default none)\n"
+	"      --json              print the whole reply as one JSON object\n"
+	"  -a, --target ADDR       server address (as the global option)\n"
+	"      --token, --tls, --ca, --cert, --key, --server-name  as the global options\n"
+	"  -h, --help              show this help\n"
+	"\n"
+	"Column names in lists cannot contain a comma.\n"
+	"\n"
+	"Exit status: 0 done; 65 the dataset is malformed (the message says what and\n"
+	"where); 69 RPC error, e.g. INVALID_ARGUMENT for an unknown column or an\n"
+	"aggregate that does not apply; 124 time limit; 125 memory or output limit;\n"
+	"126 the sandbox or the engine failed; 130 cancelled; 64 usage error; 74\n"
+	"cannot write the output. With --code, the code's own exit status N.\n";
+
+/* Request pieces owned by cmd_analyze: argument strings are used in place. */
+struct analyze_args {
+	struct capibox_analyze_request req;
+	const char **columns;
+	size_t n_columns;
+	const char **group_by;
+	size_t n_group_by;
+	struct capibox_aggregate *aggs;
+	size_t n_aggs;
+	const char **nulls;
+	size_t n_nulls;
+	char **owned; /* strings and buffers freed at the end */
+	size_t n_owned;
+};
+
+static void *analyze_own(struct analyze_args *a, void *p)
+{
+	if (p == NULL) {
+		fprintf(stderr, "capibox: out of memory\n");
+		exit(EXIT_FAILURE);
+	}
+	a->owned = xgrow(a->owned, a->n_owned + 1, sizeof(*a->owned));
+	a->owned[a->n_owned++] = p;
+	return p;
+}
+
+/*
+ * Appends the comma-separated items of arg (split in a copy) to *v. An
+ * empty item is kept only for --null-values, where "" is a real choice.
+ */
+static void list_add(struct analyze_args *a, const char *opt, const char *arg, const char ***v,
+		     size_t *n, bool keep_empty)
+{
+	char *p = analyze_own(a, strdup(arg));
+
+	for (;;) {
+		char *comma = strchr(p, ',');
+
+		if (comma != NULL)
+			*comma = '\0';
+		if (*p == '\0' && !keep_empty)
+			usage_fail("analyze", "%s '%s': an empty name", opt, arg);
+		*v = xgrow(*v, *n + 1, sizeof(**v));
+		(*v)[(*n)++] = p;
+		if (comma == NULL)
+			break;
+		p = comma + 1;
+	}
+}
+
+/* Appends the COL:FN items of arg; the column is what precedes the last colon. */
+static void agg_add(struct analyze_args *a, const char *arg)
+{
+	const char **items = NULL;
+	size_t n = 0, i;
+
+	list_add(a, "--agg", arg, &items, &n, false);
+	for (i = 0; i < n; i++) {
+		char *item = (char *)items[i], *colon = strrchr(item, ':');
+		int fn;
+
+		if (colon == NULL || colon == item)
+			usage_fail("analyze", "--agg '%s': give COLUMN:FUNCTION, e.g. sales:mean",
+				   items[i]);
+		*colon = '\0';
+		fn = capibox_agg_function_parse(colon + 1);
+		if (fn == CAPIBOX_AGG_UNSPECIFIED)
+			usage_fail("analyze",
+				   "--agg %s:%s: unknown function (count, sum, mean, min, max, "
+				   "std, median, nunique)",
+				   item, colon + 1);
+		a->aggs = xgrow(a->aggs, a->n_aggs + 1, sizeof(*a->aggs));
+		a->aggs[a->n_aggs].column = item;
+		a->aggs[a->n_aggs].function = fn;
+		a->n_aggs++;
+	}
+	free(items);
+}
+
+/* A number as describe() shows it: whole numbers in full, others to 6 digits. */
+static void format_number(char *buf, size_t len, double v)
+{
+	if (isnan(v))
+		snprintf(buf, len, "NaN");
+	else if (isinf(v))
+		snprintf(buf, len, "%sinf", v < 0 ? "-" : "");
+	else if (v > -1e15 && v < 1e15 && v == (double)(int64_t)v)
+		snprintf(buf, len, "%" PRId64, (int64_t)v);
+	else
+		snprintf(buf, len, "%.6g", v);
+}
+
+/*
+ * A printable copy of untrusted text (column names and values come from
+ * the dataset): control characters, which could drive the terminal,
+ * become '?', and the copy is cut to max characters with "...".
+ */
+static char *text_clean(const char *s, size_t max)
+{
+	size_t len = strlen(s), chars = 0, i, o = 0;
+	char *out = malloc(len + 4);
+
+	if (out == NULL) {
+		fprintf(stderr, "capibox: out of memory\n");
+		exit(EXIT_FAILURE);
+	}
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if ((ch & 0xc0) != 0x80 && chars++ == max) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		out[o++] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* Characters (not bytes) of UTF-8 text, for alignment. */
+static size_t text_width(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s != '\0'; s++)
+		if (((unsigned char)*s & 0xc0) != 0x80)
+			n++;
+	return n;
+}
+
+/* A text table: a header row and rows of malloc'd cells, printed aligned. */
+struct grid {
+	size_t ncol, nrow; /* nrow counts the header */
+	char **cells;	   /* row-major */
+	bool *right;	   /* per column: align right (numbers) */
+};
+
+static void grid_init(struct grid *g, size_t ncol)
+{
+	g->ncol = ncol;
+	g->nrow = 0;
+	g->cells = NULL;
+	g->right = xgrow(NULL, ncol > 0 ? ncol : 1, sizeof(*g->right));
+	memset(g->right, 0, (ncol > 0 ? ncol : 1) * sizeof(*g->right));
+}
+
+/* Adds a row of empty cells and returns it. */
+static char **grid_row(struct grid *g)
+{
+	char **row;
+	size_t k;
+
+	g->cells = xgrow(g->cells, (g->nrow + 1) * g->ncol, sizeof(*g->cells));
+	row = &g->cells[g->nrow * g->ncol];
+	for (k = 0; k < g->ncol; k++)
+		row[k] = NULL;
+	g->nrow++;
+	return row;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL) {
+		fprintf(stderr, "capibox: out of memory\n");
+		exit(EXIT_FAILURE);
+	}
+	return p;
+}
+
+static void grid_print(const struct grid *g, FILE *f)
+{
+	size_t *w = xgrow(NULL, g->ncol > 0 ? g->ncol : 1, sizeof(*w));
+	size_t r, k;
+
+	for (k = 0; k < g->ncol; k++) {
+		w[k] = 0;
+		for (r = 0; r < g->nrow; r++) {
+			const char *c = g->cells[r * g->ncol + k];
+			size_t cw = c != NULL ? text_width(c) : 0;
+
+			if (cw > w[k])
+				w[k] = cw;
+		}
+	}
+	for (r = 0; r < g->nrow; r++) {
+		size_t last = 0; /* cells after the last non-empty one are left out */
+
+		for (k = 0; k < g->ncol; k++)
+			if (g->cells[r * g->ncol + k] != NULL && g->cells[r * g->ncol + k][0])
+				last = k;
+		for (k = 0; k <= last; k++) {
+			const char *c = g->cells[r * g->ncol + k];
+			size_t pad;
+
+			if (c == NULL)
+				c = "";
+			pad = w[k] - text_width(c);
+			if (k > 0)
+				fputs("  ", f);
+			if (g->right[k])
+				fprintf(f, "%*s%s", (int)pad, "", c);
+			else if (k < last)
+				fprintf(f, "%s%*s", c, (int)pad, "");
+			else
+				fputs(c, f); /* no trailing blanks */
+		}
+		fputc('\n', f);
+	}
+	free(w);
+}
+
+static void grid_free(struct grid *g)
+{
+	size_t i;
+
+	for (i = 0; i < g->nrow * g->ncol; i++)
+		free(g->cells[i]);
+	free(g->cells);
+	free(g->right);
+}
+
+static bool column_numeric(const struct capibox_column_summary *c)
+{
+	return c->type == CAPIBOX_COLUMN_INTEGER || c->type == CAPIBOX_COLUMN_FLOAT;
+}
+
+/* describe() transposed: one line per column. */
+static void describe_print(const struct capibox_analysis *an)
+{
+	static const char *const stat_names[] = {"mean", "std", "min", "25%", "50%", "75%", "max"};
+	bool any_numeric = false, any_top = false;
+	struct grid g;
+	size_t i, k, ncol;
+	char **row;
+
+	for (i = 0; i < an->n_columns; i++) {
+		any_numeric |= column_numeric(&an->columns[i]);
+		any_top |= an->columns[i].n_top > 0;
+	}
+	ncol = 5 + (any_numeric ? 7 : 0) + (any_top ? 1 : 0);
+	grid_init(&g, ncol);
+	for (k = 2; k < 12 && k < ncol; k++)
+		g.right[k] = true;
+	row = grid_row(&g);
+	row[0] = xstrdup("column");
+	row[1] = xstrdup("type");
+	row[2] = xstrdup("count");
+	row[3] = xstrdup("nulls");
+	row[4] = xstrdup("distinct");
+	for (k = 0; any_numeric && k < 7; k++)
+		row[5 + k] = xstrdup(stat_names[k]);
+	if (any_top)
+		row[ncol - 1] = xstrdup("top");
+	for (i = 0; i < an->n_columns; i++) {
+		const struct capibox_column_summary *c = &an->columns[i];
+		char buf[64];
+
+		row = grid_row(&g);
+		row[0] = text_clean(c->name, 32);
+		row[1] = xstrdup(capibox_column_type_name(c->type));
+		snprintf(buf, sizeof(buf), "%" PRIu64, c->count);
+		row[2] = xstrdup(buf);
+		snprintf(buf, sizeof(buf), "%" PRIu64, c->nulls);
+		row[3] = xstrdup(buf);
+		snprintf(buf, sizeof(buf), "%" PRIu64, c->distinct);
+		row[4] = xstrdup(buf);
+		if (any_numeric && column_numeric(c)) {
+			const double v[7] = {c->mean,	c->std, c->min, c->p25,
+					     c->median, c->p75, c->max};
+
+			for (k = 0; k < 7; k++) {
+				format_number(buf, sizeof(buf), v[k]);
+				row[5 + k] = xstrdup(buf);
+			}
+		}
+		if (any_top && c->n_top > 0) {
+			char *top = NULL;
+			size_t len = 0;
+
+			for (k = 0; k < c->n_top; k++) {
+				char *v = text_clean(c->top[k].value, 24);
+				size_t need = strlen(v) + 32;
+
+				top = xgrow(top, len + need + 1, 1);
+				len += (size_t)snprintf(top + len, need + 1, "%s%s (%" PRIu64 ")",
+							k > 0 ? ", " : "", v, c->top[k].count);
+				free(v);
+			}
+			row[ncol - 1] = top;
+		}
+	}
+	grid_print(&g, stdout);
+	grid_free(&g);
+}
+
+/* A Table from the server as an aligned text table. */
+static void table_print(const struct capibox_table *t)
+{
+	struct grid g;
+	size_t r, k;
+	char **row;
+
+	if (t->n_columns == 0)
+		return;
+	grid_init(&g, t->n_columns);
+	row = grid_row(&g);
+	for (k = 0; k < t->n_columns; k++)
+		row[k] = text_clean(t->columns[k], 32);
+	/* numbers align right: a column is numeric when no cell is text */
+	for (k = 0; k < t->n_columns; k++) {
+		g.right[k] = true;
+		for (r = 0; r < t->n_rows; r++)
+			if (t->cells[r * t->n_columns + k].kind == CAPIBOX_CELL_TEXT)
+				g.right[k] = false;
+	}
+	for (r = 0; r < t->n_rows; r++) {
+		row = grid_row(&g);
+		for (k = 0; k < t->n_columns; k++) {
+			const struct capibox_cell *c = &t->cells[r * t->n_columns + k];
+			char buf[64];
+
+			if (c->kind == CAPIBOX_CELL_TEXT) {
+				row[k] = text_clean(c->text, 40);
+				continue;
+			}
+			if (c->kind == CAPIBOX_CELL_NUMBER)
+				format_number(buf, sizeof(buf), c->number);
+			else
+				snprintf(buf, sizeof(buf), "NaN");
+			row[k] = xstrdup(buf);
+		}
+	}
+	grid_print(&g, stdout);
+	grid_free(&g);
+}
+
+static void analysis_print(const struct capibox_analysis *an)
+{
+	char mem[32];
+	size_t i;
+
+	if (an->stdout_len > 0)
+		fwrite(an->stdout_data, 1, an->stdout_len, stdout);
+	if (an->stderr_len > 0)
+		fwrite(an->stderr_data, 1, an->stderr_len, stderr);
+	if (an->n_columns > 0)
+		describe_print(an);
+	if (an->groups.n_columns > 0) {
+		if (an->n_columns > 0)
+			putchar('\n');
+		table_print(&an->groups);
+	}
+	if (an->result.n_columns > 0) {
+		printf("\nresult:\n");
+		table_print(&an->result);
+	}
+	for (i = 0; i < an->n_artifacts; i++) {
+		char *p = text_clean(an->artifacts[i].path, 64);
+
+		printf("artifact %s (%s, %zu bytes): use --json to get it\n", p,
+		       an->artifacts[i].mime_type, an->artifacts[i].len);
+		free(p);
+	}
+	format_bytes(mem, sizeof(mem), an->finished.peak_memory_bytes);
+	printf("%" PRIu64 " row%s; %.1f ms, peak memory %s\n", an->rows, an->rows == 1 ? "" : "s",
+	       us_to_ms(an->finished.wall_time_us), mem);
+}
+
+/* A double for JSON: NaN and infinities are not JSON numbers, so null. */
+static struct json_object *json_double(double v)
+{
+	if (isnan(v) || isinf(v))
+		return NULL;
+	return json_object_new_double(v);
+}
+
+static struct json_object *table_json(const struct capibox_table *t)
+{
+	struct json_object *obj = json_object_new_object(), *cols = json_object_new_array(),
+			   *rows = json_object_new_array();
+	size_t r, k;
+
+	for (k = 0; k < t->n_columns; k++)
+		json_object_array_add(cols, json_object_new_string(t->columns[k]));
+	for (r = 0; r < t->n_rows; r++) {
+		struct json_object *row = json_object_new_array();
+
+		for (k = 0; k < t->n_columns; k++) {
+			const struct capibox_cell *c = &t->cells[r * t->n_columns + k];
+
+			if (c->kind == CAPIBOX_CELL_TEXT)
+				json_object_array_add(row, json_object_new_string(c->text));
+			else if (c->kind == CAPIBOX_CELL_NUMBER)
+				json_object_array_add(row, json_double(c->number));
+			else
+				json_object_array_add(row, NULL);
+		}
+		json_object_array_add(rows, row);
+	}
+	json_object_object_add(obj, "columns", cols);
+	json_object_object_add(obj, "rows", rows);
+	return obj;
+}
+
+/* The whole reply as one JSON object on stdout; 0 or an errno value. */
+static int analysis_print_json(const struct capibox_analysis *an)
+{
+	struct json_object *obj = json_object_new_object(), *cols = json_object_new_array(),
+			   *arts = json_object_new_array(), *fin = json_object_new_object();
+	size_t i, k, valid;
+
+	json_object_object_add(obj, "rows", json_object_new_uint64(an->rows));
+	for (i = 0; i < an->n_columns; i++) {
+		const struct capibox_column_summary *c = &an->columns[i];
+		struct json_object *co = json_object_new_object(), *top = json_object_new_array();
+		bool num = column_numeric(c);
+
+		json_object_object_add(co, "name", json_object_new_string(c->name));
+		json_object_object_add(co, "type",
+				       json_object_new_string(capibox_column_type_name(c->type)));
+		json_object_object_add(co, "count", json_object_new_uint64(c->count));
+		json_object_object_add(co, "nulls", json_object_new_uint64(c->nulls));
+		json_object_object_add(co, "distinct", json_object_new_uint64(c->distinct));
+		/* null where a statistic does not apply, as pandas' NaN */
+		json_object_object_add(co, "mean", num ? json_double(c->mean) : NULL);
+		json_object_object_add(co, "std", num ? json_double(c->std) : NULL);
+		json_object_object_add(co, "min", num ? json_double(c->min) : NULL);
+		json_object_object_add(co, "p25", num ? json_double(c->p25) : NULL);
+		json_object_object_add(co, "median", num ? json_double(c->median) : NULL);
+		json_object_object_add(co, "p75", num ? json_double(c->p75) : NULL);
+		json_object_object_add(co, "max", num ? json_double(c->max) : NULL);
+		json_object_object_add(co, "sum", num ? json_double(c->sum) : NULL);
+		for (k = 0; k < c->n_top; k++) {
+			struct json_object *vc = json_object_new_object();
+
+			json_object_object_add(vc, "value",
+					       json_object_new_string(c->top[k].value));
+			json_object_object_add(vc, "count",
+					       json_object_new_uint64(c->top[k].count));
+			json_object_array_add(top, vc);
+		}
+		json_object_object_add(co, "top", top);
+		json_object_array_add(cols, co);
+	}
+	json_object_object_add(obj, "columns", cols);
+	json_object_object_add(obj, "groups",
+			       an->groups.n_columns > 0 ? table_json(&an->groups) : NULL);
+	if (an->result.n_columns > 0)
+		json_object_object_add(obj, "result", table_json(&an->result));
+	if (an->stdout_len > 0)
+		json_add_bytes(obj, "stdout", an->stdout_data, an->stdout_len,
+			       utf8_prefix(an->stdout_data, an->stdout_len, &valid) &&
+				       valid == an->stdout_len);
+	if (an->stderr_len > 0)
+		json_add_bytes(obj, "stderr", an->stderr_data, an->stderr_len,
+			       utf8_prefix(an->stderr_data, an->stderr_len, &valid) &&
+				       valid == an->stderr_len);
+	for (i = 0; i < an->n_artifacts; i++) {
+		const struct capibox_analysis_artifact *ar = &an->artifacts[i];
+		struct json_object *ao = json_object_new_object();
+		bool text = utf8_prefix(ar->content, ar->len, &valid) && valid == ar->len;
+
+		json_object_object_add(ao, "path", json_object_new_string(ar->path));
+		json_object_object_add(ao, "mime_type", json_object_new_string(ar->mime_type));
+		json_object_object_add(ao, "size", json_object_new_uint64(ar->size));
+		json_object_object_add(ao, "truncated", json_object_new_boolean(ar->truncated));
+		json_add_bytes(ao, "content", ar->content, ar->len, text);
+		json_object_array_add(arts, ao);
+	}
+	if (an->n_artifacts > 0)
+		json_object_object_add(obj, "artifacts", arts);
+	else
+		json_object_put(arts);
+	json_object_object_add(fin, "reason",
+			       json_object_new_string(capibox_reason_name(an->finished.reason)));
+	json_object_object_add(fin, "exit_code", json_object_new_int(an->finished.exit_code));
+	json_object_object_add(fin, "signal", json_object_new_int(an->finished.signal));
+	json_object_object_add(fin, "wall_time_us",
+			       json_object_new_uint64(an->finished.wall_time_us));
+	json_object_object_add(fin, "cpu_time_us",
+			       json_object_new_uint64(an->finished.cpu_time_us));
+	json_object_object_add(fin, "peak_memory_bytes",
+			       json_object_new_uint64(an->finished.peak_memory_bytes));
+	json_object_object_add(fin, "message", json_object_new_string(an->finished.message));
+	json_object_object_add(obj, "finished", fin);
+	return json_emit(obj);
+}
+
+/* The exit status for a reply (see usage_analyze); prints why when it is not 0. */
+static int analyze_exit_code(const struct capibox_analysis *an, bool code_mode)
+{
+	struct capibox_event ev;
+
+	if (an->finished.reason == CAPIBOX_REASON_EXITED && an->finished.exit_code == 0)
+		return 0;
+	if (an->finished.reason == CAPIBOX_REASON_EXITED && an->finished.exit_code == 2) {
+		const char *m = an->finished.message;
+
+		/* the engine's line names the field itself ("dataset: line 3: ...") */
+		fprintf(stderr, "capibox: %s%s\n",
+			strncmp(m, "dataset", 7) == 0 ? "" : "malformed dataset: ",
+			m[0] != '\0' ? m : "(no detail from the server)");
+		return EXIT_DATAERR;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = CAPIBOX_EVENT_FINISHED;
+	ev.u.finished.reason = an->finished.reason;
+	ev.u.finished.exit_code = an->finished.exit_code;
+	ev.u.finished.signal = an->finished.signal;
+	ev.u.finished.message = an->finished.message;
+	if (an->finished.reason == CAPIBOX_REASON_EXITED && code_mode)
+		return an->finished.exit_code & 0xff; /* the code's own status */
+	print_finish_line(&ev);
+	switch (an->finished.reason) {
+	case CAPIBOX_REASON_SIGNALED:
+		return code_mode ? EXIT_SIGNAL_BASE + (an->finished.signal & 0x7f) :
+				   EXIT_SANDBOX_ERROR;
+	case CAPIBOX_REASON_WALL_TIMEOUT:
+	case CAPIBOX_REASON_CPU_TIMEOUT: return EXIT_TIMEOUT;
+	case CAPIBOX_REASON_MEMORY_LIMIT:
+	case CAPIBOX_REASON_OUTPUT_LIMIT: return EXIT_LIMIT;
+	case CAPIBOX_REASON_CANCELLED: return EXIT_CANCELLED;
+	default: return EXIT_SANDBOX_ERROR;
+	}
+}
+
+static int cmd_analyze(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{"columns", required_argument, NULL, OPT_COLUMNS},
+		{"group-by", required_argument, NULL, OPT_GROUP_BY},
+		{"agg", required_argument, NULL, OPT_AGG},
+		{"format", required_argument, NULL, OPT_FORMAT},
+		{"delimiter", required_argument, NULL, OPT_DELIMITER},
+		{"no-header", no_argument, NULL, OPT_NO_HEADER},
+		{"null-values", required_argument, NULL, OPT_NULL_VALUES},
+		{"code", required_argument, NULL, OPT_CODE_FILE},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"cpu", required_argument, NULL, OPT_CPU},
+		{"memory", required_argument, NULL, OPT_MEMORY},
+		{"request-id", required_argument, NULL, OPT_REQUEST_ID},
+		{"deadline", required_argument, NULL, OPT_DEADLINE},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"target", required_argument, NULL, 'a'},
+		{"wait-for-ready", no_argument, NULL, OPT_WAIT},
+		CONN_LONGOPTS,
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct analyze_args a;
+	struct capibox_status st;
+	struct capibox_client *client;
+	struct capibox_analysis *an = NULL;
+	const char *file_arg, *code_file = NULL, *slash;
+	bool json = false;
+	uint64_t v;
+	size_t code_len, i;
+	uint8_t *code;
+	int c, rc, sig;
+
+	memset(&a, 0, sizeof(a));
+	opterr = 0;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":a:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_COLUMNS:
+			list_add(&a, "--columns", optarg, &a.columns, &a.n_columns, false);
+			break;
+		case OPT_GROUP_BY:
+			list_add(&a, "--group-by", optarg, &a.group_by, &a.n_group_by, false);
+			break;
+		case OPT_AGG: agg_add(&a, optarg); break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "csv") == 0)
+				a.req.format = CAPIBOX_FORMAT_CSV;
+			else if (strcmp(optarg, "tsv") == 0)
+				a.req.format = CAPIBOX_FORMAT_TSV;
+			else if (strcmp(optarg, "jsonl") == 0 || strcmp(optarg, "ndjson") == 0)
+				a.req.format = CAPIBOX_FORMAT_JSONL;
+			else
+				usage_fail("analyze", "--format '%s': csv, tsv or jsonl", optarg);
+			break;
+		case OPT_DELIMITER:
+			if (strcmp(optarg, "\\t") == 0 || strcmp(optarg, "tab") == 0)
+				a.req.delimiter = "\t";
+			else if (strlen(optarg) == 1)
+				a.req.delimiter = optarg;
+			else
+				usage_fail("analyze", "--delimiter '%s': one character", optarg);
+			break;
+		case OPT_NO_HEADER: a.req.no_header = true; break;
+		case OPT_NULL_VALUES:
+			list_add(&a, "--null-values", optarg, &a.nulls, &a.n_nulls, true);
+			break;
+		case OPT_CODE_FILE: code_file = optarg; break;
+		case OPT_TIMEOUT:
+			a.req.limits.wall_time_ms = opt_u32("analyze", "--timeout", optarg);
+			break;
+		case OPT_CPU: a.req.limits.cpu_time_ms = opt_u32("analyze", "--cpu", optarg); break;
+		case OPT_MEMORY:
+			a.req.limits.memory_bytes = opt_bytes("analyze", "--memory", optarg);
+			break;
+		case OPT_REQUEST_ID: a.req.request_id = optarg; break;
+		case OPT_DEADLINE:
+			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
+				usage_fail(
+					"analyze",
+					"--deadline: '%s' is not a positive number of milliseconds",
+					optarg);
+			a.req.deadline_ms = (int64_t)v;
+			break;
+		case OPT_JSON: json = true; break;
+		case 'a': opt_target = optarg; break;
+		case OPT_WAIT: opt_wait_for_ready = true; break;
+		case 'h': fputs(usage_analyze, stdout); return 0;
+		default:
+			if (!conn_option(c, optarg))
+				bad_option("analyze", argv, c);
+		}
+	}
+	if (optind >= argc)
+		usage_fail("analyze", "which dataset? (a FILE, or - for stdin)");
+	file_arg = argv[optind++];
+	if (optind < argc)
+		usage_fail("analyze", "unexpected argument '%s'", argv[optind]);
+	if (a.n_group_by > 0 && a.n_aggs == 0)
+		usage_fail("analyze", "--group-by needs --agg (e.g. --agg sales:mean)");
+	if (code_file != NULL && strcmp(code_file, "-") == 0 && strcmp(file_arg, "-") == 0)
+		usage_fail("analyze", "--code -: stdin already holds the dataset");
+
+	a.req.content = analyze_own(&a, read_path("analyze", file_arg, &a.req.content_len, NULL));
+	if (strcmp(file_arg, "-") != 0) {
+		/* the name's extension guides the server's format guess */
+		slash = strrchr(file_arg, '/');
+		a.req.dataset_name = slash != NULL ? slash + 1 : file_arg;
+	}
+	if (code_file != NULL) {
+		code = analyze_own(&a, read_path("analyze", code_file, &code_len, NULL));
+		if (memchr(code, '\0', code_len) != NULL)
+			usage_fail("analyze", "%s: the code contains a NUL byte", code_file);
+		a.req.code = (const char *)code;
+	}
+	a.req.columns = a.columns;
+	a.req.n_columns = a.n_columns;
+	a.req.group_by = a.group_by;
+	a.req.n_group_by = a.n_group_by;
+	a.req.aggregates = a.aggs;
+	a.req.n_aggregates = a.n_aggs;
+	a.req.null_values = a.nulls;
+	a.req.n_null_values = a.n_nulls;
+
+	client = client_open();
+	rc = capibox_analyze(client, &a.req, &an, &st);
+	client_close(client);
+	sig = atomic_load(&sig_received);
+	if (sig != 0) {
+		rc = EXIT_SIGNAL_BASE + sig;
+	} else if (rc != CAPIBOX_OK) {
+		report_rpc_error(json, &st);
+		rc = EXIT_RPC;
+	} else {
+		int e = 0;
+
+		if (json)
+			e = analysis_print_json(an);
+		else if (an->finished.reason == CAPIBOX_REASON_EXITED &&
+			 an->finished.exit_code == 0)
+			analysis_print(an);
+		rc = analyze_exit_code(an, code_file != NULL);
+		if (e == 0 && fflush(stdout) != 0)
+			e = errno;
+		if (e == EPIPE) {
+			rc = EXIT_SIGNAL_BASE + SIGPIPE;
+		} else if (e != 0 || ferror(stdout)) {
+			fprintf(stderr, "capibox: writing output: %s\n",
+				strerror(e != 0 ? e : EIO));
+			rc = EXIT_IOERR;
+		}
+	}
+	capibox_analysis_free(an);
+	for (i = 0; i < a.n_owned; i++)
+		free(a.owned[i]);
+	free(a.owned);
+	free(a.columns);
+	free(a.group_by);
+	free(a.aggs);
+	free(a.nulls);
+	return rc;
+}
+
 int main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
@@ -1463,12 +2209,14 @@ int main(int argc, char *argv[])
 		}
 	}
 	if (optind >= argc)
-		usage_fail(NULL, "no command (exec or health)");
+		usage_fail(NULL, "no command (exec, analyze or health)");
 	cmd = argv[optind];
 	if (strcmp(cmd, "exec") == 0)
 		return cmd_exec(argc - optind, argv + optind);
 	if (strcmp(cmd, "health") == 0)
 		return cmd_health(argc - optind, argv + optind);
+	if (strcmp(cmd, "analyze") == 0)
+		return cmd_analyze(argc - optind, argv + optind);
 	if (strcmp(cmd, "help") == 0) {
 		fputs(usage_main, stdout);
 		return 0;

@@ -1,7 +1,7 @@
 /*
  * libcapibox: a synchronous client for capiboxd over gRPC C core.
  *
- * Theory of operation. One client is one grpc_channel with the three methods
+ * Theory of operation. One client is one grpc_channel with the methods
  * it uses registered once (registered calls skip the per-call method-path
  * lookup). Every call gets its own pluck completion queue, so calls on one
  * client from several threads never see each other's events and need no
@@ -31,7 +31,9 @@
 #include "capibox/v1/sandbox.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
-#define DEFAULT_MAX_MESSAGE (64u << 20)
+/* As the server's default receive limit: a 64 MiB dataset (the server's
+ * default maximum) and its request fit in one message. */
+#define DEFAULT_MAX_MESSAGE (96u << 20)
 
 /* A call in flight, linked into its client while it may be cancelled. */
 struct live_call {
@@ -42,6 +44,7 @@ struct live_call {
 struct capibox_client {
 	grpc_channel *channel;
 	void *m_execute;
+	void *m_analyze;
 	void *m_health;
 	void *m_check;
 	uint32_t md_flags;     /* initial-metadata flags of every call */
@@ -313,6 +316,8 @@ struct capibox_client *capibox_connect(const char *target, const struct capibox_
 		goto fail;
 	}
 	c->m_execute = grpc_channel_register_call(c->channel, "/capibox.v1.SandboxService/Execute",
+						  NULL, NULL);
+	c->m_analyze = grpc_channel_register_call(c->channel, "/capibox.v1.SandboxService/Analyze",
 						  NULL, NULL);
 	c->m_health = grpc_channel_register_call(c->channel, "/capibox.v1.SandboxService/Health",
 						 NULL, NULL);
@@ -965,4 +970,363 @@ int capibox_health_check(struct capibox_client *c, const char *service, int64_t 
 	grpc__health__v1__health_check_response__free_unpacked(
 		(Grpc__Health__V1__HealthCheckResponse *)resp, NULL);
 	return CAPIBOX_OK;
+}
+
+/* --- Analyze ------------------------------------------------------------ */
+
+static const char *const agg_names[] = {
+	"unspecified", "count", "sum", "mean", "min", "max", "std", "median", "nunique",
+};
+
+const char *capibox_agg_function_name(int function)
+{
+	if (function < 0 || (size_t)function >= sizeof(agg_names) / sizeof(agg_names[0]))
+		return "unspecified";
+	return agg_names[function];
+}
+
+int capibox_agg_function_parse(const char *name)
+{
+	size_t i;
+
+	if (name == NULL)
+		return CAPIBOX_AGG_UNSPECIFIED;
+	for (i = 1; i < sizeof(agg_names) / sizeof(agg_names[0]); i++)
+		if (strcmp(name, agg_names[i]) == 0)
+			return (int)i;
+	return CAPIBOX_AGG_UNSPECIFIED;
+}
+
+const char *capibox_column_type_name(int type)
+{
+	switch (type) {
+	case CAPIBOX_COLUMN_INTEGER: return "integer";
+	case CAPIBOX_COLUMN_FLOAT: return "float";
+	case CAPIBOX_COLUMN_BOOLEAN: return "boolean";
+	case CAPIBOX_COLUMN_TEXT: return "text";
+	default: return "unspecified";
+	}
+}
+
+/* The request as protobuf-c structs pointing into the caller's data. */
+struct analyze_msg {
+	Capibox__V1__AnalyzeRequest req;
+	Capibox__V1__Dataset dataset;
+	Capibox__V1__Limits limits;
+	Capibox__V1__Aggregate *aggs;
+	Capibox__V1__Aggregate **agg_ptrs;
+	Capibox__V1__File *files;
+	Capibox__V1__File **file_ptrs;
+};
+
+static void analyze_msg_free(struct analyze_msg *m)
+{
+	free(m->aggs);
+	free(m->agg_ptrs);
+	free(m->files);
+	free(m->file_ptrs);
+}
+
+/* Checks that none of the n strings is NULL; 0 or INVALID_ARGUMENT naming field[i]. */
+static int strings_check(const char *const *v, size_t n, const char *field,
+			 struct capibox_status *st)
+{
+	size_t i;
+
+	if (n > 0 && v == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT, "%s: NULL array", field);
+	for (i = 0; i < n; i++)
+		if (v[i] == NULL)
+			return status_set(st, CAPIBOX_INVALID_ARGUMENT, "%s[%zu]: NULL", field, i);
+	return 0;
+}
+
+/* Fills m from r; returns 0 or a status code with st set. */
+static int analyze_msg_build(struct analyze_msg *m, const struct capibox_analyze_request *r,
+			     struct capibox_status *st)
+{
+	size_t i;
+
+	memset(m, 0, sizeof(*m));
+	capibox__v1__analyze_request__init(&m->req);
+	capibox__v1__dataset__init(&m->dataset);
+	capibox__v1__limits__init(&m->limits);
+
+	if (strings_check(r->null_values, r->n_null_values, "dataset.null_values", st) != 0 ||
+	    strings_check(r->columns, r->n_columns, "columns", st) != 0 ||
+	    strings_check(r->group_by, r->n_group_by, "group_by", st) != 0)
+		return st->code;
+	/* No content: no dataset, so the server's own check answers. */
+	if (r->content != NULL) {
+		if (r->dataset_name != NULL)
+			m->dataset.name = (char *)r->dataset_name;
+		m->dataset.format = (Capibox__V1__DatasetFormat)r->format;
+		m->dataset.content.data = (uint8_t *)r->content;
+		m->dataset.content.len = r->content_len;
+		m->dataset.no_header = r->no_header;
+		if (r->delimiter != NULL)
+			m->dataset.delimiter = (char *)r->delimiter;
+		m->dataset.n_null_values = r->n_null_values;
+		m->dataset.null_values = (char **)r->null_values;
+		m->req.dataset = &m->dataset;
+	}
+	m->req.n_columns = r->n_columns;
+	m->req.columns = (char **)r->columns;
+	m->req.n_group_by = r->n_group_by;
+	m->req.group_by = (char **)r->group_by;
+	if (r->code != NULL)
+		m->req.code = (char *)r->code;
+	if (r->request_id != NULL)
+		m->req.request_id = (char *)r->request_id;
+
+	m->limits.wall_time_ms = r->limits.wall_time_ms;
+	m->limits.cpu_time_ms = r->limits.cpu_time_ms;
+	m->limits.memory_bytes = r->limits.memory_bytes;
+	m->limits.max_processes = r->limits.max_processes;
+	m->limits.max_output_bytes = r->limits.max_output_bytes;
+	m->limits.max_file_bytes = r->limits.max_file_bytes;
+	m->req.limits = &m->limits;
+
+	if (r->n_aggregates > 0) {
+		if (r->aggregates == NULL)
+			return status_set(st, CAPIBOX_INVALID_ARGUMENT, "aggregates: NULL array");
+		m->aggs = calloc(r->n_aggregates, sizeof(*m->aggs));
+		m->agg_ptrs = calloc(r->n_aggregates, sizeof(*m->agg_ptrs));
+		if (m->aggs == NULL || m->agg_ptrs == NULL)
+			return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+		for (i = 0; i < r->n_aggregates; i++) {
+			if (r->aggregates[i].column == NULL)
+				return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+						  "aggregates[%zu].column: NULL", i);
+			capibox__v1__aggregate__init(&m->aggs[i]);
+			m->aggs[i].column = (char *)r->aggregates[i].column;
+			/* unset and unknown functions go as they are: the server names them */
+			m->aggs[i].function =
+				(Capibox__V1__AggregateFunction)r->aggregates[i].function;
+			m->agg_ptrs[i] = &m->aggs[i];
+		}
+		m->req.n_aggregates = r->n_aggregates;
+		m->req.aggregates = m->agg_ptrs;
+	}
+	if (r->n_files > 0) {
+		if (r->files == NULL)
+			return status_set(st, CAPIBOX_INVALID_ARGUMENT, "files: NULL array");
+		m->files = calloc(r->n_files, sizeof(*m->files));
+		m->file_ptrs = calloc(r->n_files, sizeof(*m->file_ptrs));
+		if (m->files == NULL || m->file_ptrs == NULL)
+			return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+		for (i = 0; i < r->n_files; i++) {
+			const struct capibox_file *f = &r->files[i];
+
+			if (f->path == NULL || (f->data == NULL && f->len != 0))
+				return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+						  "files[%zu]: missing path or data", i);
+			capibox__v1__file__init(&m->files[i]);
+			m->files[i].path = (char *)f->path;
+			m->files[i].content.data = (uint8_t *)f->data;
+			m->files[i].content.len = f->len;
+			m->files[i].mode = f->mode;
+			m->file_ptrs[i] = &m->files[i];
+		}
+		m->req.n_files = r->n_files;
+		m->req.files = m->file_ptrs;
+	}
+	return 0;
+}
+
+/* The analysis and the arrays it hands out; pub comes first. */
+struct analysis_box {
+	struct capibox_analysis pub;
+	Capibox__V1__AnalyzeResponse *msg;
+	struct capibox_column_summary *cols;
+	struct capibox_value_count *tops;
+	struct capibox_cell *group_cells, *result_cells;
+	struct capibox_analysis_artifact *artifacts;
+};
+
+void capibox_analysis_free(struct capibox_analysis *a)
+{
+	struct analysis_box *b;
+
+	if (a == NULL)
+		return;
+	b = a->priv_;
+	free(b->cols);
+	free(b->tops);
+	free(b->group_cells);
+	free(b->result_cells);
+	free(b->artifacts);
+	if (b->msg != NULL)
+		capibox__v1__analyze_response__free_unpacked(b->msg, NULL);
+	free(b);
+}
+
+/*
+ * Flattens a decoded Table into t with row-major cells in *cells. A row
+ * shorter than the header reads as nulls; extra values are ignored.
+ * Returns false when out of memory.
+ */
+static bool table_from_msg(const Capibox__V1__Table *m, struct capibox_table *t,
+			   struct capibox_cell **cells)
+{
+	size_t r, k;
+
+	memset(t, 0, sizeof(*t));
+	*cells = NULL;
+	if (m == NULL || m->n_columns == 0)
+		return true;
+	/* the reply is bounded by the receive limit, but a row costs the
+	 * sender 2 bytes and us n_columns cells: check the product */
+	if (m->n_rows > SIZE_MAX / sizeof(**cells) / m->n_columns)
+		return false;
+	if (m->n_rows > 0) {
+		*cells = calloc(m->n_rows * m->n_columns, sizeof(**cells));
+		if (*cells == NULL)
+			return false;
+	}
+	for (r = 0; r < m->n_rows; r++) {
+		const Capibox__V1__Row *row = m->rows[r];
+
+		for (k = 0; k < m->n_columns && k < row->n_values; k++) {
+			const Capibox__V1__Value *v = row->values[k];
+			struct capibox_cell *c = &(*cells)[r * m->n_columns + k];
+
+			switch (v->kind_case) {
+			case CAPIBOX__V1__VALUE__KIND_NUMBER:
+				c->kind = CAPIBOX_CELL_NUMBER;
+				c->number = v->number;
+				break;
+			case CAPIBOX__V1__VALUE__KIND_TEXT:
+				c->kind = CAPIBOX_CELL_TEXT;
+				c->text = v->text;
+				break;
+			default: c->kind = CAPIBOX_CELL_NULL; break;
+			}
+		}
+	}
+	t->columns = (const char *const *)m->columns;
+	t->n_columns = m->n_columns;
+	t->n_rows = m->n_rows;
+	t->cells = *cells;
+	return true;
+}
+
+/* Builds the plain analysis over the decoded reply m (which it takes); NULL when out of memory. */
+static struct capibox_analysis *analysis_from_msg(Capibox__V1__AnalyzeResponse *m)
+{
+	struct analysis_box *b = calloc(1, sizeof(*b));
+	struct capibox_analysis *a;
+	size_t i, k, n_top = 0, ti = 0;
+
+	if (b == NULL) {
+		capibox__v1__analyze_response__free_unpacked(m, NULL);
+		return NULL;
+	}
+	a = &b->pub;
+	a->priv_ = b;
+	b->msg = m;
+	a->rows = m->rows;
+	if (m->n_columns > 0) {
+		b->cols = calloc(m->n_columns, sizeof(*b->cols));
+		if (b->cols == NULL)
+			goto fail;
+	}
+	for (i = 0; i < m->n_columns; i++)
+		n_top += m->columns[i]->n_top;
+	if (n_top > 0) {
+		b->tops = calloc(n_top, sizeof(*b->tops));
+		if (b->tops == NULL)
+			goto fail;
+	}
+	for (i = 0; i < m->n_columns; i++) {
+		const Capibox__V1__ColumnSummary *mc = m->columns[i];
+		struct capibox_column_summary *c = &b->cols[i];
+
+		c->name = mc->name;
+		c->type = (int)mc->type;
+		c->count = mc->count;
+		c->nulls = mc->nulls;
+		c->distinct = mc->distinct;
+		c->mean = mc->mean;
+		c->std = mc->std;
+		c->min = mc->min;
+		c->p25 = mc->p25;
+		c->median = mc->median;
+		c->p75 = mc->p75;
+		c->max = mc->max;
+		c->sum = mc->sum;
+		c->top = mc->n_top > 0 ? &b->tops[ti] : NULL;
+		c->n_top = mc->n_top;
+		for (k = 0; k < mc->n_top; k++, ti++) {
+			b->tops[ti].value = mc->top[k]->value;
+			b->tops[ti].count = mc->top[k]->count;
+		}
+	}
+	a->columns = b->cols;
+	a->n_columns = m->n_columns;
+	if (!table_from_msg(m->groups, &a->groups, &b->group_cells) ||
+	    !table_from_msg(m->result, &a->result, &b->result_cells))
+		goto fail;
+	a->stdout_data = m->stdout.data;
+	a->stdout_len = m->stdout.len;
+	a->stderr_data = m->stderr.data;
+	a->stderr_len = m->stderr.len;
+	if (m->n_artifacts > 0) {
+		b->artifacts = calloc(m->n_artifacts, sizeof(*b->artifacts));
+		if (b->artifacts == NULL)
+			goto fail;
+		for (i = 0; i < m->n_artifacts; i++) {
+			const Capibox__V1__Artifact *ma = m->artifacts[i];
+
+			b->artifacts[i].path = ma->path;
+			b->artifacts[i].mime_type = ma->mime_type;
+			b->artifacts[i].content = ma->content.data;
+			b->artifacts[i].len = ma->content.len;
+			b->artifacts[i].size = ma->size;
+			b->artifacts[i].truncated = ma->truncated;
+		}
+	}
+	a->artifacts = b->artifacts;
+	a->n_artifacts = m->n_artifacts;
+	a->finished.message = "";
+	if (m->finished != NULL) {
+		a->finished.reason = (int)m->finished->reason;
+		a->finished.exit_code = m->finished->exit_code;
+		a->finished.signal = m->finished->signal;
+		a->finished.wall_time_us = m->finished->wall_time_us;
+		a->finished.cpu_time_us = m->finished->cpu_time_us;
+		a->finished.peak_memory_bytes = m->finished->peak_memory_bytes;
+		a->finished.message = m->finished->message;
+	}
+	return a;
+fail:
+	capibox_analysis_free(a);
+	return NULL;
+}
+
+int capibox_analyze(struct capibox_client *c, const struct capibox_analyze_request *req,
+		    struct capibox_analysis **out, struct capibox_status *st)
+{
+	struct capibox_status local_st;
+	struct analyze_msg msg;
+	ProtobufCMessage *resp = NULL;
+
+	if (st == NULL)
+		st = &local_st;
+	status_set(st, CAPIBOX_OK, "%s", "");
+	memset(&msg, 0, sizeof(msg));
+	if (out == NULL || c == NULL || req == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT, "capibox_analyze: NULL argument");
+	*out = NULL;
+	if (analyze_msg_build(&msg, req, st) != 0)
+		goto out;
+	if (unary_call(c, c->m_analyze, req->deadline_ms, &msg.req.base,
+		       &capibox__v1__analyze_response__descriptor, &resp, st) != CAPIBOX_OK)
+		goto out;
+	*out = analysis_from_msg((Capibox__V1__AnalyzeResponse *)resp);
+	if (*out == NULL)
+		status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+out:
+	analyze_msg_free(&msg);
+	return st->code;
 }

@@ -13,7 +13,7 @@
 #   -r RUNS     executions per target (default 1000000; 0 = no limit, needs -t)
 #   -t SECONDS  stop each target after this long (default: no time limit)
 #   -n          no build: use build-fuzz/ as it is
-#   TARGET...   execute health ipc payload (default: all four)
+#   TARGET...   execute health ipc payload analyze (default: all five)
 # Environment: FUZZ_ARGS (more libFuzzer flags, e.g. "-jobs=2 -workers=2"),
 # JOBS (parallel build jobs).
 #
@@ -23,7 +23,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-all_targets=(execute health ipc payload)
+all_targets=(execute health ipc payload analyze)
 runs=1000000
 seconds=0
 build=1
