@@ -32,6 +32,7 @@
 static struct daemon daemon_;
 static char dir[64];
 static char keys_path[128];
+static char audit_path[128];
 static char secret[128];
 static bool keys_ok;
 
@@ -52,8 +53,8 @@ static bool keygen(const char *id)
 
 static int setup(void **state)
 {
-	static const char *extra[] = {"--keys", keys_path,	"--log-format",
-				      "json",	"--no-metrics", NULL};
+	static const char *extra[] = {"--keys",	      keys_path,     "--log-format", "json",
+				      "--no-metrics", "--audit-log", audit_path,     NULL};
 	static struct capibox_connect_opts copts;
 	static struct daemon_opts opts = {.uid_slot = 3, .extra = extra};
 
@@ -238,6 +239,64 @@ static void test_execute_record(void **state)
 	records_free(&r);
 }
 
+/*
+ * --audit-log: one JSON line per execution with the code's SHA-256 (not the
+ * code: --audit-code is off), the key, limits, reason and timings.
+ */
+static void test_audit_record(void **state)
+{
+	struct daemon *d = *state;
+	/* sha256 of the code below, from `printf 'print(6 * 7)\n' | sha256sum` */
+	const char *code = "print(6 * 7)\n";
+	const char *sha = "e10d13ee6beb328301b03cd6651a69e7c0b475c9559e6bf9f3dde151dc373eeb";
+	struct capibox_exec_request req = {
+		.language = "python", .code = code, .request_id = "req-audit-1"};
+	struct run run = {0};
+	json_object *o = NULL;
+	double end;
+	char *text = NULL;
+
+	HARNESS_REQUIRE(d);
+	harness_run(d, &req, &run);
+	assert_run_exited(&run, 0);
+	harness_run_free(&run);
+	/* written by the audit log's own thread, a moment after the call */
+	for (end = harness_now() + 5.0; o == NULL && harness_now() < end; harness_sleep_ms(50)) {
+		FILE *f = fopen(audit_path, "re");
+		char line[8192];
+
+		while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+			json_object *x = json_tokener_parse(line);
+			const char *rid = x ? str_of(x, "request_id") : NULL;
+
+			if (rid != NULL && strcmp(rid, "req-audit-1") == 0) {
+				o = x;
+				free(text);
+				text = strdup(line);
+				break;
+			}
+			json_object_put(x);
+		}
+		if (f)
+			fclose(f);
+	}
+	if (o == NULL)
+		fail_msg("no audit record for req-audit-1 in %s", audit_path);
+	print_message("%s", text);
+	EXPECT_STR(o, "rpc", "Execute");
+	EXPECT_STR(o, "language", "python");
+	EXPECT_STR(o, "key", "logs-test");
+	EXPECT_STR(o, "code_sha256", sha);
+	EXPECT_STR(o, "reason", "REASON_EXITED");
+	assert_int_equal(int_of(o, "code_bytes"), strlen(code));
+	assert_true(has(o, "limits") && has(o, "wall_time_us") && has(o, "sandbox_id"));
+	assert_false(has(o, "code")); /* the text only with --audit-code */
+	assert_true(strstr(text, "6 * 7") == NULL);
+	assert_true(strstr(text, secret) == NULL);
+	free(text);
+	json_object_put(o);
+}
+
 static void test_refused_and_other_calls(void **state)
 {
 	struct daemon *d = *state;
@@ -368,6 +427,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_execute_record),
 		cmocka_unit_test(test_refused_and_other_calls),
+		cmocka_unit_test(test_audit_record),
 		cmocka_unit_test(test_nothing_secret_in_log),
 		cmocka_unit_test(test_text_is_default),
 		cmocka_unit_test(test_unknown_format_refused),
@@ -382,6 +442,7 @@ int main(void)
 			return 1;
 		harness_remove_at_finish(dir);
 		snprintf(keys_path, sizeof(keys_path), "%s/keys", dir);
+		snprintf(audit_path, sizeof(audit_path), "%s/audit.log", dir);
 		keys_ok = keygen("logs-test");
 		if (!keys_ok)
 			return 1;
