@@ -22,8 +22,8 @@ packages=(
 	python3 python3-numpy python3-pandas python3-matplotlib nodejs
 	# Python interop test (Debian's grpcio; stubs come from protobuf-compiler-grpc)
 	python3-grpcio python3-protobuf
-	# tests and checks
-	procps iproute2 clang-format valgrind
+	# tests and checks (python3-yaml: the deploy/ files' structure check)
+	procps iproute2 clang-format valgrind python3-yaml
 	# TLS tests make throwaway certificates
 	openssl
 	# fuzz targets (scripts/fuzz.sh): clang with the libFuzzer and sanitizer runtimes

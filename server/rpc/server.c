@@ -1043,10 +1043,11 @@ static void execute_handle(struct rpc_call *c)
 		goto out;
 	/* before the backend can call the sink, which reads it */
 	snprintf(c->language, sizeof(c->language), "%s", cx.req.language);
-	call_audit_request(c, &cx.req, cx.req.code, cx.req.code_len);
 	code = execute_admit_key(c, &cx, err, sizeof(err));
 	if (code != GRPC_STATUS_OK)
 		goto out;
+	/* the limits of record are the run's: the key's maxima applied */
+	call_audit_request(c, &cx.req, cx.req.code, cx.req.code_len);
 
 	/* The stream starts: watch for the call's end before anything else, and
 	 * hold a reference for the backend until it delivers finished. */
@@ -1679,18 +1680,20 @@ static void analyze_handle(struct rpc_call *c)
 	if (code != GRPC_STATUS_OK)
 		goto out;
 	snprintf(c->language, sizeof(c->language), "analyze");
-	/* the code of record is the caller's (pandas code, usually none), not
-	 * the engine program; files and stdin are the dataset and options */
-	call_audit_request(c, &job->req, job->msg->code, strlen(job->msg->code));
 	{
-		/* the key's limits and concurrency, as for Execute */
+		/* the key's limits and concurrency, as for Execute (its
+		 * maxima lower the run's default limits) */
 		struct convert_exec kx = {.req = job->req};
 
 		kx.req.language = "python";
 		code = execute_admit_key(c, &kx, err, sizeof(err));
 		if (code != GRPC_STATUS_OK)
 			goto out;
+		job->req.limits = kx.req.limits;
 	}
+	/* the code of record is the caller's (pandas code, usually none), not
+	 * the engine program; files and stdin are the dataset and options */
+	call_audit_request(c, &job->req, job->msg->code, strlen(job->msg->code));
 
 	pthread_mutex_lock(&c->lock);
 	posted = call_post_close_locked(c);
@@ -1865,8 +1868,8 @@ static void call_new_done(struct rpc_server *srv, struct rpc_call *c, bool ok)
 	slot_post(srv, c->kind);
 	c->served = true;
 	clock_gettime(CLOCK_MONOTONIC, &c->t_start);
-	if (log_is_json())
-		call_note_peer(c);
+	if (log_is_json() || audit_enabled(srv->audit))
+		call_note_peer(c); /* for the log record and the audit record */
 
 	if (!call_authenticate(srv, c))
 		; /* answered */
