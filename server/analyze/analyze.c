@@ -367,7 +367,7 @@ struct job {
 
 #define TOP_K 5
 
-static int summarise(struct job *j, size_t ci)
+static int summarise(struct job *j, size_t ci, struct stats_scratch *sc)
 {
 	struct table *t = j->t;
 	const struct column *c = &t->cols[ci];
@@ -425,7 +425,7 @@ unlock:
 	} else {
 		struct numstats st;
 
-		if (stats_numeric(c, t->nrows, &st) < 0)
+		if (stats_numeric(c, t->nrows, &st, sc) < 0)
 			return -1;
 		s->count = st.count;
 		s->nulls = t->nrows - st.count;
@@ -446,11 +446,13 @@ unlock:
 static void *summarise_worker(void *arg)
 {
 	struct job *j = arg;
+	struct stats_scratch sc = {0};
 	size_t i;
 
 	while ((i = atomic_fetch_add(&j->next, 1)) < j->n)
-		if (!atomic_load(&j->failed) && summarise(j, j->cols[i]) < 0)
+		if (!atomic_load(&j->failed) && summarise(j, j->cols[i], &sc) < 0)
 			atomic_store(&j->failed, 1);
+	stats_scratch_free(&sc);
 	return NULL;
 }
 

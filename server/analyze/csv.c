@@ -516,8 +516,8 @@ static enum analyze_status read_all(struct table *t, const char *data, size_t le
 	/* big bodies without quotes: two halves in parallel */
 	t->delim = o->delim;
 	memcpy(t->delim_special, k.special, sizeof(t->delim_special));
-	if (o->threads < 2 || k.end - body < (1 << 20) || memchr(body, '"', (size_t)(k.end - body)) ||
-	    read_halves(t, body, k.end, skip) != 0) {
+	if (o->threads < 2 || k.end - body < (1 << 20) ||
+	    memchr(body, '"', (size_t)(k.end - body)) || read_halves(t, body, k.end, skip) != 0) {
 		k.p = body;
 		k.line = body_line;
 		if ((st = read_body(t, &k, skip, false)) != ANALYZE_OK)

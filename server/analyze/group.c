@@ -461,7 +461,7 @@ static int agg_whole(struct table *t, const struct column *c, Capibox__V1__Aggre
 		struct numstats st;
 		double v;
 
-		if (stats_numeric(c, t->nrows, &st) < 0)
+		if (stats_numeric(c, t->nrows, &st, NULL) < 0)
 			return -1;
 		switch (f) {
 		case CAPIBOX__V1__AGGREGATE_FUNCTION__AGGREGATE_FUNCTION_COUNT:

@@ -108,7 +108,7 @@ struct table {
 	struct column *cols;
 	size_t nrows;
 	struct nullset na;
-	char delim;		   /* CSV: the delimiter and the bytes that end an unquoted field */
+	char delim; /* CSV: the delimiter and the bytes that end an unquoted field */
 	uint8_t delim_special[256];
 	char err[512];
 };
@@ -174,9 +174,16 @@ struct numstats {
 	double mean, std, min, p25, median, p75, max, sum;
 };
 
-/* describe(), nunique() and sum() of a numeric column (INT, UINT, FLOAT). */
-int stats_numeric(const struct column *c, size_t nrows, struct numstats *st)
-	__attribute__((warn_unused_result));
+/* Sort buffers a thread reuses from column to column (fresh pages cost more than the sort). */
+struct stats_scratch {
+	uint64_t *keys, *tmp;
+	size_t cap;
+};
+
+/* describe(), nunique() and sum() of a numeric column (INT, UINT, FLOAT); scratch may be NULL. */
+int stats_numeric(const struct column *c, size_t nrows, struct numstats *st,
+		  struct stats_scratch *scratch) __attribute__((warn_unused_result));
+void stats_scratch_free(struct stats_scratch *s);
 /* value_counts() of a TEXT or BOOL column: ids of the top k in pandas' order, counts; returns distinct. */
 int stats_top(const struct column *c, size_t nrows, size_t k, uint32_t *ids, uint64_t *counts,
 	      size_t *ntop, uint64_t *distinct) __attribute__((warn_unused_result));

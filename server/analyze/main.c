@@ -204,6 +204,17 @@ static void push(char ***v, size_t *n, char *s)
 	*v = p;
 }
 
+/* What the request flags allocated (their strings are argv's). */
+static void flags_free(Capibox__V1__AnalyzeRequest *built, Capibox__V1__Dataset *ds)
+{
+	for (size_t i = 0; i < built->n_aggregates; i++)
+		free(built->aggregates[i]);
+	free(built->aggregates);
+	free(built->columns);
+	free(built->group_by);
+	free(ds->null_values);
+}
+
 static int write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
@@ -243,7 +254,6 @@ int main(int argc, char **argv)
 	bool json = false, flags = false;
 	long threads = 2;
 	const char *write_opts = NULL;
-	Capibox__V1__Aggregate *aggs = NULL;
 	int opt;
 
 	built.dataset = &ds;
@@ -296,7 +306,6 @@ int main(int argc, char **argv)
 			a->column = optarg;
 			a->function = (Capibox__V1__AggregateFunction)f;
 			push((char ***)&built.aggregates, &built.n_aggregates, (char *)a);
-			(void)aggs;
 			break;
 		}
 		case 'w': write_opts = optarg, flags = true; break;
@@ -374,6 +383,15 @@ int main(int argc, char **argv)
 		die("%s", "out of memory");
 	if (st != ANALYZE_OK) {
 		fprintf(stderr, "%s\n", analyze_error(res));
+		if (getenv("CAPIBOX_ANALYZE_FREE")) {
+			analyze_result_free(res);
+			if (unpacked)
+				capibox__v1__analyze_request__free_unpacked(unpacked, NULL);
+			if (map)
+				munmap(map, len);
+			free(owned);
+			flags_free(&built, &ds);
+		}
 		return (int)st;
 	}
 	const Capibox__V1__AnalyzeResponse *resp = analyze_response(res);
@@ -404,6 +422,7 @@ int main(int argc, char **argv)
 		if (map)
 			munmap(map, len);
 		free(owned);
+		flags_free(&built, &ds);
 	}
 	return 0;
 }

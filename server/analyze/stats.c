@@ -120,15 +120,23 @@ void stats_radix_sort(uint64_t *a, uint64_t *tmp, size_t n)
 		qsort(a, n, sizeof(*a), cmp_key);
 		return;
 	}
+	/* only the digits some key has: small offsets need one or two passes */
+	uint64_t any = 0;
+	int passes = 0;
+
+	for (size_t i = 0; i < n; i++)
+		any |= a[i];
+	while (passes < PASSES && (any >> (BITS * passes)))
+		passes++;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t k = a[i];
 
-		for (int b = 0; b < PASSES; b++)
+		for (int b = 0; b < passes; b++)
 			hist[b][(k >> (BITS * b)) & (BUCKETS - 1)]++;
 	}
 	uint64_t *src = a, *dst = tmp;
 
-	for (int b = 0; b < PASSES; b++) {
+	for (int b = 0; b < passes; b++) {
 		uint32_t *h = hist[b], sum = 0;
 		uint64_t first = n ? (src[0] >> (BITS * b)) & (BUCKETS - 1) : 0;
 
@@ -190,8 +198,34 @@ double stats_quantile(const double *sorted, size_t n, double q)
 	return lerp(a, b - a, b, g);
 }
 
-/* quantile of sorted keys of an int column, with numpy's integer b - a */
-static double quantile_keys(const uint64_t *keys, size_t n, double q, enum kind k)
+/*
+ * How sort keys map back to values. Keys are made small where the values
+ * allow it, so that the radix sort skips the digits all keys share: ints
+ * as the offset from the minimum, and floats that are all decimals of at
+ * most 6 places (prices, rates: most real columns) as the offset of
+ * value * 10^places, which maps back exactly (s / 10^k is the double
+ * nearest to the decimal, as parsing made it).
+ */
+enum keymode { KEY_DOUBLE, KEY_INT, KEY_UINT, KEY_DECIMAL };
+
+struct keyfmt {
+	enum keymode mode;
+	uint64_t base; /* added back (mod 2^64) */
+	double scale;  /* KEY_DECIMAL: 10^places */
+};
+
+static double key_value(uint64_t k, const struct keyfmt *f)
+{
+	switch (f->mode) {
+	case KEY_DOUBLE: return stats_key_double(k);
+	case KEY_INT: return (double)(int64_t)(k + f->base);
+	case KEY_UINT: return (double)(k + f->base);
+	default: return (double)(int64_t)(k + f->base) / f->scale;
+	}
+}
+
+/* numpy's quantile of sorted keys; ints with numpy's integer b - a */
+static double quantile_keys(const uint64_t *keys, size_t n, double q, const struct keyfmt *f)
 {
 	size_t i;
 	double g;
@@ -200,27 +234,50 @@ static double quantile_keys(const uint64_t *keys, size_t n, double q, enum kind 
 		return NAN;
 	virtual_index(n, q, &i, &g);
 	uint64_t ka = keys[i], kb = keys[i + 1 < n ? i + 1 : n - 1];
+	double a = key_value(ka, f), b = key_value(kb, f);
 
-	if (k == KIND_FLOAT) {
-		double a = stats_key_double(ka), b = stats_key_double(kb);
-
-		return lerp(a, b - a, b, g);
-	}
-	if (k == KIND_INT) {
-		int64_t a = (int64_t)(ka ^ (1ULL << 63)), b = (int64_t)(kb ^ (1ULL << 63));
-
-		return lerp((double)a, (double)(int64_t)((uint64_t)b - (uint64_t)a), (double)b, g);
-	}
-	return lerp((double)ka, (double)(kb - ka), (double)kb, g);
+	if (f->mode == KEY_INT)
+		return lerp(a, (double)(int64_t)(kb - ka), b, g);
+	if (f->mode == KEY_UINT)
+		return lerp(a, (double)(kb - ka), b, g);
+	return lerp(a, b - a, b, g);
 }
 
-static double key_value(uint64_t k, enum kind kind)
+static const double pow10_keys[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
+
+/* the fewest decimal places (at most 6) that every non-null value has exactly, or -1 */
+static int decimal_places(const double *v, size_t n, int64_t *smin, int64_t *smax)
 {
-	if (kind == KIND_FLOAT)
-		return stats_key_double(k);
-	if (kind == KIND_INT)
-		return (double)(int64_t)(k ^ (1ULL << 63));
-	return (double)k;
+	for (int k = 0; k < 7; k++) {
+		double p = pow10_keys[k];
+		int64_t lo = INT64_MAX, hi = INT64_MIN;
+		size_t i;
+
+		for (i = 0; i < n; i++) {
+			double x = v[i];
+
+			if (x != x)
+				continue;
+			double y = x * p;
+
+			if (!(y > -9007199254740992.0 && y < 9007199254740992.0))
+				return -1; /* too big (or inf) for exact scaling */
+			int64_t s = llround(y);
+
+			if ((double)s / p != x)
+				break;
+			if (s < lo)
+				lo = s;
+			if (s > hi)
+				hi = s;
+		}
+		if (i == n) {
+			*smin = lo;
+			*smax = hi;
+			return k;
+		}
+	}
+	return -1;
 }
 
 double stats_int_sum(const struct column *c, size_t nrows)
@@ -232,28 +289,52 @@ double stats_int_sum(const struct column *c, size_t nrows)
 	return c->kind == KIND_INT ? (double)(int64_t)s : (double)s;
 }
 
-int stats_numeric(const struct column *c, size_t nrows, struct numstats *st)
+void stats_scratch_free(struct stats_scratch *s)
 {
+	free(s->keys);
+	free(s->tmp);
+	memset(s, 0, sizeof(*s));
+}
+
+int stats_numeric(const struct column *c, size_t nrows, struct numstats *st,
+		  struct stats_scratch *scratch)
+{
+	struct stats_scratch own = {0}, *sc = scratch ? scratch : &own;
 	uint64_t *keys, *tmp;
 	size_t n = 0;
 
 	memset(st, 0, sizeof(*st));
-	keys = malloc((nrows ? nrows : 1) * sizeof(*keys));
-	tmp = malloc((nrows ? nrows : 1) * sizeof(*tmp));
-	if (!keys || !tmp) {
-		free(keys);
-		free(tmp);
-		return -1;
+	if (sc->cap < nrows || !sc->keys) {
+		stats_scratch_free(sc);
+		sc->keys = malloc((nrows ? nrows : 1) * sizeof(*keys));
+		sc->tmp = malloc((nrows ? nrows : 1) * sizeof(*tmp));
+		if (!sc->keys || !sc->tmp) {
+			stats_scratch_free(sc);
+			return -1;
+		}
+		sc->cap = nrows;
 	}
+	keys = sc->keys;
+	tmp = sc->tmp;
+	struct keyfmt fmt = {.mode = KEY_DOUBLE};
+
 	if (c->kind == KIND_FLOAT) {
 		double s = 0;
+		int64_t smin = 0, smax = 0;
+		int places = decimal_places(c->v.f, nrows, &smin, &smax);
 
+		if (places >= 0) {
+			fmt.mode = KEY_DECIMAL;
+			fmt.scale = pow10_keys[places];
+			fmt.base = (uint64_t)smin;
+		}
 		for (size_t i = 0; i < nrows; i++) {
 			double v = c->v.f[i];
 
 			if (v != v)
 				continue;
-			keys[n++] = stats_double_key(v);
+			keys[n++] = places >= 0 ? (uint64_t)llround(v * fmt.scale) - fmt.base :
+						  stats_double_key(v);
 			s += v;
 		}
 		st->count = n;
@@ -278,11 +359,21 @@ int stats_numeric(const struct column *c, size_t nrows, struct numstats *st)
 	} else {
 		bool sgn = c->kind == KIND_INT;
 		double s = 0;
+		uint64_t lo = UINT64_MAX;
 
+		fmt.mode = sgn ? KEY_INT : KEY_UINT;
+		for (size_t i = 0; i < nrows; i++) {
+			uint64_t u = sgn ? c->v.u[i] ^ (1ULL << 63) : c->v.u[i];
+
+			if (u < lo)
+				lo = u;
+		}
+		/* offsets from the minimum; base turns them back into the values' bits */
+		fmt.base = sgn ? lo ^ (1ULL << 63) : lo;
 		for (size_t i = 0; i < nrows; i++) {
 			uint64_t u = c->v.u[i];
 
-			keys[i] = sgn ? u ^ (1ULL << 63) : u;
+			keys[i] = u - fmt.base;
 			s += sgn ? (double)(int64_t)u : (double)u;
 		}
 		n = nrows;
@@ -305,19 +396,18 @@ int stats_numeric(const struct column *c, size_t nrows, struct numstats *st)
 	}
 	stats_radix_sort(keys, tmp, n);
 	if (n) {
-		st->min = key_value(keys[0], c->kind);
-		st->max = key_value(keys[n - 1], c->kind);
-		st->p25 = quantile_keys(keys, n, 0.25, c->kind);
-		st->median = quantile_keys(keys, n, 0.5, c->kind);
-		st->p75 = quantile_keys(keys, n, 0.75, c->kind);
+		st->min = key_value(keys[0], &fmt);
+		st->max = key_value(keys[n - 1], &fmt);
+		st->p25 = quantile_keys(keys, n, 0.25, &fmt);
+		st->median = quantile_keys(keys, n, 0.5, &fmt);
+		st->p75 = quantile_keys(keys, n, 0.75, &fmt);
 		st->distinct = 1;
 		for (size_t i = 1; i < n; i++)
 			st->distinct += keys[i] != keys[i - 1];
 	} else {
 		st->min = st->max = st->p25 = st->median = st->p75 = NAN;
 	}
-	free(keys);
-	free(tmp);
+	stats_scratch_free(&own);
 	return 0;
 }
 
