@@ -107,6 +107,7 @@ enum capibox_event_kind {
 	CAPIBOX_EVENT_STDERR = 3,
 	CAPIBOX_EVENT_ARTIFACT = 4,
 	CAPIBOX_EVENT_FINISHED = 5,
+	CAPIBOX_EVENT_RESULT = 6, /* the value of the code's last expression */
 };
 
 struct capibox_event {
@@ -124,14 +125,26 @@ struct capibox_event {
 			const uint8_t *data;
 			size_t len;
 		} output;
+		/* A file the run produced (a matplotlib figure: figure-1.png).
+		 * A file larger than one message comes as several events of
+		 * the same path: content is len bytes at offset, eof marks the
+		 * last piece. path comes from the server: check it before
+		 * using it as a local path (capibox_artifact_path_ok). */
 		struct {
 			const char *path;
 			const char *mime_type;
 			const uint8_t *content;
 			size_t len;
-			uint64_t size;
+			uint64_t size; /* of the whole file */
 			bool truncated;
+			uint64_t offset;
+			bool eof;
 		} artifact;
+		struct {
+			const char *text;      /* repr / inspect form */
+			const char *json;      /* "" when not JSON-serialisable */
+			const char *mime_type; /* "text/plain" */
+		} result;
 		struct {
 			int reason; /* enum capibox_reason */
 			int32_t exit_code;
@@ -182,6 +195,13 @@ struct capibox_client *capibox_connect(const char *target, const struct capibox_
  */
 int capibox_execute(struct capibox_client *c, const struct capibox_exec_request *req,
 		    capibox_event_cb cb, void *arg, struct capibox_status *st);
+
+/*
+ * True when an artifact's path (from the server, so untrusted) is safe to
+ * join to a local directory: relative, no "." or ".." parts, no empty part,
+ * no backslash or control character, at most 4095 bytes.
+ */
+bool capibox_artifact_path_ok(const char *path);
 
 struct capibox_runtime_pool {
 	char *language;

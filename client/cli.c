@@ -127,8 +127,10 @@ static const char usage_exec[] =
 	"  -f, --file LOCAL[:REMOTE]  upload a file to /home/user/REMOTE (default the\n"
 	"                          basename of LOCAL; repeatable)\n"
 	"      --collect GLOB      return files matching GLOB as artifacts (repeatable)\n"
-	"      --artifact-dir DIR  where artifacts are saved (default: current directory;\n"
-	"                          with --json only when given)\n"
+	"      --out DIR, --artifact-dir DIR  where artifacts (collected files, the\n"
+	"                          figures Python code leaves open) are saved; without\n"
+	"                          it: the current directory when --collect is given,\n"
+	"                          else they are only listed (with --json: inline)\n"
 	"      --request-id ID     identifier for the server's logs\n"
 	"      --deadline MS       RPC deadline in milliseconds (default none)\n"
 	"      --json              print one JSON object per event on stdout\n"
@@ -588,7 +590,11 @@ struct exec_ctx {
 	int reason;
 	int32_t exit_code;
 	int32_t signal;
-	int write_error; /* errno of a failed write of ours */
+	int write_error;     /* errno of a failed write of ours */
+	char *piece_path;    /* --out: the file whose next piece is expected */
+	bool piece_failed;   /* ...whose saving failed: its pieces are dropped */
+	uint64_t piece_next; /* ...at this offset */
+	char *result_text;   /* plain output: the result, printed after the output */
 };
 
 static double us_to_ms(uint64_t us) { return (double)us / 1000.0; }
@@ -663,28 +669,6 @@ static int json_flush_carry(struct exec_ctx *x)
 	return e;
 }
 
-/* True when an artifact path from the server is safe to create under our directory. */
-static bool artifact_path_ok(const char *path)
-{
-	const char *p = path;
-
-	if (*p == '\0' || *p == '/')
-		return false;
-	while (*p != '\0') {
-		const char *slash = strchr(p, '/');
-		size_t n = slash != NULL ? (size_t)(slash - p) : strlen(p);
-
-		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
-			return false;
-		if (slash == NULL)
-			break;
-		p = slash + 1;
-		if (*p == '\0')
-			return false;
-	}
-	return true;
-}
-
 /*
  * Saves an artifact under x->artifact_dir. The path comes from the server
  * and so, indirectly, from untrusted code: it is checked to stay inside
@@ -696,12 +680,29 @@ static void artifact_save(struct exec_ctx *x, const struct capibox_event *ev)
 	char *copy = NULL, *comp, *slash;
 	int dfd = -1, fd = -1, e;
 
-	if (!artifact_path_ok(path)) {
+	if (!capibox_artifact_path_ok(path)) {
 		fprintf(stderr, "capibox: artifact '%s': unsafe path, not saved\n", path);
+		return;
+	}
+	/* a file in pieces: each continues the one before, at its end; the
+	 * first (offset 0) creates or truncates it */
+	if (ev->u.artifact.offset != 0 && x->piece_failed && x->piece_path != NULL &&
+	    strcmp(x->piece_path, path) == 0)
+		return; /* its first piece could not be saved: said once */
+	if (ev->u.artifact.offset != 0 &&
+	    (x->piece_path == NULL || strcmp(x->piece_path, path) != 0 ||
+	     x->piece_next != ev->u.artifact.offset)) {
+		fprintf(stderr,
+			"capibox: artifact %s: piece at offset %" PRIu64
+			" out of order, not saved\n",
+			path, ev->u.artifact.offset);
 		return;
 	}
 	copy = strdup(path);
 	if (copy == NULL)
+		goto fail;
+	/* --out DIR: made if missing (its parent must exist) */
+	if (mkdir(x->artifact_dir, 0755) != 0 && errno != EEXIST)
 		goto fail;
 	dfd = open(x->artifact_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
@@ -720,7 +721,10 @@ static void artifact_save(struct exec_ctx *x, const struct capibox_event *ev)
 		dfd = nfd;
 		comp = slash + 1;
 	}
-	fd = openat(dfd, comp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	fd = openat(dfd, comp,
+		    O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC |
+			    (ev->u.artifact.offset == 0 ? O_TRUNC : O_APPEND),
+		    0644);
 	if (fd < 0)
 		goto fail;
 	e = write_all(fd, ev->u.artifact.content, ev->u.artifact.len);
@@ -733,16 +737,30 @@ static void artifact_save(struct exec_ctx *x, const struct capibox_event *ev)
 		goto fail;
 	}
 	fd = -1;
+	free(x->piece_path);
+	x->piece_path = NULL;
+	x->piece_failed = false;
+	if (!ev->u.artifact.eof && !ev->u.artifact.truncated) {
+		x->piece_path = strdup(path);
+		x->piece_next = ev->u.artifact.offset + ev->u.artifact.len;
+	}
 	if (ev->u.artifact.truncated)
-		fprintf(stderr, "capibox: artifact %s: truncated to %zu of %" PRIu64 " bytes\n",
-			path, ev->u.artifact.len, ev->u.artifact.size);
-	if (x->verbose)
-		fprintf(stderr, "capibox: artifact %s (%s, %zu bytes) saved in %s\n", path,
-			ev->u.artifact.mime_type, ev->u.artifact.len, x->artifact_dir);
+		fprintf(stderr,
+			"capibox: artifact %s: truncated to %" PRIu64 " of %" PRIu64 " bytes\n",
+			path, ev->u.artifact.offset + ev->u.artifact.len, ev->u.artifact.size);
+	if (x->verbose && (ev->u.artifact.eof || ev->u.artifact.truncated))
+		fprintf(stderr, "capibox: artifact %s (%s, %" PRIu64 " bytes) saved in %s\n", path,
+			ev->u.artifact.mime_type, ev->u.artifact.offset + ev->u.artifact.len,
+			x->artifact_dir);
 	goto out;
 fail:
+	e = errno;
 	fprintf(stderr, "capibox: artifact %s: cannot save in %s: %s\n", path, x->artifact_dir,
-		strerror(errno));
+		strerror(e));
+	/* the rest of this file is dropped quietly */
+	free(x->piece_path);
+	x->piece_path = ev->u.artifact.eof ? NULL : strdup(path);
+	x->piece_failed = true;
 out:
 	if (fd >= 0)
 		close(fd);
@@ -829,11 +847,26 @@ static int exec_event_json(struct exec_ctx *x, const struct capibox_event *ev)
 		json_object_object_add(in, "size", json_object_new_uint64(ev->u.artifact.size));
 		json_object_object_add(in, "truncated",
 				       json_object_new_boolean(ev->u.artifact.truncated));
+		json_object_object_add(in, "offset", json_object_new_uint64(ev->u.artifact.offset));
+		json_object_object_add(in, "eof", json_object_new_boolean(ev->u.artifact.eof));
 		json_add_bytes(in, "content", ev->u.artifact.content, ev->u.artifact.len, text);
 		obj = json_object_new_object();
 		json_object_object_add(obj, "artifact", in);
 		return json_emit(obj);
 	}
+	case CAPIBOX_EVENT_RESULT:
+		in = json_object_new_object();
+		json_object_object_add(in, "text", json_object_new_string(ev->u.result.text));
+		if (ev->u.result.json[0] != '\0')
+			json_object_object_add(in, "json",
+					       json_object_new_string(ev->u.result.json));
+		else
+			json_object_object_add(in, "json", NULL);
+		json_object_object_add(in, "mime_type",
+				       json_object_new_string(ev->u.result.mime_type));
+		obj = json_object_new_object();
+		json_object_object_add(obj, "result", in);
+		return json_emit(obj);
 	case CAPIBOX_EVENT_FINISHED:
 		e = json_flush_carry(x);
 		if (e != 0)
@@ -883,8 +916,29 @@ static int exec_event_plain(struct exec_ctx *x, const struct capibox_event *ev)
 		return write_all(STDOUT_FILENO, ev->u.output.data, ev->u.output.len);
 	case CAPIBOX_EVENT_STDERR:
 		return write_all(STDERR_FILENO, ev->u.output.data, ev->u.output.len);
-	case CAPIBOX_EVENT_ARTIFACT: return 0; /* saved by the caller */
+	case CAPIBOX_EVENT_ARTIFACT:
+		/* saved by the caller when there is a directory; else listed */
+		if (x->artifact_dir == NULL && (ev->u.artifact.eof || ev->u.artifact.truncated))
+			fprintf(stderr,
+				"capibox: artifact %s (%s, %" PRIu64
+				" bytes): use --out DIR to save it\n",
+				ev->u.artifact.path, ev->u.artifact.mime_type, ev->u.artifact.size);
+		return 0;
+	case CAPIBOX_EVENT_RESULT:
+		/* shown after all the output, as a notebook's Out[] (stdout
+		 * may still have bytes in flight on the other pipe) */
+		free(x->result_text);
+		x->result_text = strdup(ev->u.result.text);
+		return 0;
 	case CAPIBOX_EVENT_FINISHED:
+		if (x->result_text != NULL) {
+			size_t n = strlen(x->result_text);
+			int e = write_all(STDOUT_FILENO, x->result_text, n);
+			if (e == 0 && (n == 0 || x->result_text[n - 1] != '\n'))
+				e = write_all(STDOUT_FILENO, "\n", 1);
+			if (e != 0)
+				return e;
+		}
 		if (x->verbose) {
 			format_bytes(mem, sizeof(mem), ev->u.finished.peak_memory_bytes);
 			fprintf(stderr,
@@ -1134,6 +1188,7 @@ static int cmd_exec(int argc, char *argv[])
 		{"file", required_argument, NULL, 'f'},
 		{"collect", required_argument, NULL, OPT_COLLECT},
 		{"artifact-dir", required_argument, NULL, OPT_ARTIFACT_DIR},
+		{"out", required_argument, NULL, OPT_ARTIFACT_DIR},
 		{"request-id", required_argument, NULL, OPT_REQUEST_ID},
 		{"deadline", required_argument, NULL, OPT_DEADLINE},
 		{"json", no_argument, NULL, OPT_JSON},
@@ -1251,8 +1306,12 @@ static int cmd_exec(int argc, char *argv[])
 	a.req.n_env = a.n_env;
 	a.req.collect = a.collect;
 	a.req.n_collect = a.n_collect;
-	/* JSON carries artifacts inline: save them only when asked to. */
-	x.artifact_dir = artifact_dir != NULL ? artifact_dir : (x.json ? NULL : ".");
+	/* JSON carries artifacts inline: save them only when asked to. Files
+	 * asked for with --collect land in the current directory by default;
+	 * figures nobody asked for are only listed. */
+	x.artifact_dir = artifact_dir != NULL	    ? artifact_dir :
+			 !x.json && a.n_collect > 0 ? "." :
+						      NULL;
 
 	client = client_open();
 	rc = capibox_execute(client, &a.req, exec_on_event, &x, &st);
@@ -1287,6 +1346,8 @@ static int cmd_exec(int argc, char *argv[])
 	free(a.files);
 	free(a.env);
 	free(a.collect);
+	free(x.piece_path);
+	free(x.result_text);
 	return rc;
 }
 
@@ -1467,7 +1528,10 @@ static const char usage_analyze[] =
 	"                          for a tab)\n"
 	"      --no-header         the first line is data; columns are named 0, 1, ...\n"
 	"      --null-values A,B   strings read as null instead of pandas' defaults\n"
-	"      --code FILE         pandas code to run with `df` holding the dataset\n"
+	"      --code FILE         pandas code to run with `df` holding the dataset;\n"
+	"                          prints its stdout, stderr and the `result` table\n"
+	"      --artifact-dir DIR  with --code: save the figures (figure-1.png, ...)\n"
+	"                          in DIR (also --out DIR)\n"
 	"      --timeout MS, --cpu MS, --memory BYTES  sandbox limits (as exec)\n"
 	"      --request-id ID     identifier for the server's logs\n"
 	"      --deadline MS       RPC deadline in milliseconds (default none)\n"
@@ -1823,7 +1887,7 @@ static void table_print(const struct capibox_table *t)
 	grid_free(&g);
 }
 
-static void analysis_print(const struct capibox_analysis *an)
+static void analysis_print(const struct capibox_analysis *an, const char *artifact_dir)
 {
 	char mem[32];
 	size_t i;
@@ -1843,16 +1907,37 @@ static void analysis_print(const struct capibox_analysis *an)
 		printf("\nresult:\n");
 		table_print(&an->result);
 	}
-	for (i = 0; i < an->n_artifacts; i++) {
+	for (i = 0; i < an->n_artifacts && artifact_dir == NULL; i++) {
 		char *p = text_clean(an->artifacts[i].path, 64);
 
-		printf("artifact %s (%s, %zu bytes): use --json to get it\n", p,
+		printf("artifact %s (%s, %zu bytes): use --artifact-dir DIR to save it\n", p,
 		       an->artifacts[i].mime_type, an->artifacts[i].len);
 		free(p);
 	}
 	format_bytes(mem, sizeof(mem), an->finished.peak_memory_bytes);
 	printf("%" PRIu64 " row%s; %.1f ms, peak memory %s\n", an->rows, an->rows == 1 ? "" : "s",
 	       us_to_ms(an->finished.wall_time_us), mem);
+}
+
+/* Saves the figures code mode returned under dir, as exec saves artifacts. */
+static void analysis_save_artifacts(const struct capibox_analysis *an, const char *dir)
+{
+	struct exec_ctx x = {.artifact_dir = dir, .verbose = true};
+	struct capibox_event ev;
+	size_t i;
+
+	for (i = 0; i < an->n_artifacts; i++) {
+		memset(&ev, 0, sizeof(ev));
+		ev.kind = CAPIBOX_EVENT_ARTIFACT;
+		ev.u.artifact.path = an->artifacts[i].path;
+		ev.u.artifact.mime_type = an->artifacts[i].mime_type;
+		ev.u.artifact.content = an->artifacts[i].content;
+		ev.u.artifact.len = an->artifacts[i].len;
+		ev.u.artifact.size = an->artifacts[i].size;
+		ev.u.artifact.truncated = an->artifacts[i].truncated;
+		ev.u.artifact.eof = true; /* whole files */
+		artifact_save(&x, &ev);
+	}
 }
 
 /* A double for JSON: NaN and infinities are not JSON numbers, so null. */
@@ -2024,6 +2109,8 @@ static int cmd_analyze(int argc, char *argv[])
 		{"no-header", no_argument, NULL, OPT_NO_HEADER},
 		{"null-values", required_argument, NULL, OPT_NULL_VALUES},
 		{"code", required_argument, NULL, OPT_CODE_FILE},
+		{"artifact-dir", required_argument, NULL, OPT_ARTIFACT_DIR},
+		{"out", required_argument, NULL, OPT_ARTIFACT_DIR},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"cpu", required_argument, NULL, OPT_CPU},
 		{"memory", required_argument, NULL, OPT_MEMORY},
@@ -2040,7 +2127,7 @@ static int cmd_analyze(int argc, char *argv[])
 	struct capibox_status st;
 	struct capibox_client *client;
 	struct capibox_analysis *an = NULL;
-	const char *file_arg, *code_file = NULL, *slash;
+	const char *file_arg, *code_file = NULL, *artifact_dir = NULL, *slash;
 	bool json = false;
 	uint64_t v;
 	size_t code_len, i;
@@ -2082,6 +2169,7 @@ static int cmd_analyze(int argc, char *argv[])
 			list_add(&a, "--null-values", optarg, &a.nulls, &a.n_nulls, true);
 			break;
 		case OPT_CODE_FILE: code_file = optarg; break;
+		case OPT_ARTIFACT_DIR: artifact_dir = optarg; break;
 		case OPT_TIMEOUT:
 			a.req.limits.wall_time_ms = opt_u32("analyze", "--timeout", optarg);
 			break;
@@ -2152,9 +2240,13 @@ static int cmd_analyze(int argc, char *argv[])
 
 		if (json)
 			e = analysis_print_json(an);
-		else if (an->finished.reason == CAPIBOX_REASON_EXITED &&
-			 an->finished.exit_code == 0)
-			analysis_print(an);
+		else if ((an->finished.reason == CAPIBOX_REASON_EXITED &&
+			  an->finished.exit_code == 0) ||
+			 code_file != NULL)
+			/* code mode: what the code printed matters most when it failed */
+			analysis_print(an, artifact_dir);
+		if (artifact_dir != NULL)
+			analysis_save_artifacts(an, artifact_dir);
 		rc = analyze_exit_code(an, code_file != NULL);
 		if (e == 0 && fflush(stdout) != 0)
 			e = errno;

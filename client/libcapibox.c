@@ -594,6 +594,14 @@ static bool event_from_msg(const Capibox__V1__ExecuteResponse *m, struct capibox
 		ev->u.artifact.len = m->artifact->content.len;
 		ev->u.artifact.size = m->artifact->size;
 		ev->u.artifact.truncated = m->artifact->truncated;
+		ev->u.artifact.offset = m->artifact->offset;
+		ev->u.artifact.eof = m->artifact->eof;
+		return true;
+	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_RESULT:
+		ev->kind = CAPIBOX_EVENT_RESULT;
+		ev->u.result.text = m->result->text;
+		ev->u.result.json = m->result->json;
+		ev->u.result.mime_type = m->result->mime_type;
 		return true;
 	case CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_FINISHED:
 		ev->kind = CAPIBOX_EVENT_FINISHED;
@@ -1329,4 +1337,30 @@ int capibox_analyze(struct capibox_client *c, const struct capibox_analyze_reque
 out:
 	analyze_msg_free(&msg);
 	return st->code;
+}
+
+bool capibox_artifact_path_ok(const char *path)
+{
+	size_t len, part = 0;
+
+	if (path == NULL || path[0] == '\0' || path[0] == '/')
+		return false;
+	len = strnlen(path, 4096);
+	if (len > 4095)
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		unsigned char c = (unsigned char)path[i];
+		if (c == '/' || c == '\0') {
+			/* the part is path[i - part .. i) */
+			if (part == 0 || (part == 1 && path[i - 1] == '.') ||
+			    (part == 2 && path[i - 2] == '.' && path[i - 1] == '.'))
+				return false;
+			part = 0;
+			continue;
+		}
+		if (c < 0x20 || c == 0x7f || c == '\\')
+			return false;
+		part++;
+	}
+	return true;
 }

@@ -82,6 +82,36 @@ struct exec_started {
 	bool warm; /* a pooled sandbox, started ahead (else made for this request) */
 };
 
+/*
+ * The value of the code's last expression (a notebook's Out[]): text is its
+ * repr / inspect form, json its JSON form or NULL when it has none. Strings
+ * are NUL-terminated but not guaranteed valid UTF-8: the rpc layer cleans
+ * them (they come from the sandbox).
+ */
+struct exec_result_value {
+	const char *text;
+	const char *json; /* NULL: not JSON-serialisable */
+	const char *mime_type;
+};
+
+/*
+ * A piece of a file the run produced (a matplotlib figure): len bytes at
+ * offset of a file of size bytes. A file larger than one message arrives as
+ * several pieces of the same path with growing offsets; eof marks the last.
+ * truncated: the per-run artifact budget cut the file here (no more of it
+ * follows). path is checked (request_path_ok).
+ */
+struct exec_artifact {
+	const char *path;
+	const char *mime_type;
+	const uint8_t *data;
+	size_t len;
+	uint64_t offset;
+	uint64_t size;
+	bool eof;
+	bool truncated;
+};
+
 struct exec_result {
 	enum exec_reason reason;
 	int32_t exit_code;

@@ -18,7 +18,7 @@
 
 enum ipc_type {
 	IPC_HELLO = 1, /* supervisor -> front: ready, runtime versions */
-	IPC_SPAWN,     /* front -> supervisor: start a sandbox (4 fds) */
+	IPC_SPAWN,     /* front -> supervisor: start a sandbox (5 fds) */
 	IPC_KILL,      /* front -> supervisor: end a sandbox with a reason */
 	IPC_STARTED,   /* supervisor -> front: the code is starting */
 	IPC_EXITED,    /* supervisor -> front: the sandbox is gone */
@@ -29,7 +29,9 @@ enum ipc_type {
 #define IPC_MAX_RUNTIMES 16
 #define IPC_VERSION_LEN 64
 #define IPC_ENV_MAX (64 * 1024 + 4096)
-#define IPC_SPAWN_FDS 4 /* payload memfd, stdin memfd, stdout and stderr write ends */
+/* payload memfd, stdin memfd, the write ends of stdout, stderr and the
+ * events pipe (results and figures, the runner's fd 4) */
+#define IPC_SPAWN_FDS 5
 
 struct ipc_hello {
 	uint32_t type;
@@ -121,7 +123,8 @@ __attribute__((warn_unused_result)) int ipc_send(int sock, const void *msg, size
 /*
  * Receives one packet into buf (IPC_MAX_PACKET bytes). Returns its length, 0
  * when the peer closed. Checks the packet against its type's layout and
- * fds received against the type (IPC_SPAWN: exactly 4, others none) and
+ * fds received against the type (IPC_SPAWN: exactly IPC_SPAWN_FDS, TAKE 1,
+ * others none) and
  * calls fatalx() on anything malformed. fds get CLOEXEC descriptors.
  */
 size_t ipc_recv(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS]);

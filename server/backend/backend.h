@@ -3,8 +3,8 @@
  * backend (local.c, later e2b.c) fills a struct backend_ops.
  *
  * Event delivery: a backend calls the sink's callbacks from its own thread,
- * one at a time per execution and always in the order started, output*,
- * finished. After each callback the backend delivers nothing more for that
+ * one at a time per execution and always in the order started, then output,
+ * result and artifact events as they come, then finished. After each callback the backend delivers nothing more for that
  * execution until the caller calls backend_resume(): the caller sends one
  * message per callback and resumes when the send has completed. That is the
  * backpressure: a slow client stops the reading of the sandbox's pipes.
@@ -25,6 +25,11 @@ struct exec_sink {
 	void (*started)(void *arg, const struct exec_started *st);
 	void (*output)(void *arg, enum exec_stream stream, const uint8_t *data, size_t len);
 	void (*finished)(void *arg, const struct exec_result *res);
+	/* Optional (NULL: the backend drops these events and goes on at
+	 * once, no resume expected): the last expression's value, and the
+	 * pieces of files the run produced. */
+	void (*result)(void *arg, const struct exec_result_value *r);
+	void (*artifact)(void *arg, const struct exec_artifact *a);
 };
 
 enum backend_rc {

@@ -3,9 +3,10 @@
  *
  * One io thread runs an epoll loop over the IPC socket to the supervisor,
  * an eventfd (resume requests from the rpc threads) and the read ends of
- * every execution's stdout and stderr pipes. It is the only thread that
- * reads pipes and calls sink callbacks, so per execution the events are
- * naturally ordered. Pipes are registered EPOLLONESHOT and re-armed only
+ * every execution's stdout, stderr and events pipes (the events pipe is
+ * the runner's fd 4: framed results and figures, see read_events()). It is
+ * the only thread that reads pipes and calls sink callbacks, so per
+ * execution the events are naturally ordered. Pipes are registered EPOLLONESHOT and re-armed only
  * when the caller has resumed: while a message is being sent nobody reads,
  * the pipe fills and the sandbox blocks in write() -- bounded memory, and
  * the client's pace sets the sandbox's.
@@ -20,12 +21,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
@@ -36,6 +39,7 @@
 #include <unistd.h>
 
 #include "../log.h"
+#include "../request.h"
 #include "../runtime.h"
 #include "../sandbox/payload.h"
 #include "../supervisor/supervisor.h"
@@ -45,6 +49,39 @@
 #define EV_WAKE (UINT64_MAX - 1)
 #define EV_CHLD (UINT64_MAX - 2)
 #define IPC_MAX_LOST 4096 /* executions tracked through one supervisor restart */
+#define NPIPES 3	  /* stdout, stderr, events: epoll data is id * NPIPES + pipe */
+#define EV_PIPE 2
+
+/*
+ * The events pipe carries frames: u32 length (little-endian) of what
+ * follows, u8 type, payload. 'R': a JSON object {"text", "json",
+ * "mime_type"}; 'A': u16 path length, path, u64 offset, u64 file size, u8
+ * flags (EV_EOF, EV_TRUNCATED), data. The sandbox writes them, so they are
+ * untrusted bytes: bounded, parsed strictly, and a malformed frame ends the
+ * run as REASON_SANDBOX_ERROR naming what was wrong.
+ */
+#define EV_MAX_DATA (1024 * 1024)	      /* artifact bytes per frame */
+#define EV_MAX_FRAME (EV_MAX_DATA + 4096)     /* type, header, path and data */
+#define EV_MAX_RESULTS 16		      /* result events per run; more are dropped */
+#define EV_MAX_ARTIFACT_EVENTS 4096	      /* artifact events per run; more are dropped */
+#define EV_ARTIFACT_BUDGET (64 * 1024 * 1024) /* artifact bytes per run; then truncated */
+#define EV_EOF 1
+#define EV_TRUNCATED 2
+
+/* The events pipe's reading state of one execution (io thread only). */
+struct events {
+	uint8_t hdr[4];
+	size_t hdr_got;
+	uint8_t *frame; /* frame_len bytes once the header is complete */
+	uint32_t frame_len;
+	size_t frame_got;
+	unsigned results, artifact_events;
+	uint64_t artifact_bytes;
+	bool in_file;	/* a file's pieces are arriving: next must continue it */
+	bool skip_file; /* ...and are dropped (the budget is spent) */
+	char path[4096];
+	uint64_t next_offset;
+};
 
 struct local_exec {
 	struct exec base;
@@ -61,10 +98,12 @@ struct local_exec {
 	struct ipc_started started;
 	bool have_exit, finished_sent;
 	struct ipc_exited exited;
-	int fd[2];
+	int fd[NPIPES];
 	uint64_t bytes[2];
 	uint64_t max_output;
 	bool output_limited;
+	char events_bad[128]; /* a malformed event frame ended the run: why */
+	struct events ev;
 	bool kill_sent;
 	bool queued;
 	bool warm; /* runs in a pooled sandbox */
@@ -83,7 +122,7 @@ struct warm {
 	bool ready;	  /* init reported WARM: the runner is up */
 	int stdin_w;	  /* the request's stdin goes here, then EOF */
 	size_t stdin_cap; /* what fits into the pipe without blocking */
-	int out_r, err_r;
+	int out_r, err_r, ev_r;
 	struct warm *next;
 };
 
@@ -145,18 +184,19 @@ static void unref_locked(struct local_exec *x, bool *do_free) { *do_free = --x->
 
 static void exec_free(struct local_exec *x)
 {
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < NPIPES; i++)
 		if (x->fd[i] >= 0)
 			close(x->fd[i]);
+	free(x->ev.frame);
 	free(x);
 }
 
 /* Re-arms the open pipes (one-shot). Caller holds mu. */
 static void arm_pipes(struct local_exec *x)
 {
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < NPIPES; i++) {
 		struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT,
-					 .data.u64 = x->id * 2 + (uint64_t)i};
+					 .data.u64 = x->id * NPIPES + (uint64_t)i};
 		if (x->fd[i] >= 0 && epoll_ctl(x->lb->ep, EPOLL_CTL_MOD, x->fd[i], &ev) < 0)
 			fatal("epoll_ctl mod");
 	}
@@ -222,7 +262,7 @@ static void try_emit(struct local_exec *x)
 		pthread_mutex_unlock(&lb->mu);
 		return;
 	}
-	if (x->fd[0] >= 0 || x->fd[1] >= 0) {
+	if (x->fd[0] >= 0 || x->fd[1] >= 0 || x->fd[EV_PIPE] >= 0) {
 		arm_pipes(x);
 		pthread_mutex_unlock(&lb->mu);
 		return;
@@ -244,6 +284,12 @@ static void try_emit(struct local_exec *x)
 			res.signal = 0;
 			snprintf(res.message, sizeof(res.message),
 				 "output limit of %" PRIu64 " bytes reached", x->max_output);
+		} else if (x->events_bad[0] != '\0') {
+			/* we ended it for what it wrote to the events pipe */
+			res.reason = EXEC_REASON_SANDBOX_ERROR;
+			res.signal = 0;
+			snprintf(res.message, sizeof(res.message), "events pipe: %s",
+				 x->events_bad);
 		}
 		res.stdout_bytes = x->bytes[0];
 		res.stderr_bytes = x->bytes[1];
@@ -278,10 +324,466 @@ static void try_emit(struct local_exec *x)
 	pthread_mutex_unlock(&lb->mu);
 }
 
+/* ---- the events pipe ----------------------------------------------------- */
+
+static uint16_t get_le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+
+static void js_skip_ws(const uint8_t **p, const uint8_t *end)
+{
+	while (*p < end && (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r'))
+		(*p)++;
+}
+
+static int js_hex4(const uint8_t *p, const uint8_t *end, unsigned *out)
+{
+	unsigned v = 0;
+
+	if (end - p < 4)
+		return -1;
+	for (int i = 0; i < 4; i++) {
+		uint8_t c = p[i];
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v |= (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v |= (unsigned)(c - 'A' + 10);
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static size_t utf8_put(unsigned cp, char *o)
+{
+	if (cp < 0x80) {
+		o[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		o[0] = (char)(0xc0 | (cp >> 6));
+		o[1] = (char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		o[0] = (char)(0xe0 | (cp >> 12));
+		o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		o[2] = (char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	o[0] = (char)(0xf0 | (cp >> 18));
+	o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+	o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+	o[3] = (char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/*
+ * Decodes the JSON string at *p (its opening quote) into a new
+ * NUL-terminated buffer; NUL and lone surrogates become '?' (the text goes
+ * on as a C string; other invalid UTF-8 is cleaned by the rpc layer).
+ * Returns NULL when it is not a well-formed string (or out of memory).
+ */
+static char *js_string(const uint8_t **pp, const uint8_t *end)
+{
+	const uint8_t *p = *pp;
+	char *out, *o;
+
+	if (p >= end || *p != '"')
+		return NULL;
+	p++;
+	/* decoding never makes a string longer than its escaped form */
+	out = o = malloc((size_t)(end - p) + 1);
+	if (out == NULL)
+		return NULL;
+	for (;;) {
+		unsigned cp;
+		uint8_t c;
+		if (p >= end)
+			goto bad;
+		c = *p++;
+		if (c == '"')
+			break;
+		if (c < 0x20)
+			goto bad; /* raw control characters are not JSON */
+		if (c != '\\') {
+			*o++ = (char)c;
+			continue;
+		}
+		if (p >= end)
+			goto bad;
+		c = *p++;
+		switch (c) {
+		case '"':
+		case '\\':
+		case '/': *o++ = (char)c; continue;
+		case 'b': *o++ = '\b'; continue;
+		case 'f': *o++ = '\f'; continue;
+		case 'n': *o++ = '\n'; continue;
+		case 'r': *o++ = '\r'; continue;
+		case 't': *o++ = '\t'; continue;
+		case 'u': break;
+		default: goto bad;
+		}
+		if (js_hex4(p, end, &cp) < 0)
+			goto bad;
+		p += 4;
+		if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+			unsigned lo;
+			if (js_hex4(p + 2, end, &lo) < 0)
+				goto bad;
+			if (lo >= 0xdc00 && lo <= 0xdfff) {
+				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+				p += 6;
+			}
+		}
+		if (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
+			cp = '?';
+		o += utf8_put(cp, o);
+	}
+	*o = '\0';
+	*pp = p;
+	return out;
+bad:
+	free(out);
+	return NULL;
+}
+
+/*
+ * Parses a result frame's JSON object {"text": str, "json": str|null,
+ * "mime_type": str} (each key at most once, no others). Returns NULL and
+ * fills the strings (caller frees them), or what is wrong.
+ */
+static const char *parse_result(const uint8_t *p, const uint8_t *end, char **text, char **json,
+				char **mime)
+{
+	js_skip_ws(&p, end);
+	if (p >= end || *p != '{')
+		return "result: not a JSON object";
+	p++;
+	js_skip_ws(&p, end);
+	if (p < end && *p == '}')
+		p++;
+	else
+		for (;;) {
+			char *key, **slot;
+			js_skip_ws(&p, end);
+			key = js_string(&p, end);
+			if (key == NULL)
+				return "result: bad key";
+			slot = strcmp(key, "text") == 0	     ? text :
+			       strcmp(key, "json") == 0	     ? json :
+			       strcmp(key, "mime_type") == 0 ? mime :
+							       NULL;
+			free(key);
+			if (slot == NULL)
+				return "result: unknown key";
+			if (*slot != NULL)
+				return "result: repeated key";
+			js_skip_ws(&p, end);
+			if (p >= end || *p != ':')
+				return "result: expected ':'";
+			p++;
+			js_skip_ws(&p, end);
+			if (slot == json && end - p >= 4 && memcmp(p, "null", 4) == 0)
+				p += 4; /* stays NULL */
+			else if ((*slot = js_string(&p, end)) == NULL)
+				return "result: bad string value";
+			js_skip_ws(&p, end);
+			if (p < end && *p == ',') {
+				p++;
+				continue;
+			}
+			if (p < end && *p == '}') {
+				p++;
+				break;
+			}
+			return "result: expected ',' or '}'";
+		}
+	js_skip_ws(&p, end);
+	if (p != end)
+		return "result: bytes after the object";
+	if (*text == NULL)
+		return "result: no text";
+	return NULL;
+}
+
+/* The MIME type of an artifact from its name (the runner writes only PNGs today). */
+static const char *mime_from_name(const char *path)
+{
+	static const struct {
+		const char *ext, *mime;
+	} types[] = {
+		{".png", "image/png"},	       {".jpg", "image/jpeg"},	    {".jpeg", "image/jpeg"},
+		{".svg", "image/svg+xml"},     {".pdf", "application/pdf"}, {".csv", "text/csv"},
+		{".json", "application/json"}, {".html", "text/html"},	    {".txt", "text/plain"},
+	};
+	const char *dot = strrchr(path, '.');
+
+	if (dot != NULL && strchr(dot, '/') == NULL)
+		for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+			if (strcasecmp(dot, types[i].ext) == 0)
+				return types[i].mime;
+	return "application/octet-stream";
+}
+
+/*
+ * Parses an artifact frame and, if it is to be delivered, fills a (whose
+ * path points into x->ev). Returns NULL (*deliver says whether to), or
+ * what is wrong.
+ */
+static const char *parse_artifact(struct local_exec *x, const uint8_t *p, size_t len,
+				  struct exec_artifact *a, bool *deliver)
+{
+	struct events *e = &x->ev;
+	size_t plen, dlen;
+	uint64_t offset, size, remaining;
+	uint8_t flags;
+	bool eof;
+
+	*deliver = false;
+	if (len < 2)
+		return "artifact: short frame";
+	plen = get_le16(p);
+	if (len < 2 + plen + 17)
+		return "artifact: short frame";
+	if (plen == 0 || plen >= sizeof(e->path) || memchr(p + 2, '\0', plen) != NULL ||
+	    !request_path_ok((const char *)p + 2, plen))
+		return "artifact: bad path";
+	offset = get_le64(p + 2 + plen);
+	size = get_le64(p + 2 + plen + 8);
+	flags = p[2 + plen + 16];
+	dlen = len - (2 + plen + 17);
+	eof = flags & EV_EOF;
+	if (flags & ~(EV_EOF | EV_TRUNCATED) || dlen > EV_MAX_DATA)
+		return "artifact: bad flags or size";
+	/* the pieces must add up to the file: in order, within its size, eof
+	 * exactly at its end unless the runner says it cut it */
+	if (dlen > size || offset > size - dlen)
+		return "artifact: piece beyond the file's size";
+	if ((flags & EV_TRUNCATED) ? !eof : eof != (offset + dlen == size))
+		return "artifact: bad eof";
+	if (!e->in_file && offset == 0) {
+		memcpy(e->path, p + 2, plen);
+		e->path[plen] = '\0';
+		e->skip_file = false;
+	} else if (!e->in_file || offset != e->next_offset || strlen(e->path) != plen ||
+		   memcmp(e->path, p + 2, plen) != 0)
+		return "artifact: piece out of order";
+	e->next_offset = offset + dlen;
+	e->in_file = !eof;
+	if (e->skip_file || e->artifact_events >= EV_MAX_ARTIFACT_EVENTS)
+		return NULL; /* dropped */
+	memset(a, 0, sizeof(*a));
+	a->path = e->path;
+	a->mime_type = mime_from_name(e->path);
+	a->data = p + 2 + plen + 17;
+	a->len = dlen;
+	a->offset = offset;
+	a->size = size;
+	a->eof = eof;
+	a->truncated = flags & EV_TRUNCATED;
+	remaining = EV_ARTIFACT_BUDGET - e->artifact_bytes;
+	if (dlen > remaining) {
+		/* the budget ends here: what fits, marked truncated, then
+		 * nothing more of this file (other files: one empty truncated
+		 * piece each) */
+		a->len = (size_t)remaining;
+		a->truncated = true;
+		a->eof = true;
+		e->skip_file = !eof;
+	}
+	e->artifact_bytes += a->len;
+	e->artifact_events++;
+	*deliver = true;
+	return NULL;
+}
+
+/* Ends x for a malformed events frame. io thread; takes mu. */
+static void events_fail(struct local_exec *x, const char *why)
+{
+	struct local_backend *lb = x->lb;
+
+	pthread_mutex_lock(&lb->mu);
+	if (x->events_bad[0] == '\0') {
+		snprintf(x->events_bad, sizeof(x->events_bad), "%s", why);
+		log_info("local backend: run %" PRIu64 ": malformed events frame (%s); ending it",
+			 x->id, why);
+	}
+	send_kill_locked(x, EXEC_REASON_SANDBOX_ERROR);
+	close_pipe(x, EV_PIPE);
+	pthread_mutex_unlock(&lb->mu);
+	free(x->ev.frame);
+	x->ev.frame = NULL;
+	try_emit(x);
+}
+
+/*
+ * Delivers the complete frame in x->ev (or drops it), then resets the
+ * reader. io thread, without mu.
+ */
+static void events_frame(struct local_exec *x)
+{
+	struct local_backend *lb = x->lb;
+	struct events *e = &x->ev;
+	const uint8_t *f = e->frame;
+	const char *bad = NULL;
+	char *text = NULL, *json = NULL, *mime = NULL;
+	struct exec_artifact a;
+	bool deliver = false, result = false;
+
+	if (f[0] == 'R') {
+		bad = parse_result(f + 1, f + e->frame_len, &text, &json, &mime);
+		result = true;
+		deliver = bad == NULL && e->results < EV_MAX_RESULTS && x->sink->result != NULL;
+		if (bad == NULL)
+			e->results++;
+	} else if (f[0] == 'A') {
+		bad = parse_artifact(x, f + 1, e->frame_len - 1, &a, &deliver);
+		deliver = deliver && x->sink->artifact != NULL;
+	} else {
+		bad = "unknown frame type";
+	}
+	if (bad != NULL) {
+		free(text);
+		free(json);
+		free(mime);
+		events_fail(x, bad);
+		return;
+	}
+	if (deliver) {
+		pthread_mutex_lock(&lb->mu);
+		x->can_emit = false;
+		pthread_mutex_unlock(&lb->mu);
+		if (result) {
+			struct exec_result_value r = {
+				.text = text,
+				.json = json,
+				.mime_type = mime != NULL ? mime : "text/plain",
+			};
+			x->sink->result(x->arg, &r);
+		} else {
+			x->sink->artifact(x->arg, &a);
+		}
+	}
+	free(text);
+	free(json);
+	free(mime);
+	free(e->frame);
+	e->frame = NULL;
+	e->hdr_got = e->frame_got = 0;
+	e->frame_len = 0;
+	if (!deliver) {
+		/* nothing sent, so no resume comes: go on reading */
+		pthread_mutex_lock(&lb->mu);
+		arm_pipes(x);
+		pthread_mutex_unlock(&lb->mu);
+	}
+}
+
+/*
+ * Reads the events pipe of x (fd) up to one complete frame and handles it.
+ * A frame is read exactly, header then body, so nothing of the next one is
+ * ever buffered here. io thread, without mu.
+ */
+static void read_events(struct local_exec *x, int fd)
+{
+	struct local_backend *lb = x->lb;
+	struct events *e = &x->ev;
+
+	for (;;) {
+		ssize_t n;
+		if (e->hdr_got < sizeof(e->hdr))
+			n = read(fd, e->hdr + e->hdr_got, sizeof(e->hdr) - e->hdr_got);
+		else
+			n = read(fd, e->frame + e->frame_got, e->frame_len - e->frame_got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			pthread_mutex_lock(&lb->mu);
+			arm_pipes(x);
+			pthread_mutex_unlock(&lb->mu);
+			return;
+		}
+		if (n <= 0) {
+			/* the writers are gone (a frame cut by the end of the
+			 * run is simply not delivered) */
+			pthread_mutex_lock(&lb->mu);
+			close_pipe(x, EV_PIPE);
+			pthread_mutex_unlock(&lb->mu);
+			free(e->frame);
+			e->frame = NULL;
+			try_emit(x);
+			return;
+		}
+		if (e->hdr_got < sizeof(e->hdr)) {
+			e->hdr_got += (size_t)n;
+			if (e->hdr_got < sizeof(e->hdr))
+				continue;
+			e->frame_len = get_le32(e->hdr);
+			if (e->frame_len == 0 || e->frame_len > EV_MAX_FRAME) {
+				char why[64];
+				snprintf(why, sizeof(why), "frame of %" PRIu32 " bytes",
+					 e->frame_len);
+				events_fail(x, why);
+				return;
+			}
+			e->frame = malloc(e->frame_len);
+			if (e->frame == NULL) {
+				events_fail(x, "out of memory");
+				return;
+			}
+			e->frame_got = 0;
+			continue;
+		}
+		e->frame_got += (size_t)n;
+		if (e->frame_got == e->frame_len) {
+			events_frame(x);
+			return;
+		}
+	}
+}
+
+/*
+ * Which of stdout (0) and stderr (1) of x has something to read, or -1: the
+ * runner writes its output before the result and figures, so output
+ * already in a pipe is delivered first. Caller holds mu.
+ */
+static int output_pending_locked(const struct local_exec *x)
+{
+	struct pollfd p[2];
+	int idx[2];
+	nfds_t n = 0;
+
+	for (int i = 0; i < 2; i++)
+		if (x->fd[i] >= 0) {
+			p[n] = (struct pollfd){.fd = x->fd[i], .events = POLLIN};
+			idx[n++] = i;
+		}
+	if (n == 0 || poll(p, n, 0) <= 0)
+		return -1;
+	for (nfds_t i = 0; i < n; i++)
+		if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
+			return idx[i];
+	return -1;
+}
+
 static void on_pipe(struct local_backend *lb, uint64_t data)
 {
-	uint64_t id = data / 2;
-	int i = (int)(data % 2), fd;
+	uint64_t id = data / NPIPES;
+	int i = (int)(data % NPIPES), fd;
 	struct local_exec *x;
 	ssize_t n;
 
@@ -293,6 +795,17 @@ static void on_pipe(struct local_backend *lb, uint64_t data)
 		return;
 	}
 	fd = x->fd[i];
+	if (i == EV_PIPE) {
+		int out = output_pending_locked(x);
+		pthread_mutex_unlock(&lb->mu);
+		if (out >= 0) {
+			/* this pipe stays disarmed until the output's resume */
+			on_pipe(lb, id * NPIPES + (uint64_t)out);
+			return;
+		}
+		read_events(x, fd);
+		return;
+	}
 	pthread_mutex_unlock(&lb->mu);
 
 	do {
@@ -322,6 +835,7 @@ static void on_pipe(struct local_backend *lb, uint64_t data)
 			send_kill_locked(x, EXEC_REASON_OUTPUT_LIMIT);
 			close_pipe(x, 0);
 			close_pipe(x, 1);
+			close_pipe(x, EV_PIPE);
 		}
 	}
 	if (n == 0) {
@@ -426,6 +940,8 @@ static void warm_free(struct warm *w)
 		close(w->out_r);
 	if (w->err_r >= 0)
 		close(w->err_r);
+	if (w->ev_r >= 0)
+		close(w->ev_r);
 	free(w);
 }
 
@@ -456,21 +972,23 @@ static int warm_spawn_locked(struct local_backend *lb, int rt)
 {
 	struct ipc_spawn sp;
 	struct warm *w = calloc(1, sizeof(*w));
-	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, none = -1, cap;
-	int fds[IPC_SPAWN_FDS];
+	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, ev[2] = {-1, -1}, none = -1;
+	int fds[IPC_SPAWN_FDS], cap;
 
 	if (w == NULL)
 		return -1;
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
-	    (none = payload_blob("capibox-none", NULL, 0)) < 0)
+	    pipe2(ev, O_CLOEXEC) < 0 || (none = payload_blob("capibox-none", NULL, 0)) < 0)
 		goto fail;
 	/* stdin is written whole at take time, so the pipe should hold it */
 	(void)fcntl(in[1], F_SETPIPE_SZ, 1024 * 1024);
 	cap = fcntl(in[1], F_GETPIPE_SZ);
 	(void)fcntl(out[1], F_SETPIPE_SZ, 256 * 1024);
 	(void)fcntl(err[1], F_SETPIPE_SZ, 256 * 1024);
+	(void)fcntl(ev[1], F_SETPIPE_SZ, 256 * 1024);
 	if (cap <= 0 || fcntl(out[0], F_SETFL, O_NONBLOCK) < 0 ||
-	    fcntl(err[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)
+	    fcntl(err[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(ev[0], F_SETFL, O_NONBLOCK) < 0 ||
+	    fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)
 		goto fail;
 	memset(&sp, 0, sizeof(sp));
 	sp.type = IPC_SPAWN;
@@ -485,18 +1003,21 @@ static int warm_spawn_locked(struct local_backend *lb, int rt)
 	fds[1] = in[0];
 	fds[2] = out[1];
 	fds[3] = err[1];
+	fds[4] = ev[1];
 	if (lb->sock < 0 || ipc_send(lb->sock, &sp, sizeof(sp), fds, IPC_SPAWN_FDS) < 0)
 		goto fail;
 	close(none);
 	close(in[0]);
 	close(out[1]);
 	close(err[1]);
+	close(ev[1]);
 	w->id = sp.id;
 	w->runtime = rt;
 	w->stdin_w = in[1];
 	w->stdin_cap = (size_t)cap;
 	w->out_r = out[0];
 	w->err_r = err[0];
+	w->ev_r = ev[0];
 	w->next = lb->warm_head;
 	lb->warm_head = w;
 	lb->warm_starting[rt]++;
@@ -509,6 +1030,8 @@ fail:
 			close(out[i]);
 		if (err[i] >= 0)
 			close(err[i]);
+		if (ev[i] >= 0)
+			close(ev[i]);
 	}
 	if (none >= 0)
 		close(none);
@@ -859,10 +1382,10 @@ static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin
 /* Makes x live (the io thread then routes its events). Caller holds mu. */
 static void link_live_locked(struct local_backend *lb, struct local_exec *x)
 {
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < NPIPES; i++) {
 		/* registered disarmed; armed once started has been delivered */
 		struct epoll_event ev = {.events = EPOLLONESHOT,
-					 .data.u64 = x->id * 2 + (uint64_t)i};
+					 .data.u64 = x->id * NPIPES + (uint64_t)i};
 		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, x->fd[i], &ev) < 0)
 			fatal("epoll_ctl add");
 	}
@@ -879,8 +1402,8 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	struct local_backend *lb = (struct local_backend *)b;
 	struct local_exec *x = NULL;
 	struct ipc_spawn *sp = NULL;
-	int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1};
-	int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+	int fds[IPC_SPAWN_FDS];
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, evp[2] = {-1, -1};
 	int rt = runtime_find(req->language);
 	size_t env_len = 0;
 	enum backend_rc rc = BACKEND_INTERNAL;
@@ -928,7 +1451,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	x->arg = arg;
 	x->refs = 2;
 	x->can_emit = true;
-	x->fd[0] = x->fd[1] = -1;
+	x->fd[0] = x->fd[1] = x->fd[EV_PIPE] = -1;
 	x->max_output = req->limits.max_output_bytes;
 	w = warm_take_locked(lb, rt, req);
 	if (w != NULL) {
@@ -939,7 +1462,8 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 		x->warm = true;
 		x->fd[0] = w->out_r;
 		x->fd[1] = w->err_r;
-		w->stdin_w = w->out_r = w->err_r = -1;
+		x->fd[EV_PIPE] = w->ev_r;
+		w->stdin_w = w->out_r = w->err_r = w->ev_r = -1;
 		link_live_locked(lb, x);
 		pthread_mutex_unlock(&lb->mu);
 		warm_free(w);
@@ -950,24 +1474,32 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	x->id = ++lb->next_id;
 	pthread_mutex_unlock(&lb->mu);
 
+	for (int i = 0; i < IPC_SPAWN_FDS; i++)
+		fds[i] = -1;
 	fds[0] = payload_create(req);
 	fds[1] = payload_blob("capibox-stdin", req->stdin_data, req->stdin_len);
-	if (fds[0] < 0 || fds[1] < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+	if (fds[0] < 0 || fds[1] < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+	    pipe2(evp, O_CLOEXEC) < 0) {
 		snprintf(err, errlen, "preparing the sandbox's input: %s", strerror(errno));
 		goto fail;
 	}
 	/* bigger pipes: fewer wake-ups per MiB streamed (best effort) */
 	(void)fcntl(outp[1], F_SETPIPE_SZ, 256 * 1024);
 	(void)fcntl(errp[1], F_SETPIPE_SZ, 256 * 1024);
-	if (fcntl(outp[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(errp[0], F_SETFL, O_NONBLOCK) < 0) {
+	(void)fcntl(evp[1], F_SETPIPE_SZ, 256 * 1024);
+	if (fcntl(outp[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(errp[0], F_SETFL, O_NONBLOCK) < 0 ||
+	    fcntl(evp[0], F_SETFL, O_NONBLOCK) < 0) {
 		snprintf(err, errlen, "fcntl: %s", strerror(errno));
 		goto fail;
 	}
 	fds[2] = outp[1];
 	fds[3] = errp[1];
+	fds[4] = evp[1];
 	x->fd[0] = outp[0];
 	x->fd[1] = errp[0];
-	outp[0] = errp[0] = -1;
+	x->fd[EV_PIPE] = evp[0];
+	outp[0] = errp[0] = evp[0] = -1;
+	outp[1] = errp[1] = evp[1] = -1; /* in fds now */
 
 	sp = malloc(sizeof(*sp) + env_len);
 	if (sp == NULL) {
@@ -999,10 +1531,14 @@ fail:
 	for (int i = 0; i < IPC_SPAWN_FDS; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
-	if (outp[0] >= 0)
-		close(outp[0]);
-	if (errp[0] >= 0)
-		close(errp[0]);
+	for (int i = 0; i < 2; i++) {
+		if (outp[i] >= 0)
+			close(outp[i]);
+		if (errp[i] >= 0)
+			close(errp[i]);
+		if (evp[i] >= 0)
+			close(evp[i]);
+	}
 	if (x != NULL) {
 		pthread_mutex_lock(&lb->mu);
 		lb->live--;

@@ -390,3 +390,28 @@ char *convert_utf8_clean(const char *s, char *buf, size_t buflen)
 	buf[o] = '\0';
 	return buf;
 }
+
+char *convert_utf8_dup(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t len = strlen(s), o = 0;
+	char *buf = malloc(len + 1);
+
+	if (buf == NULL)
+		return NULL;
+	/* The value's own text: every valid character is kept (a repr may
+	 * hold any); only what is not UTF-8 becomes '?'. */
+	while (*p) {
+		size_t n = utf8_seq(p);
+		if (n == 0) {
+			buf[o++] = '?';
+			p++;
+			continue;
+		}
+		memcpy(buf + o, p, n);
+		o += n;
+		p += n;
+	}
+	buf[o] = '\0';
+	return buf;
+}

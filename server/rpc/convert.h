@@ -70,4 +70,11 @@ void convert_finished(const struct exec_result *res, Capibox__V1__Finished *out,
 /* Copies s into buf with invalid UTF-8 and control bytes replaced by '?'. Returns buf. */
 char *convert_utf8_clean(const char *s, char *buf, size_t buflen);
 
+/*
+ * A copy of s (the caller frees it) with invalid UTF-8 replaced by '?';
+ * unlike convert_utf8_clean every valid character, control ones included,
+ * is kept. NULL when out of memory.
+ */
+char *convert_utf8_dup(const char *s);
+
 #endif

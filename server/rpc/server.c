@@ -166,14 +166,13 @@ struct rpc_call {
 	uint64_t files_bytes, stdin_bytes;
 	struct exec_limits limits;
 
-	/* Analyze: the decoded request, the engine's stdout and the start of
-	 * its stderr (the backend's thread writes them, one event at a time) */
+	/* Analyze: the decoded request (which keeps the start of the run's
+	 * stderr) and the engine's stdout (the backend's thread writes them,
+	 * one event at a time) */
 	struct analyze_job *job;
 	uint8_t *out_buf;
 	size_t out_len, out_cap;
 	bool out_lost; /* out of memory while collecting */
-	uint8_t err_buf[1024];
-	size_t err_len;
 
 	/* Execute */
 	struct exec *exec;
@@ -822,10 +821,55 @@ static void execute_on_finished(void *arg, const struct exec_result *res)
 	execute_deliver(c, &resp.base, true);
 }
 
+static void execute_on_result(void *arg, const struct exec_result_value *r)
+{
+	struct rpc_call *c = arg;
+	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
+	Capibox__V1__Result res = CAPIBOX__V1__RESULT__INIT;
+	char mime[128];
+	char *text = NULL, *json = NULL;
+
+	/* the sandbox wrote these: valid UTF-8 or other languages' decoders
+	 * reject the whole message */
+	text = convert_utf8_dup(r->text);
+	json = r->json != NULL ? convert_utf8_dup(r->json) : NULL;
+	res.text = text != NULL ? text : (char *)"";
+	res.json = json != NULL ? json : (char *)"";
+	res.mime_type = convert_utf8_clean(r->mime_type, mime, sizeof(mime));
+	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_RESULT;
+	resp.result = &res;
+	execute_deliver(c, &resp.base, false);
+	free(text);
+	free(json);
+}
+
+static void execute_on_artifact(void *arg, const struct exec_artifact *a)
+{
+	struct rpc_call *c = arg;
+	Capibox__V1__ExecuteResponse resp = CAPIBOX__V1__EXECUTE_RESPONSE__INIT;
+	Capibox__V1__Artifact art = CAPIBOX__V1__ARTIFACT__INIT;
+	char path[4096 * 2];
+
+	/* checked by the backend (request_path_ok); cleaned all the same */
+	art.path = convert_utf8_clean(a->path, path, sizeof(path));
+	art.mime_type = (char *)a->mime_type;
+	art.content.data = (uint8_t *)a->data;
+	art.content.len = a->len;
+	art.size = a->size;
+	art.truncated = a->truncated;
+	art.offset = a->offset;
+	art.eof = a->eof;
+	resp.event_case = CAPIBOX__V1__EXECUTE_RESPONSE__EVENT_ARTIFACT;
+	resp.artifact = &art;
+	execute_deliver(c, &resp.base, false);
+}
+
 static const struct exec_sink execute_sink = {
 	.started = execute_on_started,
 	.output = execute_on_output,
 	.finished = execute_on_finished,
+	.result = execute_on_result,
+	.artifact = execute_on_artifact,
 };
 
 static grpc_status_code status_of_request(enum request_rc rc)
@@ -1596,12 +1640,9 @@ static void analyze_on_output(void *arg, enum exec_stream stream, const uint8_t 
 			memcpy(c->out_buf + c->out_len, data, len);
 			c->out_len += len;
 		}
-	} else if (c->err_len < sizeof(c->err_buf)) {
-		size_t n = len < sizeof(c->err_buf) - c->err_len ? len :
-								   sizeof(c->err_buf) - c->err_len;
-
-		memcpy(c->err_buf + c->err_len, data, n);
-		c->err_len += n;
+	} else {
+		/* the engine's line, or code mode's tracebacks (up to 1 MiB) */
+		analyze_stderr_add(c->job, data, len);
 	}
 	pthread_mutex_lock(&c->lock);
 	resume = exec_resume_locked(c);
@@ -1623,8 +1664,8 @@ static void analyze_on_finished(void *arg, const struct exec_result *res)
 	c->result.message[0] = '\0';
 	c->has_result = true;
 	execute_leave(c); /* the sandbox is gone: free the slots first */
-	rc = analyze_result(res, c->out_buf, c->out_lost ? 0 : c->out_len, c->err_buf, c->err_len,
-			    &resp, &fin, fin_msg, sizeof(fin_msg), msg, sizeof(msg));
+	rc = analyze_result(c->job, res, c->out_buf, c->out_lost ? 0 : c->out_len, &resp, &fin,
+			    fin_msg, sizeof(fin_msg), msg, sizeof(msg));
 	free(c->out_buf);
 	c->out_buf = NULL;
 	c->out_len = c->out_cap = 0;

@@ -1,15 +1,25 @@
-# capibox warm runner for python.
+# capibox runner for python.
 #
-# Started by a pooled sandbox ahead of any request: the interpreter is up
-# and waiting on descriptor 3 for the one execution it will become. The
-# sandbox's init writes, once, the code's path and the request's
-# environment (path "\n", byte length "\n", then NAME=VALUE entries each
-# ended by NUL), closes the pipe, and this process runs the code as
-# `python3 -u path` would: as __main__, argv[0] the path, the working
-# directory /home/user, tracebacks without this file's frames, exit code 1
-# on an uncaught exception.
+# Warm (no argument): started by a pooled sandbox ahead of any request: the
+# interpreter is up and waiting on descriptor 3 for the one execution it
+# will become. The sandbox's init writes, once, the code's path and the
+# request's environment (path "\n", byte length "\n", then NAME=VALUE
+# entries each ended by NUL) and closes the pipe.
+# Cold (`python3 -u runner.py PATH`): a sandbox made for the request runs
+# the code at PATH at once.
+#
+# Either way this process runs the code as `python3 -u path` would: as
+# __main__, argv[0] the path, the working directory /home/user, tracebacks
+# without this file's frames, exit code 1 on an uncaught exception. Then,
+# as a notebook does, it sends on the events pipe (descriptor 4, frames
+# read by the server: u32 length, u8 type, payload) the value of the last
+# statement when that is an expression whose value is not None ('R'), and
+# every matplotlib figure still open, or shown with plt.show(), as a PNG
+# ('A', in pieces of at most 1 MiB).
 import os
 import sys
+
+_capibox_cold = len(sys.argv) > 1
 
 
 def _capibox_wait():
@@ -31,17 +41,24 @@ def _capibox_wait():
     return os.fsdecode(path)
 
 
-# Paid before the request arrives: what the first compile() does lazily
-# (about 2 ms), the modules the exit path needs (threading: about 3 ms),
-# and a frozen heap, so the collection at exit only looks at the program's
-# own objects (about 2 ms less).
 import atexit  # noqa: E402
 import gc  # noqa: E402
-import threading  # noqa: E402
 
-exec(compile("def _capibox_w():\n    return 1\n_capibox_w()\n", "<warm-up>", "exec"), {})
-gc.freeze()
-_capibox_path = _capibox_wait()
+if _capibox_cold:
+    _capibox_path = sys.argv[1]
+    gc.freeze()  # as below: the collection at exit sees the program's objects only
+else:
+    # Paid before the request arrives: what the first compile() does
+    # lazily (about 2 ms), the modules the exit path and a result need
+    # (threading: about 3 ms; json), and a frozen heap, so the collection
+    # at exit only looks at the program's own objects (about 2 ms less).
+    import _ast  # noqa: F401  (the split's exact path)
+    import json  # noqa: F401
+    import threading  # noqa: F401
+
+    exec(compile("def _capibox_w():\n    return 1\n_capibox_w()\n", "<warm-up>", "exec"), {})
+    gc.freeze()
+    _capibox_path = _capibox_wait()
 del _capibox_wait
 os.chdir("/home/user")
 sys.argv = [_capibox_path]
@@ -60,6 +77,200 @@ _capibox_main.__builtins__ = builtins
 _capibox_main.__cached__ = None
 sys.modules["__main__"] = _capibox_main
 
+_CAPIBOX_EVENTS = 4
+_CAPIBOX_PIECE = 1 << 20  # the server takes at most 1 MiB of data per frame
+_capibox_events_ok = True
+_capibox_figures = 0
+
+
+def _capibox_send(kind, payload):
+    """Writes one frame; never raises into the program.
+
+    The program may have closed or reused descriptor 4: after a failed
+    write nothing more is sent (a half-written frame would end the run).
+    """
+    global _capibox_events_ok
+    if not _capibox_events_ok:
+        return
+    view = memoryview((len(payload) + 1).to_bytes(4, "little") + kind + payload)
+    try:
+        while view:
+            view = view[os.write(_CAPIBOX_EVENTS, view) :]
+    except BaseException:  # noqa: B036
+        _capibox_events_ok = False
+
+
+def _capibox_artifact(path, data):
+    name = path.encode()
+    size = len(data)
+    offset = 0
+    while True:
+        piece = data[offset : offset + _CAPIBOX_PIECE]
+        eof = offset + len(piece) == size
+        _capibox_send(
+            b"A",
+            len(name).to_bytes(2, "little")
+            + name
+            + offset.to_bytes(8, "little")
+            + size.to_bytes(8, "little")
+            + (b"\1" if eof else b"\0")
+            + piece,
+        )
+        offset += len(piece)
+        if eof:
+            return
+
+
+def _capibox_result(value):
+    """Sends value's repr (and JSON form) as the run's result."""
+    import json
+
+    try:
+        text = repr(value)
+    except BaseException as e:  # noqa: B036
+        try:
+            sys.stderr.write("capibox: no result: repr() raised %s\n" % type(e).__name__)
+        except BaseException:  # noqa: B036
+            pass
+        return
+    if len(text) > 65536:
+        text = text[:65536] + "..."
+        js = None  # as big: not worth a message
+    else:
+        try:
+            js = json.dumps(value, allow_nan=False)
+            if len(js) > 262144:
+                js = None
+        except BaseException:  # noqa: B036
+            js = None
+    payload = json.dumps({"text": text, "json": js, "mime_type": "text/plain"})
+    _capibox_send(b"R", payload.encode())
+
+
+def _capibox_capture():
+    """Sends every open matplotlib figure as figure-N.png and closes them.
+
+    Only when the program imported pyplot: importing it here would cost
+    every run a quarter of a second.
+    """
+    global _capibox_figures
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None or not _capibox_events_ok:
+        return
+    try:
+        import io
+
+        nums = plt.get_fignums()
+    except BaseException:  # noqa: B036
+        return
+    for num in nums:
+        try:
+            buf = io.BytesIO()
+            plt.figure(num).savefig(buf, format="png")
+        except BaseException as e:  # noqa: B036
+            try:
+                sys.stderr.write("capibox: figure %s not saved: %r\n" % (num, e))
+            except BaseException:  # noqa: B036
+                pass
+            continue
+        _capibox_figures += 1
+        _capibox_artifact("figure-%d.png" % _capibox_figures, buf.getvalue())
+    try:
+        plt.close("all")
+    except BaseException:  # noqa: B036
+        pass
+
+
+def _capibox_show(*args, **kwargs):
+    """plt.show() under our backend: the figures are sent now, as shown."""
+    _capibox_capture()
+
+
+class _CapiboxMatplotlib:
+    """An import hook for two names.
+
+    "matplotlib": once the real package is loaded, its backend becomes
+    "capibox_mpl" when it was the runtime's default (Agg); the environment
+    is left alone, so other Python processes the code starts are not
+    affected. "capibox_mpl": Agg whose show() sends the figures at once and
+    closes them, so code that shows one figure after another gets them all.
+    """
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name == "capibox_mpl":
+            from importlib.machinery import ModuleSpec
+
+            return ModuleSpec(name, cls)
+        if name != "matplotlib":
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        real = spec.loader.exec_module
+
+        def exec_module(module):
+            real(module)
+            try:
+                if str(module.rcParams["backend"]).lower() == "agg":
+                    module.rcParams["backend"] = "module://capibox_mpl"
+            except BaseException:  # noqa: B036
+                pass
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+    @staticmethod
+    def create_module(spec):
+        return None
+
+    @staticmethod
+    def exec_module(module):
+        from matplotlib.backends import backend_agg
+
+        for k, v in vars(backend_agg).items():
+            if not k.startswith("__"):
+                setattr(module, k, v)
+        module.show = _capibox_show
+
+
+sys.meta_path.insert(0, _CapiboxMatplotlib)
+
+
+def _capibox_split(src, path):
+    """Compiles src as (statements, final expression or None).
+
+    The final expression is the last statement when that is an expression
+    (a notebook's Out[]); both keep their line numbers, so tracebacks name
+    the file's lines. The usual case, an expression on the last unindented
+    line (or lines), is found by compiling: the tail as an expression, the
+    head as statements; a tail at column 0 that compiles as one expression
+    after a head that compiles on its own is exactly the last statement.
+    Anything else goes through the syntax tree (exact, but importing _ast
+    costs a cold run about a millisecond).
+    """
+    lines = src.splitlines(keepends=True)
+    # an encoding declaration applies to the lines after it: keep them whole
+    if b"coding" not in b"".join(lines[:2]):
+        for i in range(len(lines) - 1, -1, -1):
+            if lines[i][:1] in b" \t\f\r\n#":
+                continue  # blank, comment, or inside the last statement
+            try:
+                expr = compile(b"\n" * i + b"".join(lines[i:]), path, "eval")
+                head = compile(b"".join(lines[:i]), path, "exec")
+                return head, expr
+            except (SyntaxError, ValueError):
+                break
+    import _ast
+
+    tree = compile(src, path, "exec", _ast.PyCF_ONLY_AST)
+    expr = None
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):
+        expr = compile(_ast.Expression(tree.body.pop().value), path, "eval")
+    return compile(tree, path, "exec"), expr
+
 
 def _capibox_exit(code):
     """Ends like the interpreter would, without its slow teardown.
@@ -69,12 +280,16 @@ def _capibox_exit(code):
     of it is kept: non-daemon threads are joined, atexit functions run, the
     program's objects are released (so files left open are flushed and
     closed by their finalizers) and the standard streams are flushed; then
-    the process exits with the code Python would have used.
+    the process exits with the code Python would have used. The figures
+    still open go out first, whatever the ending.
     """
-    try:
-        threading._shutdown()
-    except BaseException:  # noqa: B036
-        pass
+    _capibox_capture()
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except BaseException:  # noqa: B036
+            pass
     atexit._run_exitfuncs()
     _capibox_main.__dict__.clear()
     gc.collect()
@@ -88,9 +303,15 @@ def _capibox_exit(code):
 
 try:
     with open(_capibox_path, "rb") as _capibox_f:
-        _capibox_code = compile(_capibox_f.read(), _capibox_path, "exec")
+        _capibox_code, _capibox_expr = _capibox_split(_capibox_f.read(), _capibox_path)
     del _capibox_f
+    # a final expression statement is evaluated on its own, for its value
     exec(_capibox_code, _capibox_main.__dict__)
+    if _capibox_expr is not None:
+        _capibox_value = eval(_capibox_expr, _capibox_main.__dict__)
+        if _capibox_value is not None:
+            _capibox_result(_capibox_value)
+        del _capibox_value
 except SystemExit as _capibox_e:
     # the exit status sys.exit() gives: None 0, an int itself, else the
     # object printed to stderr and 1

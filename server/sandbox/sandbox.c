@@ -29,10 +29,10 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -181,6 +181,26 @@ static int step_loopback(struct child *c)
 	return 0;
 }
 
+/* Writes the runtime's runner as /.capibox/<runner_file>. */
+static int write_runner(struct child *c)
+{
+	char path[128];
+	size_t len;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", SANDBOX_CODE_DIR, c->spec->rt->runner_file);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
+	if (fd < 0)
+		STEP_FAIL(c, "create %s", path);
+	len = strlen(c->spec->rt->runner);
+	if (write(fd, c->spec->rt->runner, len) != (ssize_t)len) {
+		close(fd);
+		STEP_FAIL(c, "write %s", path);
+	}
+	close(fd);
+	return 0;
+}
+
 static int step_payload(struct child *c)
 {
 	char code_path[128];
@@ -202,6 +222,10 @@ static int step_payload(struct child *c)
 	if (c->spec->rt->code_mode != 0 && chmod(code_path, c->spec->rt->code_mode) < 0)
 		STEP_FAIL(c, "chmod %s", code_path);
 	close(c->spec->payload_fd);
+	/* a runtime with a runner runs cold through it too (given the code's
+	 * path): the same results and figures as a pooled run */
+	if (c->spec->rt->runner != NULL)
+		return write_runner(c);
 	return 0;
 }
 
@@ -211,26 +235,12 @@ static int step_payload(struct child *c)
  */
 static int step_warm_runner(struct child *c)
 {
-	char path[128];
-	int fd;
-	size_t len;
-
 	if (!c->spec->warm)
 		return 0;
 	if (mount("tmpfs", SANDBOX_CODE_DIR, "tmpfs", MS_NOSUID | MS_NODEV,
 		  "size=2m,mode=0755,uid=1000,gid=1000") < 0)
 		STEP_FAIL(c, "mount %s", SANDBOX_CODE_DIR);
-	snprintf(path, sizeof(path), "%s/%s", SANDBOX_CODE_DIR, c->spec->rt->runner_file);
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
-	if (fd < 0)
-		STEP_FAIL(c, "create %s", path);
-	len = strlen(c->spec->rt->runner);
-	if (write(fd, c->spec->rt->runner, len) != (ssize_t)len) {
-		close(fd);
-		STEP_FAIL(c, "write %s", path);
-	}
-	close(fd);
-	return 0;
+	return write_runner(c);
 }
 
 static int step_seal(struct child *c) { return mounts_seal_root(c->err, sizeof(c->err)); }
@@ -283,17 +293,23 @@ static int set_limit_of(pid_t pid, int resource, uint64_t soft, uint64_t hard)
 	return prlimit(pid, resource, &rl, NULL);
 }
 
-/* Builds argv with "{file}" replaced by the code path. */
-/* Builds argv (warm: the runner's) with "{file}"/"{runner}" replaced by path. */
-static void build_argv(const struct runtime *rt, bool warm, const char *path, char **argv)
+/*
+ * Builds argv with "{file}" replaced by the code path. A runtime with a
+ * runner runs it ("{runner}": its path), warm with nothing more (the code
+ * comes later), cold with the code path as its argument.
+ */
+static void build_argv(const struct runtime *rt, bool warm, const char *runner, const char *code,
+		       char **argv)
 {
-	const char *const *tmpl = warm ? rt->warm_argv : rt->argv;
-	size_t i;
+	const char *const *tmpl = rt->runner != NULL ? rt->warm_argv : rt->argv;
+	size_t i, max = RUNTIME_MAX_ARGS - (rt->runner != NULL && !warm ? 2 : 1);
 
-	for (i = 0; i < RUNTIME_MAX_ARGS - 1 && tmpl[i]; i++)
-		argv[i] = strcmp(tmpl[i], "{file}") == 0 || strcmp(tmpl[i], "{runner}") == 0 ?
-				  (char *)path :
-				  (char *)tmpl[i];
+	for (i = 0; i < max && tmpl[i]; i++)
+		argv[i] = strcmp(tmpl[i], "{file}") == 0   ? (char *)code :
+			  strcmp(tmpl[i], "{runner}") == 0 ? (char *)runner :
+							     (char *)tmpl[i];
+	if (rt->runner != NULL && !warm)
+		argv[i++] = (char *)code;
 	argv[i] = NULL;
 }
 
@@ -351,14 +367,15 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 {
 	const struct sandbox_spec *spec = c->spec;
 	const struct exec_limits *l = &spec->limits;
-	char code_path[128], *argv[RUNTIME_MAX_ARGS], msg[160];
+	char code_path[128], runner_path[128], *argv[RUNTIME_MAX_ARGS], msg[160];
 	char **env;
 	sigset_t none;
 	uint64_t cpu_s = (l->cpu_time_ms + 999) / 1000;
 
-	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR,
-		 spec->warm ? spec->rt->runner_file : spec->rt->file_name);
-	build_argv(spec->rt, spec->warm, code_path, argv);
+	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR, spec->rt->file_name);
+	snprintf(runner_path, sizeof(runner_path), "%s/%s", SANDBOX_CODE_DIR,
+		 spec->rt->runner_file != NULL ? spec->rt->runner_file : "");
+	build_argv(spec->rt, spec->warm, runner_path, code_path, argv);
 	env = build_env(spec);
 	if (env == NULL)
 		runner_fail(c, "environment");
@@ -374,15 +391,32 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 		runner_fail(c, "dup2");
 	lseek(0, 0, SEEK_SET);
 	/* a warm runner also keeps the go pipe, as fd 3, until it is told what
-	 * to run (then it closes it before any user code) */
+	 * to run (then it closes it before any user code); every runner gets
+	 * the events pipe's write end as fd 4: results and figures go to the
+	 * front there, as untrusted bytes like its output. Both move above 4
+	 * first, so neither lands on the other's number; dup2 to a different
+	 * number clears close-on-exec. */
 	if (spec->warm) {
-		/* dup2 onto itself would keep close-on-exec: clear it then */
-		if (c->go_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(c->go_fd, 3) < 0)
+		int go = fcntl(c->go_fd, F_DUPFD_CLOEXEC, 5);
+		if (go < 0 || dup2(go, 3) < 0)
 			runner_fail(c, "go pipe");
 	}
-	/* nothing of the server leaks in: only 0, 1 and 2 survive exec (the
-	 * report pipe stays usable until then, for the failures below) */
-	if (syscall(SYS_close_range, spec->warm ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+	if (spec->events_fd >= 0) {
+		int ev = fcntl(spec->events_fd, F_DUPFD_CLOEXEC, 5);
+		if (ev < 0 || dup2(ev, 4) < 0)
+			runner_fail(c, "events pipe");
+	}
+	/* nothing of the server leaks in: only 0, 1, 2, the events pipe (4)
+	 * and, warm, the go pipe (3) survive exec (the report pipe stays
+	 * usable until then, for the failures below) */
+	if (!spec->warm && spec->events_fd >= 0 &&
+	    syscall(SYS_close_range, 3, 3, CLOSE_RANGE_CLOEXEC) < 0)
+		runner_fail(c, "close_range");
+	if (syscall(SYS_close_range,
+		    spec->events_fd >= 0 ? 5 :
+		    spec->warm		 ? 4 :
+					   3,
+		    ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		runner_fail(c, "close_range");
 
 	if (set_limit(RLIMIT_CORE, 0, 0) < 0)
@@ -472,7 +506,7 @@ static void wait_for_take(struct child *c, pid_t runner, int go_w)
 {
 	struct sandbox_report warm = {.type = SANDBOX_REPORT_WARM};
 	union ipc_msg *m = malloc(IPC_MAX_PACKET);
-	int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1}, status, dirfd;
+	int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1, -1}, status, dirfd;
 	const struct exec_limits *l;
 	const char *why = NULL;
 	char path[128], head[200];
@@ -606,6 +640,8 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 	close(c->spec->stdin_fd);
 	close(c->spec->stdout_fd);
 	close(c->spec->stderr_fd);
+	if (c->spec->events_fd >= 0)
+		close(c->spec->events_fd);
 	if (c->spec->warm) {
 		char b;
 		close(c->go_fd);
@@ -712,6 +748,7 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_
 			      spec->stdin_fd,
 			      spec->stdout_fd,
 			      spec->stderr_fd,
+			      spec->events_fd >= 0 ? spec->events_fd : rep[1],
 			      spec->warm ? spec->control_fd : rep[1]};
 		/* a copy of the supervisor: drop everything of it (its IPC socket,
 		 * other sandboxes' pipes, epoll and timers) but what we need */

@@ -39,6 +39,7 @@ struct sandbox_spec {
 	int stdin_fd;	/* becomes fd 0 */
 	int stdout_fd;	/* becomes fd 1 */
 	int stderr_fd;	/* becomes fd 2 */
+	int events_fd;	/* write end of the events pipe: becomes fd 4 (-1: none) */
 	/* called with the child's pid after its id maps are written and before
 	 * it may run anything (the supervisor puts it in its cgroup here);
 	 * returns 0, or -1 with a message in err */

@@ -219,6 +219,7 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	spec.stdin_fd = fds[1];
 	spec.stdout_fd = fds[2];
 	spec.stderr_fd = fds[3];
+	spec.events_fd = fds[4];
 
 	spec.before_release = attach_cgroup;
 	spec.hook_arg = (void *)sp;
@@ -696,8 +697,11 @@ void supervisor_main(const struct config *cfg, int sock)
 			enum ev_kind k = (enum ev_kind)(evs[i].data.u64 >> 32);
 			unsigned idx = (unsigned)(evs[i].data.u64 & 0xffffffffu);
 			if (k == EV_IPC) {
-				int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1};
-				size_t len = ipc_recv(s.sock, msg, fds);
+				int fds[IPC_SPAWN_FDS];
+				size_t len;
+				for (int j = 0; j < IPC_SPAWN_FDS; j++)
+					fds[j] = -1;
+				len = ipc_recv(s.sock, msg, fds);
 				if (len == 0)
 					goto front_gone;
 				if (msg->type == IPC_SPAWN) {

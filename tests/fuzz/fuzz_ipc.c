@@ -185,7 +185,7 @@ static void send_raw(const uint8_t *data, size_t size, size_t nfds)
 
 static void check_socket(const uint8_t *data, size_t size, size_t nfds, const char *bad_direct)
 {
-	int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1};
+	int fds[IPC_SPAWN_FDS] = {-1, -1, -1, -1, -1};
 	const char *why = NULL;
 	ssize_t n;
 

@@ -4,7 +4,9 @@
  * selection, group-by with aggregates, every request error the client can
  * see (each naming the field), a malformed dataset as a finished run (not
  * an RPC error), hostile datasets that end their own sandbox and never the
- * daemon, and deadline and cancel.
+ * daemon, and deadline and cancel. Code mode (pandas code with `df`
+ * preloaded): result tables against pandas' answers, stdout, stderr,
+ * figures, exceptions, an unreadable dataset, hostile code, the CLI.
  *
  * Until the statistics engine (capibox-analyze) is built next to capiboxd
  * the server answers UNIMPLEMENTED "... not installed": the tests that need
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 #include <json-c/json.h>
@@ -808,6 +811,402 @@ static void test_cli_exit_status(void **state)
 	free(out);
 }
 
+/* --- code mode: pandas code with `df` preloaded ------------------------- */
+
+/* Runs code against the sales CSV; fails unless the call is OK. */
+static struct capibox_analysis *code_run(struct daemon *d, const char *code,
+					 const struct capibox_file *files, size_t n_files)
+{
+	struct capibox_analyze_request req = sales_request();
+	struct capibox_analysis *an = NULL;
+	struct capibox_status st;
+	int rc;
+
+	req.code = code;
+	req.files = files;
+	req.n_files = n_files;
+	rc = capibox_analyze(d->client, &req, &an, &st);
+	if (rc != CAPIBOX_OK)
+		fail_msg("Analyze (code): %s: %s", capibox_code_name(rc), st.message);
+	return an;
+}
+
+/* Prints what code mode answered, for a failing test. */
+static void code_print(const struct capibox_analysis *an)
+{
+	analysis_print(an);
+	print_message("stdout: %.*s\nstderr: %.*s\n", (int)an->stdout_len,
+		      (const char *)an->stdout_data, (int)an->stderr_len,
+		      (const char *)an->stderr_data);
+	for (size_t k = 0; k < an->result.n_columns; k++)
+		print_message("  result[%zu] %s\n", k, an->result.columns[k]);
+	for (size_t r = 0; r < an->result.n_rows && r < 10; r++)
+		for (size_t k = 0; k < an->result.n_columns; k++) {
+			const struct capibox_cell *c =
+				&an->result.cells[r * an->result.n_columns + k];
+
+			print_message("    [%zu][%zu] kind %d %.17g %s\n", r, k, c->kind, c->number,
+				      c->text ? c->text : "");
+		}
+}
+
+/* Fails unless the code exited 0. */
+static void assert_code_ok(const struct capibox_analysis *an)
+{
+	if (an->finished.reason != CAPIBOX_REASON_EXITED || an->finished.exit_code != 0) {
+		code_print(an);
+		fail_msg("expected the code to exit 0");
+	}
+}
+
+static void assert_cell_text(const struct capibox_table *t, size_t r, size_t k, const char *s)
+{
+	const struct capibox_cell *c = cell(t, r, k);
+
+	assert_int_equal(c->kind, CAPIBOX_CELL_TEXT);
+	assert_string_equal(c->text, s);
+}
+
+static void assert_cell_number(const struct capibox_table *t, size_t r, size_t k, double v)
+{
+	const struct capibox_cell *c = cell(t, r, k);
+
+	assert_int_equal(c->kind, CAPIBOX_CELL_NUMBER);
+	assert_close(c->number, v);
+}
+
+static void test_code_group_by_mean(void **state)
+{
+	struct daemon *d = *state;
+	struct capibox_analysis *an;
+	/* pandas 1.5 on examples/sales.csv: the group keys (the index) come first */
+	static const char *const regions[] = {"East", "North", "South", "West"};
+	static const double means[][2] = {{512, 64.4}, {563, 70.6}, {571, 70.4}, {543, 71}};
+
+	HARNESS_REQUIRE(d);
+	an = code_run(d, "result = df.groupby('region')[['sales', 'customers']].mean()\n", NULL, 0);
+	assert_code_ok(an);
+	assert_int_equal(an->rows, 20);
+	assert_int_equal(an->n_columns, 0); /* no summaries in code mode */
+	assert_int_equal(an->result.n_columns, 3);
+	assert_string_equal(an->result.columns[0], "region");
+	assert_string_equal(an->result.columns[1], "sales");
+	assert_string_equal(an->result.columns[2], "customers");
+	assert_int_equal(an->result.n_rows, 4);
+	for (size_t r = 0; r < 4; r++) {
+		assert_cell_text(&an->result, r, 0, regions[r]);
+		assert_cell_number(&an->result, r, 1, means[r][0]);
+		assert_cell_number(&an->result, r, 2, means[r][1]);
+	}
+	assert_int_equal(an->stdout_len, 0);
+	assert_int_equal(an->n_artifacts, 0);
+	print_message("code mode: %.1f ms, peak %llu KiB\n", an->finished.wall_time_us / 1000.0,
+		      (unsigned long long)an->finished.peak_memory_bytes >> 10);
+	capibox_analysis_free(an);
+}
+
+static void test_code_series_and_scalar(void **state)
+{
+	struct daemon *d = *state;
+	struct capibox_analysis *an;
+
+	HARNESS_REQUIRE(d);
+	/* a Series with a labelled index: the index, then the values */
+	an = code_run(d, "result = df.groupby('region')['sales'].sum()\n", NULL, 0);
+	assert_code_ok(an);
+	assert_int_equal(an->result.n_columns, 2);
+	assert_string_equal(an->result.columns[0], "region");
+	assert_string_equal(an->result.columns[1], "sales");
+	assert_int_equal(an->result.n_rows, 4);
+	assert_cell_text(&an->result, 0, 0, "East");
+	assert_cell_number(&an->result, 0, 1, 2560);
+	capibox_analysis_free(an);
+
+	/* an unnamed Series: "value"; NaN and None are null; booleans text */
+	an = code_run(d,
+		      "result = pd.Series([1.5, float('nan'), None, True], index=list('abcd'))\n",
+		      NULL, 0);
+	assert_code_ok(an);
+	assert_int_equal(an->result.n_columns, 2);
+	assert_string_equal(an->result.columns[0], "index");
+	assert_string_equal(an->result.columns[1], "value");
+	assert_int_equal(an->result.n_rows, 4);
+	assert_cell_number(&an->result, 0, 1, 1.5);
+	assert_int_equal(cell(&an->result, 1, 1)->kind, CAPIBOX_CELL_NULL);
+	assert_int_equal(cell(&an->result, 2, 1)->kind, CAPIBOX_CELL_NULL);
+	assert_cell_text(&an->result, 3, 1, "True");
+	capibox_analysis_free(an);
+
+	/* a scalar: a 1x1 table; the README demo's means through code */
+	an = code_run(d, "result = df['sales'].mean()\n", NULL, 0);
+	assert_code_ok(an);
+	assert_int_equal(an->result.n_columns, 1);
+	assert_string_equal(an->result.columns[0], "result");
+	assert_int_equal(an->result.n_rows, 1);
+	assert_cell_number(&an->result, 0, 0, 547.25);
+	print_message("mean sales via code: %.2f\n", cell(&an->result, 0, 0)->number);
+	capibox_analysis_free(an);
+	an = code_run(d, "result = round(df.customers.mean(), 2)\n", NULL, 0);
+	assert_code_ok(an);
+	assert_cell_number(&an->result, 0, 0, 69.1);
+	capibox_analysis_free(an);
+
+	/* no `result`: no table */
+	an = code_run(d, "x = 1\n", NULL, 0);
+	assert_code_ok(an);
+	assert_int_equal(an->result.n_columns, 0);
+	capibox_analysis_free(an);
+}
+
+static void test_code_stdout_and_files(void **state)
+{
+	struct daemon *d = *state;
+	static const uint8_t extra[] = "3\n";
+	const struct capibox_file files[] = {{.path = "factor.txt", .data = extra, .len = 2}};
+	struct capibox_analysis *an;
+
+	HARNESS_REQUIRE(d);
+	/* print() goes to stdout only, a child's output too; the protocol
+	 * never shows there, and the files come with the code */
+	an = code_run(d,
+		      "import os, sys\n"
+		      "print('hello from code')\n"
+		      "sys.stdout.flush()\n"
+		      "os.system('echo from a child')\n"
+		      "print('to stderr', file=sys.stderr)\n"
+		      "k = int(open('factor.txt').read())\n"
+		      "result = df[['sales']].head(2) * k\n",
+		      files, 1);
+	assert_code_ok(an);
+	if (an->stdout_len != strlen("hello from code\nfrom a child\n"))
+		code_print(an);
+	assert_int_equal(an->stdout_len, strlen("hello from code\nfrom a child\n"));
+	assert_memory_equal(an->stdout_data, "hello from code\nfrom a child\n", an->stdout_len);
+	assert_int_equal(an->stderr_len, strlen("to stderr\n"));
+	assert_memory_equal(an->stderr_data, "to stderr\n", an->stderr_len);
+	assert_int_equal(an->result.n_columns, 1);
+	assert_string_equal(an->result.columns[0], "sales");
+	assert_cell_number(&an->result, 0, 0, 520 * 3);
+	assert_cell_number(&an->result, 1, 0, 610 * 3);
+	capibox_analysis_free(an);
+}
+
+static void test_code_figure(void **state)
+{
+	struct daemon *d = *state;
+	static const uint8_t png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+	struct capibox_analysis *an;
+
+	HARNESS_REQUIRE(d);
+	an = code_run(d,
+		      "import matplotlib.pyplot as plt\n"
+		      "df.groupby('region')['sales'].sum().plot.bar()\n"
+		      "plt.title('sales by region')\n",
+		      NULL, 0);
+	assert_code_ok(an);
+	assert_int_equal(an->n_artifacts, 1);
+	assert_string_equal(an->artifacts[0].path, "figure-1.png");
+	assert_string_equal(an->artifacts[0].mime_type, "image/png");
+	assert_true(an->artifacts[0].len > 1000);
+	assert_int_equal(an->artifacts[0].size, an->artifacts[0].len);
+	assert_false(an->artifacts[0].truncated);
+	assert_memory_equal(an->artifacts[0].content, png, sizeof(png));
+	print_message("figure: %zu bytes of PNG\n", an->artifacts[0].len);
+	capibox_analysis_free(an);
+}
+
+static void test_code_exception(void **state)
+{
+	struct daemon *d = *state;
+	struct capibox_analysis *an;
+
+	HARNESS_REQUIRE(d);
+	/* not an RPC error: exit 1, the exception's line, the traceback */
+	an = code_run(d,
+		      "print('before')\n"
+		      "def pick(name):\n"
+		      "    return df[name]\n"
+		      "pick('nope')\n",
+		      NULL, 0);
+	if (an->finished.reason != CAPIBOX_REASON_EXITED || an->finished.exit_code != 1) {
+		code_print(an);
+		fail_msg("expected exit 1");
+	}
+	assert_string_equal(an->finished.message, "KeyError: 'nope'");
+	assert_non_null(an->stderr_data);
+	assert_non_null(strstr((const char *)an->stderr_data, "Traceback (most recent call last)"));
+	assert_non_null(
+		strstr((const char *)an->stderr_data,
+		       "File \"/home/user/.capibox-analyze-code.py\", line 4, in <module>"));
+	assert_non_null(strstr((const char *)an->stderr_data, "line 3, in pick"));
+	assert_int_equal(an->stdout_len, 7);
+	assert_memory_equal(an->stdout_data, "before\n", 7);
+	assert_int_equal(an->result.n_columns, 0);
+	capibox_analysis_free(an);
+
+	/* a syntax error is the code's too */
+	an = code_run(d, "result = (\n", NULL, 0);
+	assert_int_equal(an->finished.reason, CAPIBOX_REASON_EXITED);
+	assert_int_equal(an->finished.exit_code, 1);
+	assert_non_null(strstr(an->finished.message, "SyntaxError"));
+	capibox_analysis_free(an);
+
+	/* sys.exit(n): the code's status */
+	an = code_run(d, "import sys\nresult = 5\nsys.exit(3)\n", NULL, 0);
+	assert_int_equal(an->finished.reason, CAPIBOX_REASON_EXITED);
+	assert_int_equal(an->finished.exit_code, 3);
+	assert_int_equal(an->result.n_rows, 1);
+	capibox_analysis_free(an);
+}
+
+static void test_code_bad_dataset_and_requests(void **state)
+{
+	struct daemon *d = *state;
+	static const char csv[] = "a,b\n1,2\n3,4,5\n";
+	struct capibox_analyze_request req = {
+		.dataset_name = "ragged.csv",
+		.content = (const uint8_t *)csv,
+		.content_len = sizeof(csv) - 1,
+		.code = "result = df\n",
+	};
+	const char *columns[] = {"sales"};
+	const struct capibox_file reserved[] = {
+		{.path = ".capibox-analyze.json", .data = (const uint8_t *)"{}", .len = 2}};
+	struct capibox_analysis *an = NULL;
+	struct capibox_status st;
+	int rc;
+
+	HARNESS_REQUIRE(d);
+	/* pandas cannot read it: exit 2 and pandas' words, as the engine's case */
+	rc = capibox_analyze(d->client, &req, &an, &st);
+	if (rc != CAPIBOX_OK)
+		fail_msg("expected OK, got %s: %s", capibox_code_name(rc), st.message);
+	if (an->finished.reason != CAPIBOX_REASON_EXITED || an->finished.exit_code != 2 ||
+	    strstr(an->finished.message, "Expected 2 fields in line 3, saw 3") == NULL) {
+		code_print(an);
+		fail_msg("expected exit 2 with pandas' message");
+	}
+	print_message("finished: %s\n", an->finished.message);
+	capibox_analysis_free(an);
+	an = NULL;
+
+	/* statistics beside code, and the runner's own file names: refused */
+	req = sales_request();
+	req.code = "result = 1\n";
+	req.columns = columns;
+	req.n_columns = 1;
+	expect_error(d, &req, CAPIBOX_INVALID_ARGUMENT, "code: cannot be combined with columns");
+	req.n_columns = 0;
+	req.files = reserved;
+	req.n_files = 1;
+	expect_error(d, &req, CAPIBOX_INVALID_ARGUMENT, "files[0].path");
+}
+
+/* Fails unless code mode still answers (and the daemon lives). */
+static void assert_code_serves(struct daemon *d)
+{
+	struct capibox_analysis *an = code_run(d, "result = df.sales.sum()\n", NULL, 0);
+
+	assert_code_ok(an);
+	assert_cell_number(&an->result, 0, 0, 10945);
+	capibox_analysis_free(an);
+	assert_true(harness_proc_alive(d->pid));
+}
+
+static void test_code_hostile(void **state)
+{
+	struct daemon *d = *state;
+	struct capibox_analyze_request req = sales_request();
+	struct capibox_analysis *an = NULL;
+	struct capibox_status st;
+	int rc;
+
+	HARNESS_REQUIRE(d);
+	/* an endless loop ends by a time limit, with what it printed so far lost
+	 * (the runner never reports) but the call answered */
+	req.code = "print('spinning')\nwhile True:\n    pass\n";
+	req.limits.wall_time_ms = 3000;
+	req.limits.cpu_time_ms = 2000;
+	rc = capibox_analyze(d->client, &req, &an, &st);
+	if (rc != CAPIBOX_OK)
+		fail_msg("expected OK, got %s: %s", capibox_code_name(rc), st.message);
+	if (an->finished.reason != CAPIBOX_REASON_CPU_TIMEOUT &&
+	    an->finished.reason != CAPIBOX_REASON_WALL_TIMEOUT) {
+		code_print(an);
+		fail_msg("expected a time limit, got %s", capibox_reason_name(an->finished.reason));
+	}
+	print_message("endless loop: %s after %.0f ms\n", capibox_reason_name(an->finished.reason),
+		      an->finished.wall_time_us / 1000.0);
+	capibox_analysis_free(an);
+	an = NULL;
+	assert_code_serves(d);
+
+	/* a forged protocol document on the runner's private descriptor (its
+	 * module global, found by the code) is refused, not trusted */
+	req.code = "import os, sys\n"
+		   "os.write(sys.modules['__main__']._proto, b'CAPIBOX-ANALYZE 5\\n{\"x\"')\n"
+		   "result = 1\n";
+	req.limits.wall_time_ms = 0;
+	req.limits.cpu_time_ms = 0;
+	rc = capibox_analyze(d->client, &req, &an, &st);
+	if (rc != CAPIBOX_OK)
+		fail_msg("expected OK, got %s: %s", capibox_code_name(rc), st.message);
+	print_message("forged document: %s exit %d: %s\n", capibox_reason_name(an->finished.reason),
+		      an->finished.exit_code, an->finished.message);
+	assert_int_equal(an->finished.reason, CAPIBOX_REASON_SANDBOX_ERROR);
+	assert_non_null(strstr(an->finished.message, "malformed"));
+	capibox_analysis_free(an);
+	assert_code_serves(d);
+}
+
+static void test_cli_code(void **state)
+{
+	struct daemon *d = *state;
+	char code[160], dir[160], png[200], *out = NULL;
+	FILE *f;
+	int rc;
+
+	HARNESS_REQUIRE(d);
+	snprintf(code, sizeof(code), "%s/code.py", d->tmpdir);
+	f = fopen(code, "we");
+	assert_non_null(f);
+	fputs("import matplotlib.pyplot as plt\n"
+	      "print('mean sales', df.sales.mean())\n"
+	      "df.plot(x='date', y='sales')\n"
+	      "result = df.groupby('region')['customers'].max()\n",
+	      f);
+	assert_int_equal(fclose(f), 0);
+	snprintf(dir, sizeof(dir), "%s/figures", d->tmpdir);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	rc = cli(d, &out, SALES_CSV, "--code", code, "--artifact-dir", dir, NULL);
+	print_message("%s", out);
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(out, "mean sales 547.25\n"));
+	assert_non_null(strstr(out, "result:\nregion  customers\n"));
+	assert_non_null(strstr(out, "\nWest           79\n"));
+	free(out);
+	snprintf(png, sizeof(png), "%s/figure-1.png", dir);
+	f = fopen(png, "re");
+	assert_non_null(f);
+	{
+		unsigned char sig[8];
+
+		assert_int_equal(fread(sig, 1, 8, f), 8);
+		assert_memory_equal(sig, "\x89PNG\r\n\x1a\n", 8);
+	}
+	fclose(f);
+
+	/* the code's exception: its exit status, stdout still printed */
+	f = fopen(code, "we");
+	assert_non_null(f);
+	fputs("print('partial')\nraise ValueError('bad')\n", f);
+	assert_int_equal(fclose(f), 0);
+	rc = cli(d, &out, SALES_CSV, "--code", code, NULL);
+	assert_int_equal(rc, 1);
+	assert_non_null(strstr(out, "partial\n"));
+	free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -826,6 +1225,14 @@ int main(void)
 		cmocka_unit_test(test_cli_table),
 		cmocka_unit_test(test_cli_json),
 		cmocka_unit_test(test_cli_exit_status),
+		cmocka_unit_test(test_code_group_by_mean),
+		cmocka_unit_test(test_code_series_and_scalar),
+		cmocka_unit_test(test_code_stdout_and_files),
+		cmocka_unit_test(test_code_figure),
+		cmocka_unit_test(test_code_exception),
+		cmocka_unit_test(test_code_bad_dataset_and_requests),
+		cmocka_unit_test(test_code_hostile),
+		cmocka_unit_test(test_cli_code),
 		cmocka_unit_test(harness_test_daemon_stops),
 	};
 	int rc;

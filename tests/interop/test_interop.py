@@ -15,6 +15,7 @@ importable, or not root (the daemon makes namespaces).
 """
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -168,6 +169,35 @@ class InteropTest(unittest.TestCase):
         self.assertEqual(fin.stdout_bytes, 4)
         self.assertGreater(fin.wall_time_us, 1_500_000)
 
+    def test_execute_result_and_figure(self):
+        """The last expression's value as a Result, an open figure as a PNG Artifact."""
+        code = (
+            "import json, matplotlib.pyplot as plt\n"
+            "plt.plot([1, 3, 2])\n"
+            "print('plotted')\n"
+            "{'n': 3, 'ok': True}\n"
+        )
+        req = pb.ExecuteRequest(language="python", code=code)
+        events = [r for r in self.stub.Execute(req, timeout=RPC_TIMEOUT)]
+        kinds = [r.WhichOneof("event") for r in events]
+        self.assertEqual(kinds[-1], "finished", kinds)
+        self.assertEqual(events[-1].finished.reason, pb.REASON_EXITED, events[-1])
+        # output first, then the result, then the figure, then finished
+        self.assertLess(kinds.index("stdout"), kinds.index("result"), kinds)
+        results = [r.result for r in events if r.HasField("result")]
+        self.assertEqual(len(results), 1, kinds)
+        self.assertEqual(results[0].text, "{'n': 3, 'ok': True}")
+        self.assertEqual(json.loads(results[0].json), {"n": 3, "ok": True})
+        self.assertEqual(results[0].mime_type, "text/plain")
+        arts = [r.artifact for r in events if r.HasField("artifact")]
+        self.assertEqual(len(arts), 1, kinds)
+        self.assertEqual(arts[0].path, "figure-1.png")
+        self.assertEqual(arts[0].mime_type, "image/png")
+        self.assertEqual(arts[0].offset, 0)
+        self.assertTrue(arts[0].eof)
+        self.assertEqual(arts[0].size, len(arts[0].content))
+        self.assertTrue(arts[0].content.startswith(b"\x89PNG\r\n\x1a\n"))
+
     def test_execute_empty_code_is_invalid_argument(self):
         req = pb.ExecuteRequest(language="python", code="")
         with self.assertRaises(grpc.RpcError) as cm:
@@ -224,6 +254,49 @@ class InteropTest(unittest.TestCase):
         self.assertEqual(resp.finished.reason, pb.REASON_EXITED, resp.finished)
         self.assertEqual(resp.finished.exit_code, 2, resp.finished)
         self.assertIn("line 3", resp.finished.message)
+
+    def test_analyze_code_mode(self):
+        """Code mode: pandas code with df preloaded; result, stdout, a figure."""
+        with open(os.path.join(REPO, "examples", "sales.csv"), "rb") as f:
+            content = f.read()
+        code = ("import matplotlib.pyplot as plt\n"
+                "print('rows', len(df))\n"
+                "df.plot(x='date', y='sales')\n"
+                "result = df.groupby('region')[['sales', 'customers']].mean()\n")
+        resp = self.stub.Analyze(pb.AnalyzeRequest(
+            dataset=pb.Dataset(name="sales.csv", content=content), code=code),
+            timeout=RPC_TIMEOUT)
+        self.assertEqual(resp.finished.reason, pb.REASON_EXITED, resp.finished)
+        self.assertEqual(resp.finished.exit_code, 0, resp)
+        self.assertEqual(resp.rows, 20)
+        self.assertEqual(resp.stdout, b"rows 20\n")
+        self.assertEqual(list(resp.result.columns), ["region", "sales", "customers"])
+        got = [(r.values[0].text, r.values[1].number, r.values[2].number)
+               for r in resp.result.rows]
+        try:
+            import io
+
+            import pandas as pd
+        except ImportError:
+            want = [("East", 512.0, 64.4), ("North", 563.0, 70.6), ("South", 571.0, 70.4),
+                    ("West", 543.0, 71.0)]
+        else:  # pandas itself is the oracle
+            mean = pd.read_csv(io.BytesIO(content)).groupby("region")[
+                ["sales", "customers"]].mean()
+            want = [(k, float(v.sales), float(v.customers)) for k, v in mean.iterrows()]
+        self.assertEqual(got, want)
+        self.assertEqual(len(resp.artifacts), 1)
+        self.assertEqual(resp.artifacts[0].path, "figure-1.png")
+        self.assertEqual(resp.artifacts[0].mime_type, "image/png")
+        self.assertTrue(resp.artifacts[0].content.startswith(b"\x89PNG\r\n\x1a\n"))
+
+        # the code's exception: a finished run, not an RPC error
+        resp = self.stub.Analyze(pb.AnalyzeRequest(
+            dataset=pb.Dataset(name="sales.csv", content=content), code="df['nope']\n"),
+            timeout=RPC_TIMEOUT)
+        self.assertEqual(resp.finished.exit_code, 1, resp.finished)
+        self.assertEqual(resp.finished.message, "KeyError: 'nope'")
+        self.assertIn(b"Traceback", resp.stderr)
 
     def _check_health(self, resp):
         self.assertEqual(resp.status, pb.SERVING_STATUS_SERVING, resp)

@@ -86,7 +86,8 @@ static void on_finished(void *arg, const struct exec_result *res)
 	pthread_mutex_unlock(&r->mu);
 }
 
-static const struct exec_sink sink = {on_started, on_output, on_finished};
+static const struct exec_sink sink = {
+	.started = on_started, .output = on_output, .finished = on_finished};
 
 static struct run *run_start(const char *lang, const char *code, struct exec_request *tmpl)
 {

@@ -77,7 +77,8 @@ static void on_finished(void *arg, const struct exec_result *res)
 	pthread_mutex_unlock(&r->mu);
 }
 
-static const struct exec_sink sink = {on_started, on_output, on_finished};
+static const struct exec_sink sink = {
+	.started = on_started, .output = on_output, .finished = on_finished};
 
 /* Starts req; run_wait() waits for it. */
 static struct run *run_begin(struct exec_request *req)

@@ -79,6 +79,7 @@ static void test_clone_into_cgroup_and_kill(void **state)
 	spec.stdin_fd = payload_blob("stdin", NULL, 0);
 	spec.stdout_fd = out[1];
 	spec.stderr_fd = out[1];
+	spec.events_fd = -1; /* no events pipe */
 	spec.cgroup_fd = cgfd;
 	pid = sandbox_spawn(&spec, &report_fd, &into, err, sizeof(err));
 	assert_true(pid > 0);
