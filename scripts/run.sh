@@ -123,12 +123,12 @@ run_scenario() {
 	printf '%sok%s\n' "$green" "$reset"
 }
 
-heading "Demo 1/3: numpy, [1,2,3,4,5] * 2"
+heading "Demo 1/5: numpy, [1,2,3,4,5] * 2"
 code='import numpy as np; print(np.array([1,2,3,4,5])*2)'
 run_scenario "[ 2  4  6  8 10]" "build/capibox exec -l python -c '$code'" -- \
 	"$build/capibox" exec -l python -c "$code"
 
-heading "Demo 2/3: examples/sales.csv (20 rows) uploaded, pandas means"
+heading "Demo 2/5: examples/sales.csv (20 rows) uploaded, pandas means"
 code='
 import pandas as pd
 df = pd.read_csv("sales.csv")
@@ -141,7 +141,26 @@ run_scenario "mean customers: 69.10" \
 	"$build/capibox" exec -l python -f examples/sales.csv -c "$code"
 grep -qF "mean sales: 547.25" "$tmp/out" || die 'expected output "mean sales: 547.25" not seen'
 
-heading "Demo 3/3: deep health check (a canary run per runtime)"
+heading "Demo 3/5: the sales plotted; the open figure comes back as a PNG"
+code='
+import pandas as pd
+df = pd.read_csv("sales.csv")
+ax = df.plot(x="date", y=["sales", "customers"], secondary_y="customers", title="sales and customers")
+print(f"plotted {len(df)} days")
+'
+rm -rf "$build/demo"
+run_scenario "plotted 20 days" \
+	"build/capibox exec -l python -f examples/sales.csv --out build/demo -c '$code'" -- \
+	"$build/capibox" exec -l python -f examples/sales.csv --out "$build/demo" -c "$code"
+[ "$(head -c 8 "$build/demo/figure-1.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
+	die "no PNG figure at build/demo/figure-1.png"
+say "the chart: build/demo/figure-1.png ($(stat -c %s "$build/demo/figure-1.png") bytes)"
+
+heading "Demo 4/5: Analyze: typed statistics of the same CSV, parsed in a sandbox"
+run_scenario "547.25" "build/capibox analyze examples/sales.csv --columns sales,customers" -- \
+	"$build/capibox" analyze examples/sales.csv --columns sales,customers
+
+heading "Demo 5/5: deep health check (a canary run per runtime)"
 run_scenario "canary ok" "build/capibox health --deep" -- "$build/capibox" health --deep
 
 heading "Demo done"
@@ -163,6 +182,7 @@ capiboxd keeps serving on $addr (pid $daemon_pid). From another terminal try:
   build/capibox exec -l python -c 'print(6 * 7)'
   build/capibox exec -l javascript -c 'console.log([1, 2, 3].map(x => x * x))'
   build/capibox exec -l bash -c 'uname -a; id'
+  build/capibox analyze examples/sales.csv --group-by region --agg sales:mean,customers:sum
   build/capibox health --deep
 Its log follows. Press Ctrl-C to stop it.
 
