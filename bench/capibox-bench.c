@@ -3,6 +3,7 @@
  *
  *   capibox-bench [-a ADDR] [-l LANG] [-c CODE | -f FILE] [-n COUNT | -d SECONDS]
  *                 [-j CONCURRENCY] [-w WARMUP] [--pause MS] [--max-output BYTES] [--wall-ms MS]
+ *                 [--session]
  *   capibox-bench --bare [--clean-env] [--read-output] [-n COUNT | -d SECONDS] [-j N] [-w N]
  *                 [--pause MS] -- CMD [ARGS...]
  *
@@ -21,6 +22,10 @@
  * (PATH, HOME, LANG) instead of the caller's, and --read-output reads its
  * stdout through a pipe (as a client would) instead of sending it to
  * /dev/null.
+ *
+ * --session runs every execution in one session of LANG (created before the
+ * warm-up, closed at the end): the cost of a cell in a kept-alive
+ * interpreter, e.g. -c 'x = 1'.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +57,7 @@ struct bench {
 	long pause_ms;
 	uint64_t max_output; /* limits.max_output_bytes; 0 = server default */
 	uint32_t wall_ms;    /* limits.wall_time_ms; 0 = server default */
+	char session[64];    /* --session: the session every run goes to */
 	bool read_output;    /* bare: read stdout through a pipe */
 	char **bare_argv;
 	char **bare_envp;
@@ -197,6 +203,8 @@ static int run_one(struct bench *b, struct one *o)
 	req.code = b->code;
 	req.limits.max_output_bytes = b->max_output;
 	req.limits.wall_time_ms = b->wall_ms;
+	if (b->session[0] != '\0')
+		req.session_id = b->session;
 	if (capibox_execute(b->client, &req, on_event, o, &st) != CAPIBOX_OK) {
 		if (st.code >= 0 && st.code < 17)
 			atomic_fetch_add(&b->errors[st.code], 1);
@@ -400,6 +408,7 @@ int main(int argc, char **argv)
 		{"pause", required_argument, NULL, 'p'},
 		{"max-output", required_argument, NULL, 'O'},
 		{"wall-ms", required_argument, NULL, 'W'},
+		{"session", no_argument, NULL, 's'},
 		{"bare", no_argument, NULL, 'b'},
 		{"clean-env", no_argument, NULL, 'e'},
 		{"read-output", no_argument, NULL, 'r'},
@@ -418,6 +427,7 @@ int main(int argc, char **argv)
 			  .conc = 1};
 	struct capibox_connect_opts copts = {0};
 	int bare = 0, c, oom = 0;
+	bool use_session = false;
 	double t0, elapsed, *lat, *col[NCOL] = {NULL}, secs;
 	long nok = 0, attempts = 0, failed;
 	struct worker *w;
@@ -452,6 +462,7 @@ int main(int argc, char **argv)
 		case 'p': b.pause_ms = parse_long(optarg, "--pause"); break;
 		case 'O': b.max_output = parse_u64(optarg, "--max-output"); break;
 		case 'W': b.wall_ms = (uint32_t)parse_long(optarg, "--wall-ms"); break;
+		case 's': use_session = true; break;
 		case 'b': bare = 1; break;
 		case 'e': b.bare_envp = clean_env; break;
 		case 'r': b.read_output = true; break;
@@ -480,6 +491,17 @@ int main(int argc, char **argv)
 		if (b.client == NULL) {
 			fprintf(stderr, "capibox-bench: %s\n", err);
 			return 69;
+		}
+		if (use_session) {
+			struct capibox_session_request sr = {.language = b.lang};
+			struct capibox_session sess;
+			struct capibox_status st;
+			if (capibox_session_create(b.client, &sr, &sess, &st) != CAPIBOX_OK) {
+				fprintf(stderr, "capibox-bench: CreateSession: %s: %s\n",
+					capibox_code_name(st.code), st.message);
+				return 69;
+			}
+			snprintf(b.session, sizeof(b.session), "%s", sess.id);
 		}
 	}
 	w = calloc((size_t)b.conc, sizeof(*w));
@@ -590,6 +612,8 @@ int main(int argc, char **argv)
 		}
 		printf("%s\n", any ? "" : " none");
 	}
+	if (b.client && b.session[0] != '\0')
+		(void)capibox_session_close(b.client, b.session, 10000, NULL, NULL);
 	if (b.client)
 		capibox_close(b.client);
 	for (long i = 0; i < b.conc; i++)

@@ -99,6 +99,10 @@ struct capibox_exec_request {
 	int64_t deadline_ms;	    /* 0 = none; else RPC deadline from now */
 	const char *const *collect; /* globs of files to return as artifacts */
 	size_t n_collect;
+	/* Run in this session (capibox_session_create), NULL = a fresh
+	 * sandbox. language may then be "" (the session's); a limit left 0
+	 * is the session's. */
+	const char *session_id;
 };
 
 enum capibox_event_kind {
@@ -224,6 +228,7 @@ struct capibox_health {
 	uint64_t uptime_s;
 	struct capibox_backend_health *backends;
 	size_t n_backends;
+	uint32_t sessions_open, max_sessions;
 };
 
 /* "serving", "degraded", "not_serving", "unspecified". */
@@ -243,6 +248,43 @@ void capibox_health_free(struct capibox_health *h);
  */
 int capibox_health_check(struct capibox_client *c, const char *service, int64_t deadline_ms,
 			 int *serving_status, struct capibox_status *st);
+
+/* --- Sessions ----------------------------------------------------------- */
+
+/* An open session: a kept-alive interpreter. */
+struct capibox_session {
+	char id[64];
+	char language[32];
+	uint64_t created_unix_ms;
+	uint64_t last_used_unix_ms;
+	uint64_t executions;
+	uint32_t idle_timeout_s;
+};
+
+struct capibox_session_request {
+	const char *language;
+	/* memory and processes for the whole session; the rest are each
+	 * Execute's defaults; 0 = the server's */
+	struct capibox_limits limits;
+	uint32_t idle_timeout_s; /* 0 = the server's default */
+	const struct capibox_env *env;
+	size_t n_env;
+	const struct capibox_file *files; /* written under /home/user at the start */
+	size_t n_files;
+	int64_t deadline_ms; /* 0 = none */
+};
+
+/* Calls CreateSession; on CAPIBOX_OK *out describes the new session. */
+int capibox_session_create(struct capibox_client *c, const struct capibox_session_request *req,
+			   struct capibox_session *out, struct capibox_status *st);
+
+/* Calls CloseSession (NOT_FOUND when unknown); out (may be NULL) gets its last state. */
+int capibox_session_close(struct capibox_client *c, const char *id, int64_t deadline_ms,
+			  struct capibox_session *out, struct capibox_status *st);
+
+/* Calls ListSessions; on CAPIBOX_OK *out (free() it) holds *n sessions. */
+int capibox_session_list(struct capibox_client *c, int64_t deadline_ms,
+			 struct capibox_session **out, size_t *n, struct capibox_status *st);
 
 /* --- Analyze ------------------------------------------------------------ */
 

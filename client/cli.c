@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -70,7 +71,8 @@ static const char usage_main[] =
 	"Client for capiboxd, the capibox code-execution server.\n"
 	"\n"
 	"Commands:\n"
-	"  exec      run code in a fresh sandbox, streaming its output\n"
+	"  exec      run code in a fresh sandbox (or a session), streaming its output\n"
+	"  session   create, list or close sessions (kept-alive interpreters)\n"
 	"  health    show the server's status, backends and pools\n"
 	"  analyze   summarise a dataset (CSV, TSV, JSON lines) in a sandbox\n"
 	"\n"
@@ -132,6 +134,10 @@ static const char usage_exec[] =
 	"                          it: the current directory when --collect is given,\n"
 	"                          else they are only listed (with --json: inline)\n"
 	"      --request-id ID     identifier for the server's logs\n"
+	"      --session ID        run in this session (capibox session create): its\n"
+	"                          variables, files and working directory persist;\n"
+	"                          -l may be left out, limits left out are the\n"
+	"                          session's\n"
 	"      --deadline MS       RPC deadline in milliseconds (default none)\n"
 	"      --json              print one JSON object per event on stdout\n"
 	"  -v, --verbose           print the Started and Finished details on stderr\n"
@@ -1134,6 +1140,8 @@ enum {
 	OPT_NO_HEADER,
 	OPT_NULL_VALUES,
 	OPT_CODE_FILE,
+	OPT_SESSION,
+	OPT_IDLE,
 };
 
 /* Connection options every command takes, as the global ones. */
@@ -1190,6 +1198,7 @@ static int cmd_exec(int argc, char *argv[])
 		{"artifact-dir", required_argument, NULL, OPT_ARTIFACT_DIR},
 		{"out", required_argument, NULL, OPT_ARTIFACT_DIR},
 		{"request-id", required_argument, NULL, OPT_REQUEST_ID},
+		{"session", required_argument, NULL, OPT_SESSION},
 		{"deadline", required_argument, NULL, OPT_DEADLINE},
 		{"json", no_argument, NULL, OPT_JSON},
 		{"verbose", no_argument, NULL, 'v'},
@@ -1244,6 +1253,7 @@ static int cmd_exec(int argc, char *argv[])
 			break;
 		case OPT_ARTIFACT_DIR: artifact_dir = optarg; break;
 		case OPT_REQUEST_ID: a.req.request_id = optarg; break;
+		case OPT_SESSION: a.req.session_id = optarg; break;
 		case OPT_DEADLINE:
 			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
 				usage_fail(
@@ -1274,6 +1284,8 @@ static int cmd_exec(int argc, char *argv[])
 		usage_fail("exec", "give --stdin or --stdin-file, not both");
 	if (a.req.language == NULL && file_arg != NULL)
 		a.req.language = language_from_name(file_arg);
+	if (a.req.language == NULL && a.req.session_id != NULL)
+		a.req.language = ""; /* the session's */
 	if (a.req.language == NULL)
 		usage_fail("exec", "which language? (-l python, javascript or bash)");
 	if (stdin_file != NULL && strcmp(stdin_file, "-") == 0 && code_arg == NULL &&
@@ -1372,6 +1384,9 @@ static void health_print(const struct capibox_health *h)
 
 	format_uptime(up, sizeof(up), h->uptime_s);
 	printf("capiboxd %s: %s, up %s\n", h->version, capibox_serving_status_name(h->status), up);
+	if (h->max_sessions > 0)
+		printf("sessions: %" PRIu32 " of %" PRIu32 " open\n", h->sessions_open,
+		       h->max_sessions);
 	for (i = 0; i < h->n_backends; i++) {
 		const struct capibox_backend_health *b = &h->backends[i];
 		const char *m = b->message;
@@ -1408,6 +1423,8 @@ static void health_print_json(const struct capibox_health *h)
 			       json_object_new_string(capibox_serving_status_name(h->status)));
 	json_object_object_add(obj, "version", json_object_new_string(h->version));
 	json_object_object_add(obj, "uptime_s", json_object_new_uint64(h->uptime_s));
+	json_object_object_add(obj, "sessions_open", json_object_new_uint64(h->sessions_open));
+	json_object_object_add(obj, "max_sessions", json_object_new_uint64(h->max_sessions));
 	for (i = 0; i < h->n_backends; i++) {
 		const struct capibox_backend_health *b = &h->backends[i];
 		struct json_object *bo = json_object_new_object(), *pools = json_object_new_array();
@@ -1501,6 +1518,196 @@ static int cmd_health(int argc, char *argv[])
 		rc = h->status == SERVING_STATUS_SERVING ? 0 : 1;
 	}
 	capibox_health_free(h);
+	if (fflush(stdout) != 0 && rc == 0)
+		rc = EXIT_IOERR;
+	return rc;
+}
+
+/* --- session ------------------------------------------------------------- */
+
+static const char usage_session[] =
+	"Usage: capibox session create -l LANG [--idle S] [--file LOCAL[:REMOTE]] [OPTIONS]\n"
+	"       capibox session list [--json]\n"
+	"       capibox session close ID [--json]\n"
+	"\n"
+	"A session is a kept-alive interpreter in a sandbox of its own: run code in\n"
+	"it with 'capibox exec --session ID'; variables, imports, files and the\n"
+	"working directory persist between runs. It closes after --idle seconds\n"
+	"without a run (default: the server's, 600).\n"
+	"\n"
+	"  -l, --language LANG     python, javascript or bash\n"
+	"      --idle S            idle timeout in seconds\n"
+	"  -f, --file LOCAL[:REMOTE]  write a file to /home/user/REMOTE at the start\n"
+	"  -e, --env NAME=VALUE    environment of the session (repeatable)\n"
+	"      --timeout MS, --cpu MS, --max-output BYTES  each run's defaults\n"
+	"      --memory BYTES, --procs N  for the whole session\n"
+	"      --json              print the reply as JSON\n"
+	"      --deadline MS       RPC deadline in milliseconds (default 30000)\n"
+	"  -a, --target ADDR       server address (as the global option)\n"
+	"      --token, --tls, --ca, --cert, --key, --server-name  as the global options\n"
+	"  -h, --help              show this help\n"
+	"\n"
+	"create prints the new session's id (with --json the whole session).\n"
+	"Exit status: 0 done, 69 RPC error (NOT_FOUND: no such session), 64 usage error.\n";
+
+static struct json_object *session_json(const struct capibox_session *s)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "session_id", json_object_new_string(s->id));
+	json_object_object_add(o, "language", json_object_new_string(s->language));
+	json_object_object_add(o, "created_unix_ms", json_object_new_uint64(s->created_unix_ms));
+	json_object_object_add(o, "last_used_unix_ms",
+			       json_object_new_uint64(s->last_used_unix_ms));
+	json_object_object_add(o, "executions", json_object_new_uint64(s->executions));
+	json_object_object_add(o, "idle_timeout_s", json_object_new_uint64(s->idle_timeout_s));
+	return o;
+}
+
+static int cmd_session(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{"language", required_argument, NULL, 'l'},
+		{"idle", required_argument, NULL, OPT_IDLE},
+		{"file", required_argument, NULL, 'f'},
+		{"env", required_argument, NULL, 'e'},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"cpu", required_argument, NULL, OPT_CPU},
+		{"memory", required_argument, NULL, OPT_MEMORY},
+		{"procs", required_argument, NULL, OPT_PROCS},
+		{"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"deadline", required_argument, NULL, OPT_DEADLINE},
+		{"target", required_argument, NULL, 'a'},
+		{"wait-for-ready", no_argument, NULL, OPT_WAIT},
+		CONN_LONGOPTS,
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct capibox_session_request sr;
+	struct capibox_session one, *list = NULL;
+	struct capibox_client *client;
+	struct capibox_status st;
+	struct exec_args a;
+	const char *sub, *id = NULL;
+	bool json = false;
+	size_t n = 0, i;
+	uint64_t v;
+	int c, rc, sig;
+
+	memset(&sr, 0, sizeof(sr));
+	memset(&a, 0, sizeof(a));
+	sr.deadline_ms = 30000;
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		if (argc < 2)
+			usage_fail("session", "create, list or close?");
+		fputs(usage_session, stdout);
+		return 0;
+	}
+	sub = argv[1];
+	if (strcmp(sub, "create") != 0 && strcmp(sub, "list") != 0 && strcmp(sub, "close") != 0)
+		usage_fail("session", "unknown subcommand '%s' (create, list or close)", sub);
+	argc--;
+	argv++;
+	opterr = 0;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":l:f:e:a:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l': sr.language = optarg; break;
+		case OPT_IDLE: sr.idle_timeout_s = opt_u32("session", "--idle", optarg); break;
+		case 'f': exec_add_file(&a, optarg); break;
+		case 'e': exec_add_env(&a, optarg); break;
+		case OPT_TIMEOUT:
+			sr.limits.wall_time_ms = opt_u32("session", "--timeout", optarg);
+			break;
+		case OPT_CPU: sr.limits.cpu_time_ms = opt_u32("session", "--cpu", optarg); break;
+		case OPT_MEMORY:
+			sr.limits.memory_bytes = opt_bytes("session", "--memory", optarg);
+			break;
+		case OPT_PROCS:
+			sr.limits.max_processes = opt_u32("session", "--procs", optarg);
+			break;
+		case OPT_MAX_OUTPUT:
+			sr.limits.max_output_bytes = opt_bytes("session", "--max-output", optarg);
+			break;
+		case OPT_JSON: json = true; break;
+		case OPT_DEADLINE:
+			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
+				usage_fail(
+					"session",
+					"--deadline: '%s' is not a positive number of milliseconds",
+					optarg);
+			sr.deadline_ms = (int64_t)v;
+			break;
+		case 'a': opt_target = optarg; break;
+		case OPT_WAIT: opt_wait_for_ready = true; break;
+		case 'h': fputs(usage_session, stdout); return 0;
+		default:
+			if (!conn_option(c, optarg))
+				bad_option("session", argv, c);
+		}
+	}
+	if (strcmp(sub, "close") == 0) {
+		if (optind >= argc)
+			usage_fail("session", "close: which session? (capibox session close ID)");
+		id = argv[optind++];
+	}
+	if (optind < argc)
+		usage_fail("session", "unexpected argument '%s'", argv[optind]);
+	if (strcmp(sub, "create") == 0 && sr.language == NULL)
+		usage_fail("session", "create: which language? (-l python, javascript or bash)");
+	sr.files = a.files;
+	sr.n_files = a.n_files;
+	sr.env = a.env;
+	sr.n_env = a.n_env;
+
+	client = client_open();
+	if (strcmp(sub, "create") == 0)
+		rc = capibox_session_create(client, &sr, &one, &st);
+	else if (strcmp(sub, "close") == 0)
+		rc = capibox_session_close(client, id, sr.deadline_ms, &one, &st);
+	else
+		rc = capibox_session_list(client, sr.deadline_ms, &list, &n, &st);
+	client_close(client);
+	sig = atomic_load(&sig_received);
+	if (sig != 0) {
+		rc = EXIT_SIGNAL_BASE + sig;
+	} else if (rc != CAPIBOX_OK) {
+		report_rpc_error(json, &st);
+		rc = EXIT_RPC;
+	} else if (strcmp(sub, "list") == 0) {
+		if (json) {
+			struct json_object *o = json_object_new_object();
+			struct json_object *arr = json_object_new_array();
+			for (i = 0; i < n; i++)
+				json_object_array_add(arr, session_json(&list[i]));
+			json_object_object_add(o, "sessions", arr);
+			json_emit(o);
+		} else {
+			time_t now = time(NULL);
+			for (i = 0; i < n; i++)
+				printf("%s  %-10s  %" PRIu64 " runs  idle %llds of %" PRIu32 "s\n",
+				       list[i].id, list[i].language, list[i].executions,
+				       (long long)(now -
+						   (time_t)(list[i].last_used_unix_ms / 1000)),
+				       list[i].idle_timeout_s);
+		}
+		rc = 0;
+	} else {
+		if (json)
+			json_emit(session_json(&one));
+		else if (strcmp(sub, "create") == 0)
+			printf("%s\n", one.id);
+		else
+			printf("closed %s (%" PRIu64 " runs)\n", one.id, one.executions);
+		rc = 0;
+	}
+	free(list);
+	for (i = 0; i < a.n_owned; i++)
+		free(a.owned[i]);
+	free(a.owned);
+	free(a.files);
+	free(a.env);
 	if (fflush(stdout) != 0 && rc == 0)
 		rc = EXIT_IOERR;
 	return rc;
@@ -2307,6 +2514,8 @@ int main(int argc, char *argv[])
 		return cmd_exec(argc - optind, argv + optind);
 	if (strcmp(cmd, "health") == 0)
 		return cmd_health(argc - optind, argv + optind);
+	if (strcmp(cmd, "session") == 0)
+		return cmd_session(argc - optind, argv + optind);
 	if (strcmp(cmd, "analyze") == 0)
 		return cmd_analyze(argc - optind, argv + optind);
 	if (strcmp(cmd, "help") == 0) {

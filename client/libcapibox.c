@@ -47,6 +47,7 @@ struct capibox_client {
 	void *m_analyze;
 	void *m_health;
 	void *m_check;
+	void *m_create_session, *m_close_session, *m_list_sessions;
 	uint32_t md_flags;     /* initial-metadata flags of every call */
 	grpc_metadata auth_md; /* "authorization: Bearer ..." when has_auth */
 	bool has_auth;
@@ -323,6 +324,12 @@ struct capibox_client *capibox_connect(const char *target, const struct capibox_
 						 NULL, NULL);
 	c->m_check =
 		grpc_channel_register_call(c->channel, "/grpc.health.v1.Health/Check", NULL, NULL);
+	c->m_create_session = grpc_channel_register_call(
+		c->channel, "/capibox.v1.SandboxService/CreateSession", NULL, NULL);
+	c->m_close_session = grpc_channel_register_call(
+		c->channel, "/capibox.v1.SandboxService/CloseSession", NULL, NULL);
+	c->m_list_sessions = grpc_channel_register_call(
+		c->channel, "/capibox.v1.SandboxService/ListSessions", NULL, NULL);
 	return c;
 fail:
 	if (c->has_auth)
@@ -499,6 +506,8 @@ static int exec_msg_build(struct exec_msg *m, const struct capibox_exec_request 
 	m->req.code = m->code;
 	if (r->request_id != NULL)
 		m->req.request_id = (char *)r->request_id;
+	if (r->session_id != NULL)
+		m->req.session_id = (char *)r->session_id;
 	m->req.stdin.data = (uint8_t *)r->stdin_data;
 	m->req.stdin.len = r->stdin_data != NULL ? r->stdin_len : 0;
 
@@ -888,6 +897,8 @@ static struct capibox_health *health_from_msg(const Capibox__V1__HealthResponse 
 		return NULL;
 	h->status = (int)m->status;
 	h->uptime_s = m->uptime_s;
+	h->sessions_open = m->sessions_open;
+	h->max_sessions = m->max_sessions;
 	h->version = strdup(m->version);
 	if (h->version == NULL)
 		goto fail;
@@ -952,6 +963,161 @@ int capibox_health(struct capibox_client *c, bool deep, int64_t deadline_ms,
 	capibox__v1__health_response__free_unpacked((Capibox__V1__HealthResponse *)resp, NULL);
 	if (*out == NULL)
 		return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+	return CAPIBOX_OK;
+}
+
+/* --- sessions ------------------------------------------------------------ */
+
+static void session_from_msg(const Capibox__V1__Session *m, struct capibox_session *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->id, sizeof(out->id), "%s", m->session_id);
+	snprintf(out->language, sizeof(out->language), "%s", m->language);
+	out->created_unix_ms = m->created_unix_ms;
+	out->last_used_unix_ms = m->last_used_unix_ms;
+	out->executions = m->executions;
+	out->idle_timeout_s = m->idle_timeout_s;
+}
+
+int capibox_session_create(struct capibox_client *c, const struct capibox_session_request *r,
+			   struct capibox_session *out, struct capibox_status *st)
+{
+	Capibox__V1__CreateSessionRequest req = CAPIBOX__V1__CREATE_SESSION_REQUEST__INIT;
+	Capibox__V1__Limits limits = CAPIBOX__V1__LIMITS__INIT;
+	Capibox__V1__File *files = NULL, **file_ptrs = NULL;
+	Capibox__V1__CreateSessionRequest__EnvEntry *env = NULL, **env_ptrs = NULL;
+	ProtobufCMessage *resp = NULL;
+	struct capibox_status local_st;
+	size_t i;
+
+	if (st == NULL)
+		st = &local_st;
+	if (c == NULL || r == NULL || out == NULL || r->language == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+				  "capibox_session_create: NULL argument");
+	req.language = (char *)r->language;
+	req.idle_timeout_s = r->idle_timeout_s;
+	limits.wall_time_ms = r->limits.wall_time_ms;
+	limits.cpu_time_ms = r->limits.cpu_time_ms;
+	limits.memory_bytes = r->limits.memory_bytes;
+	limits.max_processes = r->limits.max_processes;
+	limits.max_output_bytes = r->limits.max_output_bytes;
+	limits.max_file_bytes = r->limits.max_file_bytes;
+	req.limits = &limits;
+	if (r->n_files > 0) {
+		files = calloc(r->n_files, sizeof(*files));
+		file_ptrs = calloc(r->n_files, sizeof(*file_ptrs));
+		if (files == NULL || file_ptrs == NULL) {
+			status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+			goto out;
+		}
+		for (i = 0; i < r->n_files; i++) {
+			if (r->files[i].path == NULL ||
+			    (r->files[i].data == NULL && r->files[i].len != 0)) {
+				status_set(st, CAPIBOX_INVALID_ARGUMENT,
+					   "files[%zu]: missing path or data", i);
+				goto out;
+			}
+			capibox__v1__file__init(&files[i]);
+			files[i].path = (char *)r->files[i].path;
+			files[i].content.data = (uint8_t *)r->files[i].data;
+			files[i].content.len = r->files[i].len;
+			files[i].mode = r->files[i].mode;
+			file_ptrs[i] = &files[i];
+		}
+		req.files = file_ptrs;
+		req.n_files = r->n_files;
+	}
+	if (r->n_env > 0) {
+		env = calloc(r->n_env, sizeof(*env));
+		env_ptrs = calloc(r->n_env, sizeof(*env_ptrs));
+		if (env == NULL || env_ptrs == NULL) {
+			status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+			goto out;
+		}
+		for (i = 0; i < r->n_env; i++) {
+			if (r->env[i].name == NULL || r->env[i].value == NULL) {
+				status_set(st, CAPIBOX_INVALID_ARGUMENT,
+					   "env[%zu]: missing name or value", i);
+				goto out;
+			}
+			capibox__v1__create_session_request__env_entry__init(&env[i]);
+			env[i].key = (char *)r->env[i].name;
+			env[i].value = (char *)r->env[i].value;
+			env_ptrs[i] = &env[i];
+		}
+		req.env = env_ptrs;
+		req.n_env = r->n_env;
+	}
+	if (unary_call(c, c->m_create_session, r->deadline_ms, &req.base,
+		       &capibox__v1__session__descriptor, &resp, st) != CAPIBOX_OK)
+		goto out;
+	session_from_msg((Capibox__V1__Session *)resp, out);
+	capibox__v1__session__free_unpacked((Capibox__V1__Session *)resp, NULL);
+out:
+	free(files);
+	free(file_ptrs);
+	free(env);
+	free(env_ptrs);
+	return st->code;
+}
+
+int capibox_session_close(struct capibox_client *c, const char *id, int64_t deadline_ms,
+			  struct capibox_session *out, struct capibox_status *st)
+{
+	Capibox__V1__CloseSessionRequest req = CAPIBOX__V1__CLOSE_SESSION_REQUEST__INIT;
+	Capibox__V1__CloseSessionResponse *m;
+	ProtobufCMessage *resp = NULL;
+	struct capibox_status local_st;
+
+	if (st == NULL)
+		st = &local_st;
+	if (c == NULL || id == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+				  "capibox_session_close: NULL argument");
+	req.session_id = (char *)id;
+	if (unary_call(c, c->m_close_session, deadline_ms, &req.base,
+		       &capibox__v1__close_session_response__descriptor, &resp, st) != CAPIBOX_OK)
+		return st->code;
+	m = (Capibox__V1__CloseSessionResponse *)resp;
+	if (out != NULL) {
+		if (m->session != NULL)
+			session_from_msg(m->session, out);
+		else
+			memset(out, 0, sizeof(*out));
+	}
+	capibox__v1__close_session_response__free_unpacked(m, NULL);
+	return CAPIBOX_OK;
+}
+
+int capibox_session_list(struct capibox_client *c, int64_t deadline_ms,
+			 struct capibox_session **out, size_t *n, struct capibox_status *st)
+{
+	Capibox__V1__ListSessionsRequest req = CAPIBOX__V1__LIST_SESSIONS_REQUEST__INIT;
+	Capibox__V1__ListSessionsResponse *m;
+	ProtobufCMessage *resp = NULL;
+	struct capibox_status local_st;
+
+	if (st == NULL)
+		st = &local_st;
+	if (c == NULL || out == NULL || n == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+				  "capibox_session_list: NULL argument");
+	*out = NULL;
+	*n = 0;
+	if (unary_call(c, c->m_list_sessions, deadline_ms, &req.base,
+		       &capibox__v1__list_sessions_response__descriptor, &resp, st) != CAPIBOX_OK)
+		return st->code;
+	m = (Capibox__V1__ListSessionsResponse *)resp;
+	*out = calloc(m->n_sessions + 1, sizeof(**out));
+	if (*out == NULL) {
+		capibox__v1__list_sessions_response__free_unpacked(m, NULL);
+		return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+	}
+	for (size_t i = 0; i < m->n_sessions; i++)
+		session_from_msg(m->sessions[i], &(*out)[i]);
+	*n = m->n_sessions;
+	capibox__v1__list_sessions_response__free_unpacked(m, NULL);
 	return CAPIBOX_OK;
 }
 

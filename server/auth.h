@@ -40,7 +40,7 @@ enum auth_rc {
 /* Per-key limits; 0 (or no languages) means the server's own limit applies. */
 struct auth_limits {
 	unsigned max_concurrent; /* executions running at once */
-	unsigned max_sessions;	 /* open sessions (kept for when sessions exist) */
+	unsigned max_sessions;	 /* open sessions of the key (CreateSession refuses more) */
 	char languages[256];	 /* "python,bash"; "" = every language */
 	struct exec_limits maxima;
 };

@@ -27,6 +27,9 @@ void config_defaults(struct config *cfg)
 	cfg->pool_max[0] = 8;
 	cfg->pool_max[1] = 4;
 	cfg->pool_idle_ms = 30000;
+	cfg->max_sessions = 16;
+	cfg->session_idle_default_s = 600;
+	cfg->session_idle_max_s = 3600;
 	cfg->max_code_bytes = 1 * MIB;
 	cfg->max_stdin_bytes = 16 * MIB;
 	cfg->max_files = 1000;

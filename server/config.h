@@ -25,24 +25,27 @@ struct config {
 	size_t max_queue_bytes;	    /* request bytes held by waiting executions */
 	unsigned pool_target[CONFIG_MAX_RUNTIMES]; /* warm sandboxes kept, by runtime index */
 	unsigned pool_max[CONFIG_MAX_RUNTIMES];	   /* ... grown to under a burst, at most */
-	unsigned pool_idle_ms;		/* a grown pool shrinks after this long without demand */
-	size_t max_code_bytes;		/* ExecuteRequest.code */
-	size_t max_stdin_bytes;		/* ExecuteRequest.stdin */
-	size_t max_files;		/* ExecuteRequest.files count */
-	size_t max_files_bytes;		/* sum of file contents */
-	size_t max_env;			/* number of env entries */
-	size_t max_env_bytes;		/* sum of env names and values */
-	size_t max_dataset_bytes;	/* AnalyzeRequest.dataset.content */
-	size_t max_message_bytes;	/* gRPC receive limit */
-	struct exec_limits defaults;	/* a zero request field takes these */
-	struct exec_limits maxima;	/* a request field above these is refused */
-	uint64_t tmpfs_bytes;		/* size of /home/user and of /tmp, each */
-	uint32_t uid_base;		/* first host uid for sandboxes */
-	uint32_t uid_count;		/* host uids in the range (>= max_live) */
-	const char *state_dir;		/* root-owned scratch dir (sandbox mount point) */
-	const char *supervisor_path;	/* the capibox-supervisor program */
-	const char *cgroup_root;	/* cgroup file system (default /sys/fs/cgroup) */
-	bool allow_rlimit_only;		/* start even without usable cgroups (DEGRADED) */
+	unsigned pool_idle_ms;		 /* a grown pool shrinks after this long without demand */
+	unsigned max_sessions;		 /* open sessions (each holds a sandbox) */
+	unsigned session_idle_default_s; /* a session's idle timeout when it asks none */
+	unsigned session_idle_max_s;	 /* the longest idle timeout a session may ask */
+	size_t max_code_bytes;		 /* ExecuteRequest.code */
+	size_t max_stdin_bytes;		 /* ExecuteRequest.stdin */
+	size_t max_files;		 /* ExecuteRequest.files count */
+	size_t max_files_bytes;		 /* sum of file contents */
+	size_t max_env;			 /* number of env entries */
+	size_t max_env_bytes;		 /* sum of env names and values */
+	size_t max_dataset_bytes;	 /* AnalyzeRequest.dataset.content */
+	size_t max_message_bytes;	 /* gRPC receive limit */
+	struct exec_limits defaults;	 /* a zero request field takes these */
+	struct exec_limits maxima;	 /* a request field above these is refused */
+	uint64_t tmpfs_bytes;		 /* size of /home/user and of /tmp, each */
+	uint32_t uid_base;		 /* first host uid for sandboxes */
+	uint32_t uid_count;		 /* host uids in the range (>= max_live) */
+	const char *state_dir;		 /* root-owned scratch dir (sandbox mount point) */
+	const char *supervisor_path;	 /* the capibox-supervisor program */
+	const char *cgroup_root;	 /* cgroup file system (default /sys/fs/cgroup) */
+	bool allow_rlimit_only;		 /* start even without usable cgroups (DEGRADED) */
 	const char *ready_file;		/* if set: the bound address is written here once serving */
 	const char *keys_file;		/* API keys (auth.h); NULL = no authentication */
 	const char *tls_cert_file;	/* PEM server certificate chain; NULL = plaintext */

@@ -101,6 +101,11 @@ static const struct opt opts[] = {
 	NUM("limits", "tmpfs_mb", "tmpfs-mb", tmpfs_bytes, 1, 1 << 20, MIB),
 	/* a pool grown by a burst shrinks back after this long without one */
 	NUM("limits", "pool_idle_ms", "pool-idle-ms", pool_idle_ms, 1000, 86400000, 1),
+	/* sessions: each open one holds a sandbox of its own */
+	NUM("limits", "max_sessions", "max-sessions", max_sessions, 0, 4096, 1),
+	NUM("limits", "session_idle_default_s", "session-idle-default-s", session_idle_default_s, 1,
+	    604800, 1),
+	NUM("limits", "session_idle_max_s", "session-idle-max-s", session_idle_max_s, 1, 604800, 1),
 	/* request sizes: a gRPC message is at most INT_MAX bytes */
 	NUM("limits", "max_code_bytes", "max-code-bytes", max_code_bytes, 1, INT_MAX, 1),
 	NUM("limits", "max_stdin_bytes", "max-stdin-bytes", max_stdin_bytes, 0, INT_MAX, 1),
@@ -816,6 +821,12 @@ int config_check(const struct config *cfg, void (*warn)(const char *msg), char *
 			 "[limits] max_live %u exceeds the sandbox uid range ([sandbox] uid_count "
 			 "%u)",
 			 cfg->max_live, cfg->uid_count);
+		return -1;
+	}
+	if (cfg->session_idle_default_s > cfg->session_idle_max_s) {
+		snprintf(err, errlen,
+			 "[limits] session_idle_default_s %u exceeds session_idle_max_s %u",
+			 cfg->session_idle_default_s, cfg->session_idle_max_s);
 		return -1;
 	}
 	/* uid 4294967295 is (uid_t)-1, "no uid" to the kernel */

@@ -62,10 +62,42 @@ struct exec_request {
 	size_t n_env;
 	const uint8_t *stdin_data;
 	size_t stdin_len;
-	struct exec_limits limits; /* after validation: defaults filled in */
-	size_t n_collect;	   /* collect globs (not served yet) */
-	const char *session_id;	   /* "" or NULL: one-shot */
+	struct exec_limits limits;  /* after validation: defaults filled in */
+	const char *const *collect; /* globs of files to return as artifacts (relative
+				     * to the working directory, "**" supported) */
+	size_t n_collect;
+	const char *session_id; /* "" or NULL: one-shot */
 	const char *request_id;
+	/* Sessions belong to whoever made them: the API key's id, or "" when
+	 * keys are off (then to everyone). Set by the rpc layer. */
+	const char *session_owner;
+	/* In a session, a limit the request leaves unset is the session's:
+	 * whether these were set by the client (before defaults). */
+	bool wall_set, cpu_set, output_set;
+};
+
+#define SESSION_ID_MAX 64 /* bytes of a session id, NUL included */
+
+/* An open session, as CreateSession / ListSessions report it. */
+struct session_info {
+	char id[SESSION_ID_MAX];
+	char language[32];
+	uint64_t created_unix_ms;
+	uint64_t last_used_unix_ms;
+	uint64_t executions;
+	uint32_t idle_timeout_s;
+};
+
+/*
+ * A session to create: req carries its language, limits (memory and
+ * processes for the whole session, the rest as each cell's defaults),
+ * environment and files; code is unused.
+ */
+struct session_request {
+	const struct exec_request *req;
+	const char *owner;	 /* see exec_request.session_owner */
+	uint32_t idle_timeout_s; /* validated, default applied */
+	unsigned max_per_owner;	 /* 0: no per-owner cap (the key's sessions=N) */
 };
 
 enum exec_stream {

@@ -471,8 +471,9 @@ char *metrics_render(struct backend *b, size_t *len)
 	out_printf(&o, "capibox_admission_refused_total{reason=\"draining\"} %llu\n",
 		   (unsigned long long)get(&m.refused[METRICS_REFUSED_DRAINING]));
 	header(&o, "capibox_sessions_open", "gauge",
-	       "Open sessions (kept-alive interpreters); 0 until sessions are served.");
-	out_printf(&o, "capibox_sessions_open 0\n");
+	       "Open sessions (kept-alive interpreters, each holding a sandbox).");
+	out_printf(&o, "capibox_sessions_open %u\n",
+		   b != NULL && b->ops->sessions_open != NULL ? b->ops->sessions_open(b) : 0);
 
 	header(&o, "capibox_rpcs_total", "counter",
 	       "Calls that ended, by service, method and gRPC status code (OK is always "

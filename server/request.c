@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "runtime.h"
+#include "sandbox/collect.h"
 
 #define PATH_MAX_LEN 1024
 
@@ -198,9 +199,22 @@ enum request_rc request_validate_execute(const struct config *cfg, struct exec_r
 		snprintf(err, errlen, "session_id: sessions are not implemented yet");
 		return REQUEST_UNIMPLEMENTED;
 	}
-	if (req->n_collect > 0) {
-		snprintf(err, errlen, "collect: collecting artifacts is not implemented yet");
-		return REQUEST_UNIMPLEMENTED;
+	if (req->n_collect > COLLECT_MAX_GLOBS) {
+		snprintf(err, errlen, "collect: %zu globs exceeds the maximum %d", req->n_collect,
+			 COLLECT_MAX_GLOBS);
+		return REQUEST_INVALID;
+	}
+	for (size_t i = 0; i < req->n_collect; i++) {
+		const char *g = req->collect != NULL ? req->collect[i] : NULL;
+		const char *why = g != NULL ? collect_glob_check(g, strlen(g)) : "is missing";
+		if (why != NULL) {
+			snprintf(err, errlen,
+				 "collect[%zu]: \"%.128s\" %s (a glob relative to the working "
+				 "directory: no leading '/', no empty, '.' or '..' parts, at most "
+				 "%d bytes)",
+				 i, g != NULL ? g : "", why, COLLECT_MAX_GLOB_LEN);
+			return REQUEST_INVALID;
+		}
 	}
 	return REQUEST_OK;
 }

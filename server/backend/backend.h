@@ -34,10 +34,11 @@ struct exec_sink {
 
 enum backend_rc {
 	BACKEND_OK = 0,
-	BACKEND_FULL,	  /* admission cap reached: RESOURCE_EXHAUSTED */
-	BACKEND_DRAINING, /* shutting down: UNAVAILABLE */
-	BACKEND_INVALID,  /* request the backend cannot serve: INVALID_ARGUMENT */
-	BACKEND_INTERNAL, /* backend failure: INTERNAL */
+	BACKEND_FULL,	   /* admission cap reached: RESOURCE_EXHAUSTED */
+	BACKEND_DRAINING,  /* shutting down: UNAVAILABLE */
+	BACKEND_INVALID,   /* request the backend cannot serve: INVALID_ARGUMENT */
+	BACKEND_INTERNAL,  /* backend failure: INTERNAL */
+	BACKEND_NOT_FOUND, /* no such session (or not the caller's): NOT_FOUND */
 };
 
 struct runtime_stats {
@@ -70,6 +71,15 @@ struct backend_ops {
 	enum backend_status (*status)(struct backend *b, char *msg, size_t len);
 	void (*drain)(struct backend *b);
 	void (*destroy)(struct backend *b);
+	/* Sessions (NULL: the backend has none; the rpc layer answers
+	 * UNIMPLEMENTED). Execute with req->session_id runs in one. */
+	enum backend_rc (*session_create)(struct backend *b, const struct session_request *sr,
+					  struct session_info *out, char *err, size_t errlen);
+	enum backend_rc (*session_close)(struct backend *b, const char *id, const char *owner,
+					 struct session_info *out, char *err, size_t errlen);
+	size_t (*session_list)(struct backend *b, const char *owner, struct session_info *out,
+			       size_t max);
+	unsigned (*sessions_open)(struct backend *b);
 };
 
 struct backend {

@@ -41,6 +41,7 @@
 #include "../log.h"
 #include "../request.h"
 #include "../runtime.h"
+#include "../sandbox/collect.h"
 #include "../sandbox/payload.h"
 #include "../supervisor/supervisor.h"
 
@@ -48,8 +49,9 @@
 #define EV_SOCK UINT64_MAX
 #define EV_WAKE (UINT64_MAX - 1)
 #define EV_CHLD (UINT64_MAX - 2)
-#define IPC_MAX_LOST 4096 /* executions tracked through one supervisor restart */
-#define NPIPES 3	  /* stdout, stderr, events: epoll data is id * NPIPES + pipe */
+#define EV_NONE (UINT64_MAX - 3) /* a session's pipe no cell reads now */
+#define IPC_MAX_LOST 4096	 /* executions tracked through one supervisor restart */
+#define NPIPES 3		 /* stdout, stderr, events: epoll data is id * NPIPES + pipe */
 #define EV_PIPE 2
 
 /*
@@ -80,6 +82,7 @@ struct events {
 	bool in_file;	/* a file's pieces are arriving: next must continue it */
 	bool skip_file; /* ...and are dropped (the budget is spent) */
 	char path[4096];
+	const char *mime; /* the file's type, from its first piece and name */
 	uint64_t next_offset;
 };
 
@@ -107,6 +110,19 @@ struct local_exec {
 	bool kill_sent;
 	bool queued;
 	bool warm; /* runs in a pooled sandbox */
+	/* A cell of a session: its pipes are the session's (borrowed: never
+	 * closed here) while it runs; it waits in the session's queue before. */
+	struct session *sess;
+	bool borrowed;
+	bool in_cell_queue;
+	bool is_cell;
+	enum exec_reason kill_reason; /* why the cell was interrupted */
+	uint64_t sandbox_no;	      /* the sandbox it runs in (Started.sandbox_id) */
+	uint8_t *cell;		      /* the 'C' frame to send when it starts */
+	size_t cell_len;
+	uint32_t wall_ms;
+	struct timespec t_cell;
+	struct local_exec *qnext;
 	struct local_exec *ready_next;
 	struct local_exec *next, *prev;
 };
@@ -124,6 +140,51 @@ struct warm {
 	size_t stdin_cap; /* what fits into the pipe without blocking */
 	int out_r, err_r, ev_r;
 	struct warm *next;
+};
+
+/*
+ * A session: one sandbox of its own whose runner loops over cells written
+ * to its stdin pipe (the control pipe: 'C' a cell, 'I' interrupt), and
+ * reports each cell's end on the events pipe ('E'). Its output pipes stay
+ * open across cells; the cell running now borrows them.
+ */
+#define SESSION_GRACE_MS 2000 /* an interrupted cell's time to end before a restart */
+#define SESSION_TICK_MS 50    /* the io thread's clock while sessions exist */
+#define SESSION_TOMBS 64      /* ended sessions remembered (NOT_FOUND says why) */
+#define SESSION_ENV "CAPIBOX_SESSION"
+
+struct session {
+	char id[SESSION_ID_MAX];
+	char owner[72];
+	int runtime;	 /* of its sandbox (the runner's) */
+	int lang_rt;	 /* of its cells (bash runs under the python runner) */
+	uint64_t sbx;	 /* the sandbox (supervisor id) */
+	bool await_warm; /* a sandbox started for us: taken when it is WARM */
+	bool warm;	 /* the sandbox came from the pool */
+	int ctl_w;	 /* the runner's stdin: cells go here */
+	int fd[NPIPES];	 /* stdout, stderr, events (read ends) */
+	uint8_t *wbuf;	 /* control bytes not written yet */
+	size_t wlen, woff;
+	/* what it was created with, for a restart */
+	struct exec_limits limits;
+	struct exec_env *env;
+	size_t n_env;
+	struct exec_file *files;
+	size_t n_files;
+	struct local_exec *cur;		  /* the cell running */
+	struct local_exec *qhead, *qtail; /* cells waiting, in arrival order */
+	bool interrupted;
+	struct timespec grace_end;
+	struct timespec idle_since;
+	uint64_t created_ms, last_used_ms, executions;
+	uint32_t idle_s;
+	struct session *next;
+};
+
+struct session_tomb {
+	char id[SESSION_ID_MAX];
+	char owner[72];
+	char why[160];
 };
 
 struct local_backend {
@@ -162,6 +223,11 @@ struct local_backend {
 	struct timespec pool_miss[IPC_MAX_RUNTIMES];   /* CLOCK_MONOTONIC */
 	struct timespec pool_shrunk[IPC_MAX_RUNTIMES]; /* ... */
 	uint8_t *buf;				       /* io thread only */
+	struct session *sessions;
+	unsigned n_sessions;
+	unsigned sess_busy[IPC_MAX_RUNTIMES];
+	struct session_tomb tombs[SESSION_TOMBS];
+	unsigned tomb_next;
 };
 
 #define POOL_TICK_MS \
@@ -185,8 +251,9 @@ static void unref_locked(struct local_exec *x, bool *do_free) { *do_free = --x->
 static void exec_free(struct local_exec *x)
 {
 	for (int i = 0; i < NPIPES; i++)
-		if (x->fd[i] >= 0)
+		if (x->fd[i] >= 0 && !x->borrowed)
 			close(x->fd[i]);
+	free(x->cell);
 	free(x->ev.frame);
 	free(x);
 }
@@ -206,10 +273,28 @@ static void close_pipe(struct local_exec *x, int i)
 {
 	if (x->fd[i] < 0)
 		return;
+	if (x->borrowed) {
+		/* a session's pipe: it stays open (and registered, disarmed) */
+		struct epoll_event ev = {.events = EPOLLONESHOT, .data.u64 = EV_NONE};
+		if (epoll_ctl(x->lb->ep, EPOLL_CTL_MOD, x->fd[i], &ev) < 0)
+			fatal("epoll_ctl mod");
+		x->fd[i] = -1;
+		return;
+	}
 	epoll_ctl(x->lb->ep, EPOLL_CTL_DEL, x->fd[i], NULL);
 	close(x->fd[i]);
 	x->fd[i] = -1;
 }
+
+static void session_interrupt_locked(struct session *ss, struct local_exec *x,
+				     enum exec_reason reason);
+static void session_free_copy(struct session *ss);
+static void session_end_locked(struct local_backend *lb, struct session *ss, const char *why,
+			       const struct ipc_exited *exited);
+static int session_take_locked(struct local_backend *lb, struct session *ss, char *why,
+			       size_t whylen);
+static struct session *session_by_sbx_locked(struct local_backend *lb, uint64_t sbx);
+static void session_unqueue_locked(struct session *ss, struct local_exec *x);
 
 /* Sends a KILL for x. Caller holds mu. */
 static void send_kill_locked(struct local_exec *x, enum exec_reason reason)
@@ -218,6 +303,16 @@ static void send_kill_locked(struct local_exec *x, enum exec_reason reason)
 
 	if (x->kill_sent || x->have_exit)
 		return;
+	if (x->sess != NULL) {
+		/* a cell: interrupted, the session lives on if it recovers */
+		x->kill_sent = true;
+		x->kill_reason = reason;
+		if (x->in_cell_queue)
+			session_unqueue_locked(x->sess, x);
+		else
+			session_interrupt_locked(x->sess, x, reason);
+		return;
+	}
 	x->kill_sent = true;
 	if (x->lb->sock >= 0 && ipc_send(x->lb->sock, &k, sizeof(k), NULL, 0) < 0)
 		log_warn("ipc send KILL"); /* the supervisor is gone: its sandboxes too */
@@ -225,8 +320,11 @@ static void send_kill_locked(struct local_exec *x, enum exec_reason reason)
 
 static void make_sandbox_id(const struct local_exec *x, char *buf, size_t len)
 {
-	snprintf(buf, len, "local-%08" PRIx32 "-%" PRIu64, x->lb->nonce, x->id);
+	snprintf(buf, len, "local-%08" PRIx32 "-%" PRIu64, x->lb->nonce,
+		 x->sandbox_no ? x->sandbox_no : x->id);
 }
+
+static void session_cell_done_locked(struct local_backend *lb, struct local_exec *x);
 
 /*
  * Delivers the next pending event of x if the caller is ready for it.
@@ -303,7 +401,10 @@ static void try_emit(struct local_exec *x)
 		if (x->next)
 			x->next->prev = x->prev;
 		lb->live--;
-		lb->busy[x->runtime]--;
+		if (!x->is_cell)
+			lb->busy[x->runtime]--;
+		else
+			session_cell_done_locked(lb, x);
 		if (x->queued) {
 			/* a resume queued before finishing must not outlive it */
 			struct local_exec **pp = &lb->ready_head;
@@ -323,6 +424,8 @@ static void try_emit(struct local_exec *x)
 	}
 	pthread_mutex_unlock(&lb->mu);
 }
+
+static void cell_frame(struct local_exec *x, uint8_t type, const uint8_t *p);
 
 /* ---- the events pipe ----------------------------------------------------- */
 
@@ -520,25 +623,6 @@ static const char *parse_result(const uint8_t *p, const uint8_t *end, char **tex
 	return NULL;
 }
 
-/* The MIME type of an artifact from its name (the runner writes only PNGs today). */
-static const char *mime_from_name(const char *path)
-{
-	static const struct {
-		const char *ext, *mime;
-	} types[] = {
-		{".png", "image/png"},	       {".jpg", "image/jpeg"},	    {".jpeg", "image/jpeg"},
-		{".svg", "image/svg+xml"},     {".pdf", "application/pdf"}, {".csv", "text/csv"},
-		{".json", "application/json"}, {".html", "text/html"},	    {".txt", "text/plain"},
-	};
-	const char *dot = strrchr(path, '.');
-
-	if (dot != NULL && strchr(dot, '/') == NULL)
-		for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
-			if (strcasecmp(dot, types[i].ext) == 0)
-				return types[i].mime;
-	return "application/octet-stream";
-}
-
 /*
  * Parses an artifact frame and, if it is to be delivered, fills a (whose
  * path points into x->ev). Returns NULL (*deliver says whether to), or
@@ -579,6 +663,9 @@ static const char *parse_artifact(struct local_exec *x, const uint8_t *p, size_t
 		memcpy(e->path, p + 2, plen);
 		e->path[plen] = '\0';
 		e->skip_file = false;
+		/* from the content where it tells (the name is the sandbox's
+		 * choice), else the name: docs/api.md "Collecting files" */
+		e->mime = collect_mime_type(e->path, p + 2 + plen + 17, dlen, eof);
 	} else if (!e->in_file || offset != e->next_offset || strlen(e->path) != plen ||
 		   memcmp(e->path, p + 2, plen) != 0)
 		return "artifact: piece out of order";
@@ -588,7 +675,7 @@ static const char *parse_artifact(struct local_exec *x, const uint8_t *p, size_t
 		return NULL; /* dropped */
 	memset(a, 0, sizeof(*a));
 	a->path = e->path;
-	a->mime_type = mime_from_name(e->path);
+	a->mime_type = e->mime;
 	a->data = p + 2 + plen + 17;
 	a->len = dlen;
 	a->offset = offset;
@@ -653,6 +740,25 @@ static void events_frame(struct local_exec *x)
 	} else if (f[0] == 'A') {
 		bad = parse_artifact(x, f + 1, e->frame_len - 1, &a, &deliver);
 		deliver = deliver && x->sink->artifact != NULL;
+	} else if ((f[0] == 'E' || f[0] == 'T') && x->is_cell) {
+		/* a session's runner: the cell ended ('E': i32 exit code, u64
+		 * CPU microseconds), or it interrupted the cell for its CPU
+		 * limit ('T', empty) */
+		if (f[0] == 'E' && e->frame_len != 1 + 4 + 8)
+			bad = "end of cell: bad size";
+		else if (f[0] == 'T' && e->frame_len != 1)
+			bad = "cpu interrupt: bad size";
+		else {
+			/* x may be gone once cell_frame returns: done with it first */
+			uint8_t type = f[0], body[12] = {0};
+			memcpy(body, f + 1, e->frame_len - 1);
+			free(e->frame);
+			e->frame = NULL;
+			e->hdr_got = e->frame_got = 0;
+			e->frame_len = 0;
+			cell_frame(x, type, body);
+			return;
+		}
 	} else {
 		bad = "unknown frame type";
 	}
@@ -811,6 +917,14 @@ static void on_pipe(struct local_backend *lb, uint64_t data)
 	do {
 		n = read(fd, lb->buf, CHUNK);
 	} while (n < 0 && errno == EINTR);
+	if (n > 0 && x->is_cell && x->output_limited) {
+		/* an interrupted cell's output past the limit: dropped, while
+		 * its end is awaited on the events pipe */
+		pthread_mutex_lock(&lb->mu);
+		arm_pipes(x);
+		pthread_mutex_unlock(&lb->mu);
+		return;
+	}
 	if (n < 0 && errno == EAGAIN) {
 		pthread_mutex_lock(&lb->mu);
 		arm_pipes(x);
@@ -833,9 +947,11 @@ static void on_pipe(struct local_backend *lb, uint64_t data)
 			n = (ssize_t)allowed;
 			x->output_limited = true;
 			send_kill_locked(x, EXEC_REASON_OUTPUT_LIMIT);
-			close_pipe(x, 0);
-			close_pipe(x, 1);
-			close_pipe(x, EV_PIPE);
+			if (!x->borrowed) {
+				close_pipe(x, 0);
+				close_pipe(x, 1);
+				close_pipe(x, EV_PIPE);
+			}
 		}
 	}
 	if (n == 0) {
@@ -879,6 +995,14 @@ static void supervisor_lost(struct local_backend *lb, const char *why)
 
 	pthread_mutex_lock(&lb->mu);
 	log_warnx("local backend: supervisor lost: %s; restarting it", why);
+	while (lb->sessions != NULL) {
+		struct ipc_exited ex;
+		memset(&ex, 0, sizeof(ex));
+		ex.reason = EXEC_REASON_SANDBOX_ERROR;
+		snprintf(ex.message, sizeof(ex.message), "the sandbox supervisor stopped (%.120s)",
+			 why);
+		session_end_locked(lb, lb->sessions, ex.message, &ex);
+	}
 	for (struct local_exec *x = lb->live_head; x; x = x->next)
 		if (!x->have_exit) {
 			mark_lost_locked(x, why);
@@ -967,8 +1091,11 @@ static struct warm *warm_find_locked(struct local_backend *lb, uint64_t id)
 	return NULL;
 }
 
-/* Starts one pooled sandbox of runtime rt. Caller holds mu. */
-static int warm_spawn_locked(struct local_backend *lb, int rt)
+/*
+ * Starts a sandbox of runtime rt whose runner waits for a take, with its
+ * pipes (not linked into the pool). Caller holds mu.
+ */
+static struct warm *warm_new_locked(struct local_backend *lb, int rt)
 {
 	struct ipc_spawn sp;
 	struct warm *w = calloc(1, sizeof(*w));
@@ -976,7 +1103,7 @@ static int warm_spawn_locked(struct local_backend *lb, int rt)
 	int fds[IPC_SPAWN_FDS], cap;
 
 	if (w == NULL)
-		return -1;
+		return NULL;
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
 	    pipe2(ev, O_CLOEXEC) < 0 || (none = payload_blob("capibox-none", NULL, 0)) < 0)
 		goto fail;
@@ -1018,10 +1145,7 @@ static int warm_spawn_locked(struct local_backend *lb, int rt)
 	w->out_r = out[0];
 	w->err_r = err[0];
 	w->ev_r = ev[0];
-	w->next = lb->warm_head;
-	lb->warm_head = w;
-	lb->warm_starting[rt]++;
-	return 0;
+	return w;
 fail:
 	for (int i = 0; i < 2; i++) {
 		if (in[i] >= 0)
@@ -1036,7 +1160,20 @@ fail:
 	if (none >= 0)
 		close(none);
 	free(w);
-	return -1;
+	return NULL;
+}
+
+/* Starts one pooled sandbox of runtime rt. Caller holds mu. */
+static int warm_spawn_locked(struct local_backend *lb, int rt)
+{
+	struct warm *w = warm_new_locked(lb, rt);
+
+	if (w == NULL)
+		return -1;
+	w->next = lb->warm_head;
+	lb->warm_head = w;
+	lb->warm_starting[rt]++;
+	return 0;
 }
 
 /*
@@ -1174,6 +1311,13 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 	pthread_mutex_lock(&lb->mu);
 	if (msg->type == IPC_WARM) {
 		struct warm *w = warm_find_locked(lb, msg->warm.id);
+		struct session *ss = w == NULL ? session_by_sbx_locked(lb, msg->warm.id) : NULL;
+		if (ss != NULL && ss->await_warm) {
+			char swhy[160];
+			ss->await_warm = false;
+			if (session_take_locked(lb, ss, swhy, sizeof(swhy)) < 0)
+				session_end_locked(lb, ss, swhy, NULL);
+		}
 		if (w != NULL && !w->ready) {
 			w->ready = true;
 			lb->warm_starting[w->runtime]--;
@@ -1183,6 +1327,15 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 	} else if (msg->type == IPC_EXITED && find_live(lb, msg->exited.id) == NULL) {
 		/* a pooled sandbox that died before anyone took it */
 		struct warm *w = warm_find_locked(lb, msg->exited.id);
+		struct session *ss = session_by_sbx_locked(lb, msg->exited.id);
+		if (ss != NULL) {
+			char swhy[200];
+			snprintf(swhy, sizeof(swhy), "its sandbox ended (%s%s%.150s)",
+				 exec_reason_name((enum exec_reason)msg->exited.reason),
+				 msg->exited.message[0] ? ": " : "", msg->exited.message);
+			session_end_locked(lb, ss, swhy, &msg->exited);
+			warm_refill_locked(lb);
+		}
 		if (w != NULL) {
 			log_warnx("local backend: pooled %s sandbox ended %s: %s",
 				  runtime_at((size_t)w->runtime)->name,
@@ -1238,6 +1391,18 @@ static void on_wake(struct local_backend *lb)
 	}
 }
 
+static bool sessions_open_any(struct local_backend *lb)
+{
+	bool any;
+
+	pthread_mutex_lock(&lb->mu);
+	any = lb->sessions != NULL;
+	pthread_mutex_unlock(&lb->mu);
+	return any;
+}
+
+static void session_tick_locked(struct local_backend *lb);
+
 static void *io_main(void *arg)
 {
 	struct local_backend *lb = arg;
@@ -1247,7 +1412,10 @@ static void *io_main(void *arg)
 		fatal("malloc");
 	for (;;) {
 		struct epoll_event evs[64];
-		int n = epoll_wait(lb->ep, evs, 64, pool_grown(lb) ? POOL_TICK_MS : -1);
+		int n = epoll_wait(lb->ep, evs, 64,
+				   sessions_open_any(lb) ? SESSION_TICK_MS :
+				   pool_grown(lb)	 ? POOL_TICK_MS :
+							   -1);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -1259,11 +1427,14 @@ static void *io_main(void *arg)
 				on_wake(lb);
 			else if (evs[i].data.u64 == EV_CHLD)
 				on_chld(lb);
+			else if (evs[i].data.u64 == EV_NONE)
+				continue;
 			else
 				on_pipe(lb, evs[i].data.u64);
 		}
 		pthread_mutex_lock(&lb->mu);
 		pool_shrink_locked(lb);
+		session_tick_locked(lb);
 		if (lb->stop && lb->live == 0)
 			pthread_cond_broadcast(&lb->idle_cv);
 		if (lb->exit_io) {
@@ -1379,6 +1550,838 @@ static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin
 	free(tk);
 }
 
+/* ---- sessions ------------------------------------------------------------- */
+
+static uint64_t unix_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	put_le32(p, (uint32_t)v);
+	put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Lets the io thread deliver x's next event (or its end). Caller holds mu. */
+static void queue_emit_locked(struct local_backend *lb, struct local_exec *x)
+{
+	if (!x->queued && !x->finished_sent) {
+		x->queued = true;
+		x->ready_next = lb->ready_head;
+		lb->ready_head = x;
+	}
+	wake(lb);
+}
+
+static struct session *session_find_locked(struct local_backend *lb, const char *id,
+					   const char *owner)
+{
+	for (struct session *ss = lb->sessions; ss; ss = ss->next)
+		if (strcmp(ss->id, id) == 0 && strcmp(ss->owner, owner) == 0)
+			return ss;
+	return NULL;
+}
+
+static struct session *session_by_sbx_locked(struct local_backend *lb, uint64_t sbx)
+{
+	for (struct session *ss = lb->sessions; ss; ss = ss->next)
+		if (ss->sbx == sbx)
+			return ss;
+	return NULL;
+}
+
+/* Writes what the control pipe takes now; the rest waits for the tick. Caller holds mu. */
+static void session_flush_locked(struct session *ss)
+{
+	while (ss->ctl_w >= 0 && ss->woff < ss->wlen) {
+		ssize_t n = write(ss->ctl_w, ss->wbuf + ss->woff, ss->wlen - ss->woff);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n < 0) {
+			/* the runner is gone: its sandbox's EXITED ends the session */
+			ss->woff = ss->wlen;
+			break;
+		}
+		ss->woff += (size_t)n;
+	}
+	free(ss->wbuf);
+	ss->wbuf = NULL;
+	ss->wlen = ss->woff = 0;
+}
+
+/* Queues a control frame (type, then body) for the runner. Caller holds mu. */
+static void session_send_locked(struct session *ss, const uint8_t *frame, size_t len)
+{
+	uint8_t *nb;
+
+	if (ss->ctl_w < 0)
+		return;
+	nb = realloc(ss->wbuf, ss->wlen + len);
+	if (nb == NULL) {
+		log_warnx("local backend: session %s: out of memory for a cell", ss->id);
+		return;
+	}
+	memcpy(nb + ss->wlen, frame, len);
+	ss->wbuf = nb;
+	ss->wlen += len;
+	session_flush_locked(ss);
+}
+
+/* Its pipes: closed (a cell holding them lets go first). Caller holds mu. */
+static void session_close_pipes_locked(struct local_backend *lb, struct session *ss)
+{
+	for (int i = 0; i < NPIPES; i++) {
+		if (ss->fd[i] < 0)
+			continue;
+		epoll_ctl(lb->ep, EPOLL_CTL_DEL, ss->fd[i], NULL);
+		close(ss->fd[i]);
+		ss->fd[i] = -1;
+	}
+	if (ss->ctl_w >= 0)
+		close(ss->ctl_w);
+	ss->ctl_w = -1;
+	free(ss->wbuf);
+	ss->wbuf = NULL;
+	ss->wlen = ss->woff = 0;
+}
+
+/* Sends the take that makes the session's sandbox a session. Caller holds mu. */
+static int session_take_locked(struct local_backend *lb, struct session *ss, char *why,
+			       size_t whylen)
+{
+	struct exec_request r;
+	struct ipc_take *tk;
+	/* "1": the runner's own language; else the one it drives ("bash") */
+	const char *mode = ss->lang_rt == ss->runtime ? "1" : runtime_at((size_t)ss->lang_rt)->name;
+	size_t env_len = sizeof(SESSION_ENV "=") + strlen(mode);
+	char *p;
+	int payload, rc = -1;
+
+	memset(&r, 0, sizeof(r));
+	r.language = runtime_at((size_t)ss->runtime)->name;
+	r.code = "";
+	r.files = ss->files;
+	r.n_files = ss->n_files;
+	for (size_t i = 0; i < ss->n_env; i++)
+		env_len += strlen(ss->env[i].name) + 1 + strlen(ss->env[i].value) + 1;
+	payload = payload_create(&r);
+	tk = calloc(1, sizeof(*tk) + env_len);
+	if (payload < 0 || tk == NULL) {
+		snprintf(why, whylen, "preparing the session's files: %s", strerror(errno));
+		goto out;
+	}
+	tk->type = IPC_TAKE;
+	tk->id = ss->sbx;
+	tk->limits = ss->limits;
+	/* per cell, the front's clock and the runner's check; the sandbox's
+	 * own wall timer is off and its CPU budget the server's maximum */
+	tk->limits.wall_time_ms = 0;
+	/* below the maximum the pooled runner started with: init adds the
+	 * runner's own start to it, and a limit cannot be raised */
+	tk->limits.cpu_time_ms = lb->cfg->maxima.cpu_time_ms > 4000 ?
+					 lb->cfg->maxima.cpu_time_ms - 3000 :
+					 lb->cfg->maxima.cpu_time_ms;
+	tk->n_env = (uint32_t)ss->n_env + 1;
+	tk->env_len = (uint32_t)env_len;
+	p = tk->env;
+	for (size_t i = 0; i < ss->n_env; i++)
+		p += snprintf(p, env_len - (size_t)(p - tk->env), "%s=%s", ss->env[i].name,
+			      ss->env[i].value) +
+		     1;
+	snprintf(p, env_len - (size_t)(p - tk->env), SESSION_ENV "=%s", mode);
+	if (lb->sock < 0 || ipc_send(lb->sock, tk, sizeof(*tk) + env_len, &payload, 1) < 0) {
+		snprintf(why, whylen, "starting the session's sandbox: %s",
+			 lb->sock < 0 ? "restarting" : strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (payload >= 0)
+		close(payload);
+	free(tk);
+	return rc;
+}
+
+/*
+ * Gives the session a fresh sandbox: a pooled one when one fits, else one
+ * started for it (taken when it reports WARM). Caller holds mu.
+ */
+static int session_spawn_locked(struct local_backend *lb, struct session *ss, char *why,
+				size_t whylen)
+{
+	struct exec_request r;
+	struct warm *w;
+	bool taken = false;
+
+	memset(&r, 0, sizeof(r));
+	r.env = ss->env;
+	r.n_env = ss->n_env;
+	w = warm_take_locked(lb, ss->runtime, &r);
+	if (w != NULL) {
+		taken = true;
+		ss->warm = true;
+	} else {
+		w = warm_new_locked(lb, ss->runtime);
+		ss->warm = false;
+		if (w == NULL) {
+			snprintf(why, whylen, "starting a sandbox: %s",
+				 lb->sock < 0 ? "the supervisor is restarting" : strerror(errno));
+			return -1;
+		}
+	}
+	ss->sbx = w->id;
+	ss->ctl_w = w->stdin_w;
+	ss->fd[0] = w->out_r;
+	ss->fd[1] = w->err_r;
+	ss->fd[EV_PIPE] = w->ev_r;
+	w->stdin_w = w->out_r = w->err_r = w->ev_r = -1;
+	warm_free(w);
+	for (int i = 0; i < NPIPES; i++) {
+		struct epoll_event ev = {.events = EPOLLONESHOT, .data.u64 = EV_NONE};
+		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, ss->fd[i], &ev) < 0)
+			fatal("epoll_ctl add");
+	}
+	ss->await_warm = !taken;
+	if (taken) {
+		if (session_take_locked(lb, ss, why, whylen) < 0)
+			return -1;
+		warm_refill_locked(lb); /* the pool gave one away */
+	}
+	return 0;
+}
+
+/* Starts the next waiting cell when none runs. Caller holds mu. */
+static void session_next_locked(struct local_backend *lb, struct session *ss)
+{
+	struct local_exec *x = ss->qhead;
+
+	if (ss->cur != NULL || x == NULL)
+		return;
+	ss->qhead = x->qnext;
+	if (ss->qhead == NULL)
+		ss->qtail = NULL;
+	x->qnext = NULL;
+	x->in_cell_queue = false;
+	ss->cur = x;
+	ss->interrupted = false;
+	x->borrowed = true;
+	for (int i = 0; i < NPIPES; i++) {
+		/* disarmed: armed once started has been delivered */
+		struct epoll_event ev = {.events = EPOLLONESHOT,
+					 .data.u64 = x->id * NPIPES + (uint64_t)i};
+		x->fd[i] = ss->fd[i];
+		if (x->fd[i] >= 0 && epoll_ctl(lb->ep, EPOLL_CTL_MOD, x->fd[i], &ev) < 0)
+			fatal("epoll_ctl mod");
+	}
+	x->sandbox_no = ss->sbx;
+	x->warm = ss->warm;
+	x->have_started = true;
+	x->started.start_us = 0;
+	clock_gettime(CLOCK_MONOTONIC, &x->t_cell);
+	ss->executions++;
+	session_send_locked(ss, x->cell, x->cell_len);
+	free(x->cell);
+	x->cell = NULL;
+	queue_emit_locked(lb, x);
+}
+
+/* Sets x's end (a cell). Caller holds mu. */
+static void cell_end_locked(struct local_exec *x, enum exec_reason reason, int32_t code,
+			    uint64_t cpu_us, const char *msg)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	memset(&x->exited, 0, sizeof(x->exited));
+	x->exited.type = IPC_EXITED;
+	x->exited.id = x->id;
+	x->exited.reason = reason;
+	x->exited.exit_code = code;
+	x->exited.cpu_time_us = cpu_us;
+	if (x->t_cell.tv_sec != 0)
+		x->exited.wall_time_us = (uint64_t)((now.tv_sec - x->t_cell.tv_sec) * 1000000 +
+						    (now.tv_nsec - x->t_cell.tv_nsec) / 1000);
+	snprintf(x->exited.message, sizeof(x->exited.message), "%s", msg);
+	x->have_exit = true;
+	x->kill_sent = true;
+}
+
+/* Why an interrupted cell ended (reason and limit). */
+static void cell_why(const struct local_exec *x, char *buf, size_t len)
+{
+	switch (x->kill_reason) {
+	case EXEC_REASON_WALL_TIMEOUT:
+		snprintf(buf, len, "wall time limit of %" PRIu32 " ms reached", x->wall_ms);
+		break;
+	case EXEC_REASON_CPU_TIMEOUT: snprintf(buf, len, "cpu time limit reached"); break;
+	case EXEC_REASON_CANCELLED: snprintf(buf, len, "cancelled"); break;
+	default: snprintf(buf, len, "stopped: %s", exec_reason_name(x->kill_reason)); break;
+	}
+}
+
+/*
+ * Ends the session: its cells end, its sandbox is killed, its id is
+ * remembered with why (NOT_FOUND says it). exited: the sandbox's own end,
+ * when that is why. Caller holds mu.
+ */
+static void session_end_locked(struct local_backend *lb, struct session *ss, const char *why,
+			       const struct ipc_exited *exited)
+{
+	struct session **pp = &lb->sessions;
+	struct session_tomb *t;
+	struct local_exec *x = ss->cur;
+
+	while (*pp != ss)
+		pp = &(*pp)->next;
+	*pp = ss->next;
+	lb->n_sessions--;
+	lb->sess_busy[ss->lang_rt]--;
+	t = &lb->tombs[lb->tomb_next++ % SESSION_TOMBS];
+	snprintf(t->id, sizeof(t->id), "%s", ss->id);
+	snprintf(t->owner, sizeof(t->owner), "%s", ss->owner);
+	snprintf(t->why, sizeof(t->why), "%s", why);
+	log_info("local backend: session %s ended: %s", ss->id, why);
+	if (exited == NULL) {
+		struct ipc_kill k = {
+			.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = ss->sbx};
+		if (lb->sock >= 0 && ipc_send(lb->sock, &k, sizeof(k), NULL, 0) < 0)
+			log_warn("ipc send KILL");
+	}
+	if (x != NULL) {
+		/* the running cell keeps the pipes it reads: what the sandbox
+		 * wrote before its end still reaches it, then EOF */
+		for (int i = 0; i < NPIPES; i++)
+			if (x->fd[i] >= 0)
+				ss->fd[i] = -1;
+		x->borrowed = false;
+		x->sess = NULL;
+		if (!x->have_exit) {
+			char msg[200];
+			if (exited != NULL) {
+				snprintf(msg, sizeof(msg), "%.120s; the session ended",
+					 exited->message[0] ? exited->message :
+							      exec_reason_name(exited->reason));
+				cell_end_locked(x, (enum exec_reason)exited->reason,
+						exited->exit_code, 0, msg);
+				x->exited.signal = exited->signal;
+				x->exited.peak_memory_bytes = exited->peak_memory_bytes;
+			} else {
+				snprintf(msg, sizeof(msg), "the session ended: %.150s", why);
+				cell_end_locked(x, EXEC_REASON_CANCELLED, 0, 0, msg);
+			}
+		}
+		queue_emit_locked(lb, x);
+	}
+	while (ss->qhead != NULL) {
+		struct local_exec *q = ss->qhead;
+		char msg[200];
+		ss->qhead = q->qnext;
+		q->qnext = NULL;
+		q->in_cell_queue = false;
+		q->sess = NULL;
+		snprintf(msg, sizeof(msg), "the session ended before this ran: %.140s", why);
+		cell_end_locked(q, EXEC_REASON_SANDBOX_ERROR, 0, 0, msg);
+		queue_emit_locked(lb, q);
+	}
+	session_close_pipes_locked(lb, ss);
+	session_free_copy(ss);
+}
+
+/*
+ * The running cell did not end within the grace after its interrupt: it
+ * ends now, and the session gets a fresh sandbox (same id, state lost).
+ * Caller holds mu.
+ */
+static void session_restart_locked(struct local_backend *lb, struct session *ss)
+{
+	struct local_exec *x = ss->cur;
+	struct ipc_kill k = {.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = ss->sbx};
+	char why[128], msg[256], err[160];
+
+	if (lb->sock >= 0 && ipc_send(lb->sock, &k, sizeof(k), NULL, 0) < 0)
+		log_warn("ipc send KILL");
+	if (x != NULL) {
+		for (int i = 0; i < NPIPES; i++)
+			close_pipe(x, i);
+		x->borrowed = false;
+		x->sess = NULL;
+		ss->cur = NULL;
+		cell_why(x, why, sizeof(why));
+		snprintf(msg, sizeof(msg),
+			 "%s; the cell did not stop within %d ms of the interrupt: the session "
+			 "was restarted and its state was lost",
+			 why, SESSION_GRACE_MS);
+		cell_end_locked(x, x->kill_reason ? x->kill_reason : EXEC_REASON_SANDBOX_ERROR, 0,
+				0, msg);
+		queue_emit_locked(lb, x);
+	}
+	ss->interrupted = false;
+	session_close_pipes_locked(lb, ss);
+	log_info("local backend: session %s: restarted (a cell did not stop)", ss->id);
+	if (lb->draining || session_spawn_locked(lb, ss, err, sizeof(err)) < 0) {
+		session_end_locked(lb, ss, lb->draining ? "the server is shutting down" : err,
+				   NULL);
+		return;
+	}
+	session_next_locked(lb, ss);
+}
+
+/* Interrupts the running cell x (the runner raises KeyboardInterrupt). Caller holds mu. */
+static void session_interrupt_locked(struct session *ss, struct local_exec *x,
+				     enum exec_reason reason)
+{
+	static const uint8_t frame[5] = {1, 0, 0, 0, 'I'};
+
+	(void)reason;
+	if (ss->cur != x || ss->interrupted)
+		return;
+	ss->interrupted = true;
+	clock_gettime(CLOCK_MONOTONIC, &ss->grace_end);
+	ss->grace_end.tv_sec += SESSION_GRACE_MS / 1000;
+	session_send_locked(ss, frame, sizeof(frame));
+}
+
+/* A waiting cell leaves the queue (cancelled, deadline). Caller holds mu. */
+static void session_unqueue_locked(struct session *ss, struct local_exec *x)
+{
+	struct local_exec **pp = &ss->qhead, *prev = NULL;
+
+	while (*pp != NULL && *pp != x) {
+		prev = *pp;
+		pp = &(*pp)->qnext;
+	}
+	if (*pp == x) {
+		*pp = x->qnext;
+		if (ss->qtail == x)
+			ss->qtail = prev;
+	}
+	x->qnext = NULL;
+	x->in_cell_queue = false;
+	x->sess = NULL;
+	cell_end_locked(x, EXEC_REASON_CANCELLED, 0, 0,
+			"cancelled while waiting for the session's earlier executions");
+	queue_emit_locked(x->lb, x);
+}
+
+/* x's finished was delivered: the session takes its next cell. Caller holds mu. */
+static void session_cell_done_locked(struct local_backend *lb, struct local_exec *x)
+{
+	struct session *ss = x->sess;
+
+	if (ss == NULL)
+		return;
+	x->sess = NULL;
+	if (ss->cur == x) {
+		ss->cur = NULL;
+		ss->interrupted = false;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ss->idle_since);
+	ss->last_used_ms = unix_ms();
+	session_next_locked(lb, ss);
+}
+
+/* A cell's end ('E') or its runner's CPU interrupt ('T'). io thread, without mu. */
+static void cell_frame(struct local_exec *x, uint8_t type, const uint8_t *p)
+{
+	struct local_backend *lb = x->lb;
+	struct session *ss;
+	char why[128], msg[200];
+
+	pthread_mutex_lock(&lb->mu);
+	ss = x->sess;
+	if (type == 'T') {
+		if (ss != NULL && ss->cur == x && !x->kill_sent) {
+			x->kill_sent = true;
+			x->kill_reason = EXEC_REASON_CPU_TIMEOUT;
+			ss->interrupted = true;
+			clock_gettime(CLOCK_MONOTONIC, &ss->grace_end);
+			ss->grace_end.tv_sec += SESSION_GRACE_MS / 1000;
+		}
+		arm_pipes(x);
+		pthread_mutex_unlock(&lb->mu);
+		return;
+	}
+	if (x->kill_reason != EXEC_REASON_UNSPECIFIED) {
+		cell_why(x, why, sizeof(why));
+		snprintf(msg, sizeof(msg),
+			 "%s: the cell was interrupted; the session's state is kept", why);
+		cell_end_locked(x, x->kill_reason, (int32_t)get_le32(p), get_le64(p + 4), msg);
+	} else {
+		cell_end_locked(x, EXEC_REASON_EXITED, (int32_t)get_le32(p), get_le64(p + 4), "");
+	}
+	for (int i = 0; i < NPIPES; i++)
+		close_pipe(x, i);
+	pthread_mutex_unlock(&lb->mu);
+	try_emit(x);
+}
+
+/* Wall limits, graces, idle timeouts and pending control bytes. Caller holds mu. */
+static void session_tick_locked(struct local_backend *lb)
+{
+	struct timespec now;
+	struct session *ss, *next;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	for (ss = lb->sessions; ss; ss = next) {
+		struct local_exec *x = ss->cur;
+		next = ss->next;
+		session_flush_locked(ss);
+		if (x != NULL) {
+			if (ss->interrupted && ms_since(&ss->grace_end, &now) >= 0)
+				session_restart_locked(lb, ss);
+			else if (!x->kill_sent && x->wall_ms > 0 && !x->have_exit &&
+				 ms_since(&x->t_cell, &now) >= (int64_t)x->wall_ms)
+				send_kill_locked(x, EXEC_REASON_WALL_TIMEOUT);
+		} else if (ss->qhead == NULL &&
+			   ms_since(&ss->idle_since, &now) >= (int64_t)ss->idle_s * 1000) {
+			char why[96];
+			snprintf(why, sizeof(why),
+				 "closed after %" PRIu32 " s without an execution", ss->idle_s);
+			session_end_locked(lb, ss, why, NULL);
+		}
+	}
+}
+
+/* Why id is not an open session of owner (err), for NOT_FOUND. Caller holds mu. */
+static void session_missing_locked(struct local_backend *lb, const char *id, const char *owner,
+				   char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < SESSION_TOMBS; i++) {
+		const struct session_tomb *t = &lb->tombs[i];
+		if (t->id[0] != '\0' && strcmp(t->id, id) == 0 && strcmp(t->owner, owner) == 0) {
+			snprintf(err, errlen, "session \"%s\" has ended: %s", id, t->why);
+			return;
+		}
+	}
+	snprintf(err, errlen, "session \"%.64s\" not found (never opened, closed, or not yours)",
+		 id);
+}
+
+static void session_info_locked(const struct session *ss, struct session_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->id, sizeof(out->id), "%s", ss->id);
+	snprintf(out->language, sizeof(out->language), "%s", runtime_at((size_t)ss->lang_rt)->name);
+	out->created_unix_ms = ss->created_ms;
+	out->last_used_unix_ms = ss->last_used_ms;
+	out->executions = ss->executions;
+	out->idle_timeout_s = ss->idle_s;
+}
+
+/* Frees a session's copies of its request, and it. */
+static void session_free_copy(struct session *ss)
+{
+	if (ss == NULL)
+		return;
+	for (size_t i = 0; i < ss->n_env; i++) {
+		free((char *)ss->env[i].name);
+		free((char *)ss->env[i].value);
+	}
+	for (size_t i = 0; i < ss->n_files; i++) {
+		free((char *)ss->files[i].path);
+		free((uint8_t *)ss->files[i].data);
+	}
+	free(ss->env);
+	free(ss->files);
+	free(ss->wbuf);
+	free(ss);
+}
+
+/*
+ * The runtime whose runner runs sessions of language rt, or -1: python's
+ * and node's runners know the session loop; python's also drives one
+ * long-lived bash for bash sessions.
+ */
+static int session_runner_of(int rt)
+{
+	const char *name;
+
+	if (rt < 0)
+		return -1;
+	name = runtime_at((size_t)rt)->name;
+	if (strcmp(name, "python") == 0 || strcmp(name, "javascript") == 0)
+		return runtime_at((size_t)rt)->runner != NULL ? rt : -1;
+	if (strcmp(name, "bash") == 0) {
+		int py = runtime_find("python");
+		return py >= 0 && py < IPC_MAX_RUNTIMES && runtime_at((size_t)py)->runner != NULL ?
+			       py :
+			       -1;
+	}
+	return -1;
+}
+
+static enum backend_rc local_session_create(struct backend *b, const struct session_request *sr,
+					    struct session_info *out, char *err, size_t errlen)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+	const struct exec_request *req = sr->req;
+	int rt = runtime_find(req->language);
+	struct session *ss;
+	uint8_t rnd[12];
+	unsigned mine = 0;
+	char why[160];
+
+	int runner_rt = rt < IPC_MAX_RUNTIMES ? session_runner_of(rt) : -1;
+
+	if (runner_rt < 0) {
+		snprintf(
+			err, errlen,
+			"language: \"%.32s\" has no sessions here (python, javascript and bash have)",
+			req->language);
+		return BACKEND_INVALID;
+	}
+	ss = calloc(1, sizeof(*ss));
+	if (ss == NULL || getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		goto oom;
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(ss->id + 2 * i, 3, "%02x", rnd[i]);
+	snprintf(ss->owner, sizeof(ss->owner), "%s", sr->owner ? sr->owner : "");
+	ss->runtime = runner_rt;
+	ss->lang_rt = rt;
+	ss->ctl_w = -1;
+	ss->fd[0] = ss->fd[1] = ss->fd[EV_PIPE] = -1;
+	ss->limits = req->limits;
+	ss->idle_s = sr->idle_timeout_s;
+	ss->created_ms = ss->last_used_ms = unix_ms();
+	clock_gettime(CLOCK_MONOTONIC, &ss->idle_since);
+	ss->env = calloc(req->n_env + 1, sizeof(*ss->env));
+	ss->files = calloc(req->n_files + 1, sizeof(*ss->files));
+	if (ss->env == NULL || ss->files == NULL)
+		goto oom;
+	for (size_t i = 0; i < req->n_env; i++) {
+		ss->env[i].name = strdup(req->env[i].name);
+		ss->env[i].value = strdup(req->env[i].value ? req->env[i].value : "");
+		ss->n_env++;
+		if (ss->env[i].name == NULL || ss->env[i].value == NULL)
+			goto oom;
+	}
+	for (size_t i = 0; i < req->n_files; i++) {
+		uint8_t *d = malloc(req->files[i].len + 1);
+		ss->files[i] = req->files[i];
+		ss->files[i].data = d;
+		ss->files[i].path = strdup(req->files[i].path);
+		ss->n_files++;
+		if (d == NULL || ss->files[i].path == NULL)
+			goto oom;
+		memcpy(d, req->files[i].data, req->files[i].len);
+	}
+
+	pthread_mutex_lock(&lb->mu);
+	if (lb->draining) {
+		pthread_mutex_unlock(&lb->mu);
+		snprintf(err, errlen, "server is shutting down");
+		goto refuse_draining;
+	}
+	for (struct session *o = lb->sessions; o; o = o->next)
+		mine += strcmp(o->owner, ss->owner) == 0;
+	if (lb->n_sessions >= lb->cfg->max_sessions ||
+	    (sr->max_per_owner > 0 && mine >= sr->max_per_owner)) {
+		if (lb->n_sessions >= lb->cfg->max_sessions)
+			snprintf(err, errlen,
+				 "too many sessions: %u of %u open (max_sessions); close one or "
+				 "retry later",
+				 lb->n_sessions, lb->cfg->max_sessions);
+		else
+			snprintf(err, errlen,
+				 "too many sessions: the key has %u of its %u open (sessions=%u); "
+				 "close one first",
+				 mine, sr->max_per_owner, sr->max_per_owner);
+		pthread_mutex_unlock(&lb->mu);
+		session_free_copy(ss);
+		return BACKEND_FULL;
+	}
+	if (session_spawn_locked(lb, ss, why, sizeof(why)) < 0) {
+		session_close_pipes_locked(lb, ss);
+		pthread_mutex_unlock(&lb->mu);
+		snprintf(err, errlen, "%s", why);
+		session_free_copy(ss);
+		return BACKEND_INTERNAL;
+	}
+	ss->next = lb->sessions;
+	lb->sessions = ss;
+	lb->n_sessions++;
+	lb->sess_busy[ss->lang_rt]++;
+	session_info_locked(ss, out);
+	pthread_mutex_unlock(&lb->mu);
+	wake(lb); /* the io thread's clock now ticks */
+	return BACKEND_OK;
+oom:
+	snprintf(err, errlen, "out of memory");
+	session_free_copy(ss);
+	return BACKEND_INTERNAL;
+refuse_draining:
+	session_free_copy(ss);
+	return BACKEND_DRAINING;
+}
+
+static enum backend_rc local_session_close(struct backend *b, const char *id, const char *owner,
+					   struct session_info *out, char *err, size_t errlen)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+	struct session *ss;
+
+	pthread_mutex_lock(&lb->mu);
+	ss = session_find_locked(lb, id, owner ? owner : "");
+	if (ss == NULL) {
+		session_missing_locked(lb, id, owner ? owner : "", err, errlen);
+		pthread_mutex_unlock(&lb->mu);
+		return BACKEND_NOT_FOUND;
+	}
+	session_info_locked(ss, out);
+	session_end_locked(lb, ss, "closed by CloseSession", NULL);
+	pthread_mutex_unlock(&lb->mu);
+	return BACKEND_OK;
+}
+
+static size_t local_session_list(struct backend *b, const char *owner, struct session_info *out,
+				 size_t max)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+	size_t n = 0;
+
+	pthread_mutex_lock(&lb->mu);
+	for (struct session *ss = lb->sessions; ss && n < max; ss = ss->next)
+		if (strcmp(ss->owner, owner ? owner : "") == 0)
+			session_info_locked(ss, &out[n++]);
+	pthread_mutex_unlock(&lb->mu);
+	return n;
+}
+
+static unsigned local_sessions_open(struct backend *b)
+{
+	struct local_backend *lb = (struct local_backend *)b;
+	unsigned n;
+
+	pthread_mutex_lock(&lb->mu);
+	n = lb->n_sessions;
+	pthread_mutex_unlock(&lb->mu);
+	return n;
+}
+
+/*
+ * Execute in a session: the cell waits in the session's queue (arrival
+ * order) and runs when the cells before it have ended.
+ */
+static enum backend_rc local_execute_cell(struct local_backend *lb, const struct exec_request *req,
+					  const struct exec_sink *sink, void *arg,
+					  struct exec **out, char *err, size_t errlen)
+{
+	const char *owner = req->session_owner ? req->session_owner : "";
+	struct local_exec *x;
+	struct session *ss;
+	size_t len = 1 + 12, off;
+	uint8_t *f;
+
+	if (req->stdin_len > 0) {
+		snprintf(err, errlen,
+			 "stdin: not supported in a session (its cells read /dev/null)");
+		return BACKEND_INVALID;
+	}
+	for (size_t i = 0; i < req->n_files; i++)
+		len += 2 + strlen(req->files[i].path) + 4 + 8 + req->files[i].len;
+	len += req->code_len;
+	x = calloc(1, sizeof(*x));
+	f = malloc(4 + len);
+	if (x == NULL || f == NULL) {
+		free(x);
+		free(f);
+		snprintf(err, errlen, "out of memory");
+		return BACKEND_INTERNAL;
+	}
+	pthread_mutex_lock(&lb->mu);
+	ss = session_find_locked(lb, req->session_id, owner);
+	if (ss == NULL || lb->draining || lb->live >= lb->cfg->max_live ||
+	    (req->language && req->language[0] &&
+	     strcmp(req->language, runtime_at((size_t)ss->lang_rt)->name) != 0)) {
+		enum backend_rc rc = BACKEND_NOT_FOUND;
+		if (ss == NULL) {
+			session_missing_locked(lb, req->session_id, owner, err, errlen);
+		} else if (lb->draining) {
+			snprintf(err, errlen, "server is shutting down");
+			rc = BACKEND_DRAINING;
+		} else if (lb->live >= lb->cfg->max_live) {
+			snprintf(err, errlen,
+				 "server is full: %u of %u sandboxes in use; retry later", lb->live,
+				 lb->cfg->max_live);
+			rc = BACKEND_FULL;
+		} else {
+			snprintf(err, errlen, "language: the session runs %s, not \"%.32s\"",
+				 runtime_at((size_t)ss->lang_rt)->name, req->language);
+			rc = BACKEND_INVALID;
+		}
+		pthread_mutex_unlock(&lb->mu);
+		free(x);
+		free(f);
+		return rc;
+	}
+	/* the frame: u32 length, 'C', u32 wall ms, u32 cpu ms, u32 files,
+	 * each file (u16 path length, path, u32 mode, u64 length, data), code */
+	put_le32(f, (uint32_t)len);
+	f[4] = 'C';
+	x->wall_ms = req->wall_set || ss->limits.wall_time_ms == 0 ? req->limits.wall_time_ms :
+								     ss->limits.wall_time_ms;
+	put_le32(f + 5, x->wall_ms);
+	put_le32(f + 9, req->cpu_set || ss->limits.cpu_time_ms == 0 ? req->limits.cpu_time_ms :
+								      ss->limits.cpu_time_ms);
+	put_le32(f + 13, (uint32_t)req->n_files);
+	off = 17;
+	for (size_t i = 0; i < req->n_files; i++) {
+		size_t pl = strlen(req->files[i].path);
+		f[off] = (uint8_t)pl;
+		f[off + 1] = (uint8_t)(pl >> 8);
+		memcpy(f + off + 2, req->files[i].path, pl);
+		off += 2 + pl;
+		put_le32(f + off, req->files[i].mode ? req->files[i].mode : 0644);
+		put_le64(f + off + 4, req->files[i].len);
+		off += 12;
+		memcpy(f + off, req->files[i].data, req->files[i].len);
+		off += req->files[i].len;
+	}
+	memcpy(f + off, req->code, req->code_len);
+	x->cell = f;
+	x->cell_len = 4 + len;
+	x->base.ops = &local_ops;
+	x->lb = lb;
+	x->runtime = ss->lang_rt;
+	x->sink = sink;
+	x->arg = arg;
+	x->refs = 2;
+	x->can_emit = true;
+	x->fd[0] = x->fd[1] = x->fd[EV_PIPE] = -1;
+	x->max_output = req->output_set || ss->limits.max_output_bytes == 0 ?
+				req->limits.max_output_bytes :
+				ss->limits.max_output_bytes;
+	x->is_cell = true;
+	x->sess = ss;
+	x->in_cell_queue = true;
+	x->id = ++lb->next_id;
+	lb->live++;
+	x->next = lb->live_head;
+	if (lb->live_head)
+		lb->live_head->prev = x;
+	lb->live_head = x;
+	if (ss->qtail)
+		ss->qtail->qnext = x;
+	else
+		ss->qhead = x;
+	ss->qtail = x;
+	session_next_locked(lb, ss);
+	pthread_mutex_unlock(&lb->mu);
+	*out = &x->base;
+	return BACKEND_OK;
+}
+
 /* Makes x live (the io thread then routes its events). Caller holds mu. */
 static void link_live_locked(struct local_backend *lb, struct local_exec *x)
 {
@@ -1409,6 +2412,8 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	enum backend_rc rc = BACKEND_INTERNAL;
 	struct warm *w = NULL;
 
+	if (req->session_id != NULL && req->session_id[0] != '\0')
+		return local_execute_cell(lb, req, sink, arg, out, err, errlen);
 	if (rt < 0 || rt >= IPC_MAX_RUNTIMES) {
 		snprintf(err, errlen, "language: \"%s\" is not served by the local backend",
 			 req->language);
@@ -1598,7 +2603,7 @@ static size_t local_stats(struct backend *b, struct runtime_stats *out, size_t m
 			continue; /* not a language clients pick */
 		out[n].language = runtime_at(i)->name;
 		out[n].idle = lb->warm_idle[i];
-		out[n].busy = lb->busy[i];
+		out[n].busy = lb->busy[i] + lb->sess_busy[i];
 		out[n].target = runtime_at(i)->runner != NULL && i < CONFIG_MAX_RUNTIMES ?
 					lb->pool_want[i] :
 					0;
@@ -1661,6 +2666,8 @@ static void local_destroy(struct backend *b)
 	pthread_mutex_lock(&lb->mu);
 	lb->draining = true;
 	lb->stop = true;
+	while (lb->sessions != NULL)
+		session_end_locked(lb, lb->sessions, "the server is shutting down", NULL);
 	if (lb->live > 0)
 		log_warnx("local backend: stopping with %u executions live", lb->live);
 	for (struct local_exec *x = lb->live_head; x; x = x->next)
@@ -1710,6 +2717,10 @@ static const struct backend_ops local_ops = {
 	.status = local_status,
 	.drain = local_drain,
 	.destroy = local_destroy,
+	.session_create = local_session_create,
+	.session_close = local_session_close,
+	.session_list = local_session_list,
+	.sessions_open = local_sessions_open,
 };
 
 struct backend *local_backend_create(const struct config *cfg, int sock, pid_t sup_pid,

@@ -260,7 +260,11 @@ int convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert
 		req->limits.max_processes = m->limits->max_processes;
 		req->limits.max_output_bytes = m->limits->max_output_bytes;
 		req->limits.max_file_bytes = m->limits->max_file_bytes;
+		req->wall_set = m->limits->wall_time_ms != 0;
+		req->cpu_set = m->limits->cpu_time_ms != 0;
+		req->output_set = m->limits->max_output_bytes != 0;
 	}
+	req->collect = (const char *const *)m->collect;
 	req->n_collect = m->n_collect;
 	req->session_id = m->session_id;
 	req->request_id = m->request_id;
@@ -268,6 +272,125 @@ int convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert
 fail:
 	convert_exec_free(out);
 	return -1;
+}
+
+int convert_scan_create_session(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+	/* CreateSessionRequest: 1 language, 4 env, 5 files */
+	struct wire w = {buf, buf + len};
+	struct wire_field f;
+	size_t n_files = 0;
+
+	while (w.p < w.end) {
+		if (!wire_next(&w, &f)) {
+			snprintf(err, errlen, "malformed CreateSessionRequest");
+			return -1;
+		}
+		if (f.type != WT_LEN)
+			continue;
+		if (f.number == 1 && has_nul(&f)) {
+			snprintf(err, errlen, "language: contains a NUL byte");
+			return -1;
+		}
+		if (f.number == 4 && scan_env_entry(&f, err, errlen) < 0)
+			return -1;
+		if (f.number == 5 && scan_file(&f, n_files++, err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int convert_create_session_request(const Capibox__V1__CreateSessionRequest *m,
+				   struct convert_exec *out)
+{
+	struct exec_request *req = &out->req;
+
+	memset(out, 0, sizeof(*out));
+	if (m->n_files) {
+		out->files = calloc(m->n_files, sizeof(out->files[0]));
+		if (out->files == NULL)
+			goto fail;
+	}
+	if (m->n_env) {
+		out->env = calloc(m->n_env, sizeof(out->env[0]));
+		if (out->env == NULL)
+			goto fail;
+	}
+	for (size_t i = 0; i < m->n_files; i++) {
+		out->files[i].path = m->files[i]->path;
+		out->files[i].data = m->files[i]->content.data;
+		out->files[i].len = m->files[i]->content.len;
+		out->files[i].mode = m->files[i]->mode;
+	}
+	for (size_t i = 0; i < m->n_env; i++) {
+		out->env[i].name = m->env[i]->key;
+		out->env[i].value = m->env[i]->value;
+	}
+	req->language = m->language;
+	req->code = "#"; /* a session has no code of its own; validation wants some */
+	req->code_len = 1;
+	req->files = out->files;
+	req->n_files = m->n_files;
+	req->env = out->env;
+	req->n_env = m->n_env;
+	if (m->limits) {
+		req->limits.wall_time_ms = m->limits->wall_time_ms;
+		req->limits.cpu_time_ms = m->limits->cpu_time_ms;
+		req->limits.memory_bytes = m->limits->memory_bytes;
+		req->limits.max_processes = m->limits->max_processes;
+		req->limits.max_output_bytes = m->limits->max_output_bytes;
+		req->limits.max_file_bytes = m->limits->max_file_bytes;
+	}
+	return 0;
+fail:
+	convert_exec_free(out);
+	return -1;
+}
+
+bool convert_session_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n >= SESSION_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z') ||
+		      (id[i] >= 'A' && id[i] <= 'Z') || id[i] == '-' || id[i] == '_'))
+			return false;
+	return true;
+}
+
+/*
+ * An Execute in a session: the one-shot checks (the session's language
+ * stands in when the request names none; the backend checks it matches),
+ * plus the session id's form.
+ */
+static enum request_rc convert_validate_session_execute(const struct config *cfg,
+							struct exec_request *req, char *err,
+							size_t errlen)
+{
+	const char *sid = req->session_id, *lang = req->language;
+	enum request_rc rc;
+
+	if (!convert_session_id_ok(sid)) {
+		snprintf(err, errlen, "session_id: not a session id (1-63 of [A-Za-z0-9_-])");
+		return REQUEST_INVALID;
+	}
+	if (req->n_collect > 0) {
+		snprintf(err, errlen,
+			 "collect: not supported in a session (figures come back "
+			 "as artifacts on their own)");
+		return REQUEST_INVALID;
+	}
+	/* request_validate_execute refuses session ids (it predates them):
+	 * validated without it, then put back */
+	req->session_id = NULL;
+	if (lang == NULL || lang[0] == '\0')
+		req->language = "python";
+	rc = request_validate_execute(cfg, req, err, errlen);
+	req->session_id = sid;
+	req->language = lang;
+	return rc;
 }
 
 enum request_rc convert_decode_execute(const struct config *cfg, const uint8_t *buf, size_t len,
@@ -289,6 +412,8 @@ enum request_rc convert_decode_execute(const struct config *cfg, const uint8_t *
 		return REQUEST_TOO_LARGE;
 	}
 	out->msg = m; /* after convert_execute_request, which clears out */
+	if (m->session_id[0] != '\0')
+		return convert_validate_session_execute(cfg, &out->req, err, errlen);
 	return request_validate_execute(cfg, &out->req, err, errlen);
 }
 

@@ -5,6 +5,7 @@
 #ifndef CAPIBOX_RPC_CONVERT_H
 #define CAPIBOX_RPC_CONVERT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,22 @@ convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert_exe
 __attribute__((warn_unused_result)) enum request_rc
 convert_decode_execute(const struct config *cfg, const uint8_t *buf, size_t len,
 		       struct convert_exec *out, char *err, size_t errlen);
+
+/* Like convert_scan_execute, for a CreateSessionRequest's wire bytes. */
+__attribute__((warn_unused_result)) int convert_scan_create_session(const uint8_t *buf, size_t len,
+								    char *err, size_t errlen);
+
+/*
+ * Fills out->req from a CreateSessionRequest (borrowing from m, which must
+ * outlive out; out->msg stays NULL): language, files, env, limits, and a
+ * placeholder code. Returns 0, or -1 when out of memory.
+ */
+__attribute__((warn_unused_result)) int
+convert_create_session_request(const Capibox__V1__CreateSessionRequest *m,
+			       struct convert_exec *out);
+
+/* True when id has a session id's form: 1-63 bytes of [A-Za-z0-9_-]. */
+bool convert_session_id_ok(const char *id);
 
 /* Frees what convert_execute_request or convert_decode_execute allocated (not m). */
 void convert_exec_free(struct convert_exec *cx);

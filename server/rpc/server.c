@@ -80,6 +80,9 @@ enum rpc_kind {
 	RPC_WATCH,
 	RPC_REFLECT_V1,
 	RPC_REFLECT_V1ALPHA,
+	RPC_CREATE_SESSION,
+	RPC_CLOSE_SESSION,
+	RPC_LIST_SESSIONS,
 	RPC_N_REGISTERED,
 	RPC_UNKNOWN = RPC_N_REGISTERED, /* catch-all slot: grpc_server_request_call */
 	RPC_N_KINDS,
@@ -143,6 +146,7 @@ struct rpc_call {
 	char client_cert[256]; /* mTLS: the client certificate's subject */
 	char status_msg[256];  /* the status message, when not OK */
 	char request_id[129];  /* Execute: the caller's id, cleaned, cut */
+	char session_id[64];   /* Execute in a session, or a session call */
 	char sandbox_id[64];
 	bool has_started, warm;
 	uint64_t queued_us, start_us;
@@ -222,6 +226,9 @@ static void health_handle(struct rpc_call *c);
 static void check_handle(struct rpc_call *c);
 static void watch_handle(struct rpc_call *c);
 static void reflect_handle(struct rpc_call *c);
+static void create_session_handle(struct rpc_call *c);
+static void close_session_handle(struct rpc_call *c);
+static void list_sessions_handle(struct rpc_call *c);
 
 /*
  * The method table. Both kinds read the request with the new-call event
@@ -247,6 +254,12 @@ static const struct {
 			    reflect_handle, true},
 	[RPC_REFLECT_V1ALPHA] = {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 				 true, true, reflect_handle, true},
+	[RPC_CREATE_SESSION] = {"/capibox.v1.SandboxService/CreateSession", false, false,
+				create_session_handle},
+	[RPC_CLOSE_SESSION] = {"/capibox.v1.SandboxService/CloseSession", false, false,
+			       close_session_handle},
+	[RPC_LIST_SESSIONS] = {"/capibox.v1.SandboxService/ListSessions", false, false,
+			       list_sessions_handle},
 };
 
 static void slot_post(struct rpc_server *srv, enum rpc_kind kind);
@@ -343,6 +356,7 @@ static void call_log_record(struct rpc_call *c, grpc_status_code code, uint64_t 
 	if (c->key != NULL)
 		json_set_string(o, "key", auth_key_id(c->key));
 	json_set_string(o, "request_id", c->request_id);
+	json_set_string(o, "session_id", c->session_id);
 	json_set_string(o, "language", c->language);
 	if (c->has_started) {
 		json_set_string(o, "sandbox_id", c->sandbox_id);
@@ -378,7 +392,10 @@ static void call_audit(struct rpc_call *c, grpc_status_code code)
 {
 	struct audit_entry e = {0};
 
-	e.rpc = c->kind == RPC_ANALYZE ? "Analyze" : "Execute";
+	e.rpc = c->kind == RPC_ANALYZE	      ? "Analyze" :
+		c->kind == RPC_CREATE_SESSION ? "CreateSession" :
+		c->kind == RPC_CLOSE_SESSION  ? "CloseSession" :
+						"Execute";
 	e.request_id = c->request_id;
 	e.key_id = c->key ? auth_key_id(c->key) : NULL;
 	e.peer = c->peer;
@@ -773,6 +790,8 @@ static void execute_on_started(void *arg, const struct exec_started *st)
 
 	/* the wait for a running slot is part of the queueing the client saw */
 	s.queued_us += c->admit_wait_us;
+	if (c->language[0] == '\0' && s.language != NULL) /* a session's cell */
+		snprintf(c->language, sizeof(c->language), "%s", s.language);
 	metrics_exec_started(c->language, s.queued_us, s.start_us, s.warm);
 	c->has_started = true; /* read when the call is freed, after the last unref */
 	snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", s.sandbox_id ? s.sandbox_id : "");
@@ -890,6 +909,7 @@ static grpc_status_code status_of_backend(enum backend_rc rc)
 	case BACKEND_FULL: return GRPC_STATUS_RESOURCE_EXHAUSTED;
 	case BACKEND_DRAINING: return GRPC_STATUS_UNAVAILABLE;
 	case BACKEND_INVALID: return GRPC_STATUS_INVALID_ARGUMENT;
+	case BACKEND_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
 	case BACKEND_INTERNAL:
 	default: return GRPC_STATUS_INTERNAL;
 	}
@@ -1087,6 +1107,11 @@ static void execute_handle(struct rpc_call *c)
 		goto out;
 	/* before the backend can call the sink, which reads it */
 	snprintf(c->language, sizeof(c->language), "%s", cx.req.language);
+	if (cx.req.session_id != NULL && cx.req.session_id[0] != '\0') {
+		/* sessions belong to the key that made them */
+		cx.req.session_owner = c->key ? auth_key_id(c->key) : "";
+		snprintf(c->session_id, sizeof(c->session_id), "%s", cx.req.session_id);
+	}
 	code = execute_admit_key(c, &cx, err, sizeof(err));
 	if (code != GRPC_STATUS_OK)
 		goto out;
@@ -1166,11 +1191,15 @@ struct health_ctx {
 	struct rpc_call *c;
 	size_t n_stats;
 	struct runtime_stats stats[MAX_POOLS];
+	unsigned sessions_open;
 };
 
 static void health_stats(struct rpc_server *srv, struct health_ctx *h)
 {
 	h->n_stats = backend_stats(srv->backend, h->stats, MAX_POOLS);
+	h->sessions_open = srv->backend->ops->sessions_open ?
+				   srv->backend->ops->sessions_open(srv->backend) :
+				   0;
 	if (h->n_stats > MAX_POOLS)
 		h->n_stats = MAX_POOLS;
 }
@@ -1241,6 +1270,8 @@ static void health_reply(struct health_ctx *h, const struct health_report *rep)
 	resp.max_running = adm.max_running;
 	resp.queued = adm.queued;
 	resp.max_queued = adm.max_queued;
+	resp.sessions_open = h->sessions_open;
+	resp.max_sessions = srv->cfg->max_sessions;
 	call_reply(c, &resp.base);
 }
 
@@ -1300,6 +1331,230 @@ static void health_handle(struct rpc_call *c)
 		call_unref(c);
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Sessions                                                             */
+
+static void session_to_proto(const struct session_info *si, Capibox__V1__Session *out)
+{
+	capibox__v1__session__init(out);
+	out->session_id = (char *)si->id;
+	out->language = (char *)si->language;
+	out->created_unix_ms = si->created_unix_ms;
+	out->last_used_unix_ms = si->last_used_unix_ms;
+	out->executions = si->executions;
+	out->idle_timeout_s = si->idle_timeout_s;
+}
+
+/* The owner of the caller's sessions: its key's id, "" with keys off. */
+static const char *session_owner(const struct rpc_call *c)
+{
+	return c->key ? auth_key_id(c->key) : "";
+}
+
+/* Notes a session call for its audit record. */
+static void session_audit(struct rpc_call *c, const struct exec_request *req)
+{
+	if (!audit_enabled(c->srv->audit))
+		return;
+	c->audited = true;
+	if (req != NULL) {
+		c->n_files = req->n_files;
+		for (size_t i = 0; i < req->n_files; i++)
+			c->files_bytes += req->files[i].len;
+		c->limits = req->limits;
+	}
+}
+
+static void create_session_handle(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->srv;
+	Capibox__V1__CreateSessionRequest *m = NULL;
+	Capibox__V1__Session out;
+	struct convert_exec cx = {0};
+	struct session_request sr = {0};
+	struct session_info si;
+	struct exec_limits asked = {0};
+	grpc_slice raw = grpc_empty_slice();
+	grpc_status_code code = GRPC_STATUS_OK;
+	enum backend_rc brc;
+	char err[512] = "";
+
+	if (srv->backend->ops->session_create == NULL) {
+		code = GRPC_STATUS_UNIMPLEMENTED;
+		snprintf(err, sizeof(err), "the %s backend has no sessions",
+			 srv->backend->ops->name);
+		goto out;
+	}
+	m = (Capibox__V1__CreateSessionRequest *)request_unpack(
+		c, &capibox__v1__create_session_request__descriptor, "CreateSessionRequest", &raw,
+		err, sizeof(err));
+	if (m == NULL) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		goto out;
+	}
+	if (convert_scan_create_session(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), err,
+					sizeof(err)) < 0) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		goto out;
+	}
+	if (convert_create_session_request(m, &cx) < 0) {
+		code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		snprintf(err, sizeof(err), "out of memory");
+		goto out;
+	}
+	snprintf(c->language, sizeof(c->language), "%s", m->language);
+	/* the one-shot checks: language, files, environment, limits (code
+	 * stands in: a session has none of its own) */
+	code = GRPC_STATUS_OK;
+	switch (request_validate_execute(srv->cfg, &cx.req, err, sizeof(err))) {
+	case REQUEST_OK: break;
+	case REQUEST_TOO_LARGE: code = GRPC_STATUS_RESOURCE_EXHAUSTED; break;
+	default: code = GRPC_STATUS_INVALID_ARGUMENT; break;
+	}
+	if (code != GRPC_STATUS_OK)
+		goto out;
+	if (m->idle_timeout_s > srv->cfg->session_idle_max_s) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(err, sizeof(err), "idle_timeout_s: %u exceeds the server's maximum %u",
+			 m->idle_timeout_s, srv->cfg->session_idle_max_s);
+		goto out;
+	}
+	if (c->key != NULL) {
+		if (m->limits != NULL) {
+			asked.wall_time_ms = m->limits->wall_time_ms;
+			asked.cpu_time_ms = m->limits->cpu_time_ms;
+			asked.memory_bytes = m->limits->memory_bytes;
+			asked.max_processes = m->limits->max_processes;
+			asked.max_output_bytes = m->limits->max_output_bytes;
+			asked.max_file_bytes = m->limits->max_file_bytes;
+		}
+		switch (auth_key_admit(c->key, &asked, &cx.req, err, sizeof(err))) {
+		case AUTH_OK: break;
+		case AUTH_LANGUAGE: code = GRPC_STATUS_PERMISSION_DENIED; goto out;
+		default: code = GRPC_STATUS_RESOURCE_EXHAUSTED; goto out;
+		}
+		sr.max_per_owner = auth_key_limits(c->key)->max_sessions;
+	}
+	session_audit(c, &cx.req);
+	sr.req = &cx.req;
+	sr.owner = session_owner(c);
+	sr.idle_timeout_s =
+		m->idle_timeout_s ? m->idle_timeout_s : srv->cfg->session_idle_default_s;
+	brc = srv->backend->ops->session_create(srv->backend, &sr, &si, err, sizeof(err));
+	if (brc != BACKEND_OK) {
+		code = status_of_backend(brc);
+		if (code == GRPC_STATUS_INTERNAL)
+			log_warnx("rpc: CreateSession: %s", err);
+		goto out;
+	}
+	snprintf(c->session_id, sizeof(c->session_id), "%s", si.id);
+	snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", si.id);
+	c->has_started = true;
+	session_to_proto(&si, &out);
+	call_reply(c, &out.base);
+out:
+	if (code != GRPC_STATUS_OK)
+		call_fail(c, code, err);
+	convert_exec_free(&cx);
+	if (m != NULL)
+		capibox__v1__create_session_request__free_unpacked(m, NULL);
+	grpc_slice_unref(raw);
+}
+
+static void close_session_handle(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->srv;
+	Capibox__V1__CloseSessionRequest *m = NULL;
+	Capibox__V1__CloseSessionResponse resp = CAPIBOX__V1__CLOSE_SESSION_RESPONSE__INIT;
+	Capibox__V1__Session out;
+	struct session_info si;
+	grpc_status_code code = GRPC_STATUS_OK;
+	enum backend_rc brc;
+	char err[512] = "";
+
+	if (srv->backend->ops->session_close == NULL) {
+		code = GRPC_STATUS_UNIMPLEMENTED;
+		snprintf(err, sizeof(err), "the %s backend has no sessions",
+			 srv->backend->ops->name);
+		goto out;
+	}
+	m = (Capibox__V1__CloseSessionRequest *)request_unpack(
+		c, &capibox__v1__close_session_request__descriptor, "CloseSessionRequest", NULL,
+		err, sizeof(err));
+	if (m == NULL) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		goto out;
+	}
+	if (!convert_session_id_ok(m->session_id)) {
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(err, sizeof(err), "session_id: not a session id (1-63 of [A-Za-z0-9_-])");
+		goto out;
+	}
+	snprintf(c->session_id, sizeof(c->session_id), "%s", m->session_id);
+	session_audit(c, NULL);
+	brc = srv->backend->ops->session_close(srv->backend, m->session_id, session_owner(c), &si,
+					       err, sizeof(err));
+	if (brc != BACKEND_OK) {
+		code = status_of_backend(brc);
+		goto out;
+	}
+	snprintf(c->language, sizeof(c->language), "%s", si.language);
+	snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", si.id);
+	c->has_started = true; /* the records name the session */
+	session_to_proto(&si, &out);
+	resp.session = &out;
+	call_reply(c, &resp.base);
+out:
+	if (code != GRPC_STATUS_OK)
+		call_fail(c, code, err);
+	if (m != NULL)
+		capibox__v1__close_session_request__free_unpacked(m, NULL);
+}
+
+#define LIST_MAX 4096
+
+static void list_sessions_handle(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->srv;
+	Capibox__V1__ListSessionsRequest *m;
+	Capibox__V1__ListSessionsResponse resp = CAPIBOX__V1__LIST_SESSIONS_RESPONSE__INIT;
+	struct session_info *si = NULL;
+	Capibox__V1__Session *ss = NULL, **ptrs = NULL;
+	size_t n = 0;
+	char err[256];
+
+	m = (Capibox__V1__ListSessionsRequest *)request_unpack(
+		c, &capibox__v1__list_sessions_request__descriptor, "ListSessionsRequest", NULL,
+		err, sizeof(err));
+	if (m == NULL) {
+		call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+		return;
+	}
+	capibox__v1__list_sessions_request__free_unpacked(m, NULL);
+	if (srv->backend->ops->session_list != NULL) {
+		size_t max = srv->cfg->max_sessions < LIST_MAX ? srv->cfg->max_sessions : LIST_MAX;
+		si = calloc(max + 1, sizeof(*si));
+		ss = calloc(max + 1, sizeof(*ss));
+		ptrs = calloc(max + 1, sizeof(*ptrs));
+		if (si == NULL || ss == NULL || ptrs == NULL) {
+			call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			goto out;
+		}
+		n = srv->backend->ops->session_list(srv->backend, session_owner(c), si, max);
+	}
+	for (size_t i = 0; i < n; i++) {
+		session_to_proto(&si[i], &ss[i]);
+		ptrs[i] = &ss[i];
+	}
+	resp.sessions = ptrs;
+	resp.n_sessions = n;
+	call_reply(c, &resp.base);
+out:
+	free(si);
+	free(ss);
+	free(ptrs);
 }
 
 /* ------------------------------------------------------------------ */

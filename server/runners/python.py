@@ -16,10 +16,18 @@
 # statement when that is an expression whose value is not None ('R'), and
 # every matplotlib figure still open, or shown with plt.show(), as a PNG
 # ('A', in pieces of at most 1 MiB).
+#
+# Session (warm, with CAPIBOX_SESSION=1 in the take's environment, which
+# the server sets and this process removes): instead of one program, a loop
+# over cells the server writes to stdin (frames: u32 length, u8 type,
+# payload; 'C' a cell, 'I' interrupt it). Every cell runs in the same
+# __main__ globals; after each one an 'E' frame (i32 exit code, u64 CPU
+# microseconds) says it ended. See _capibox_session_loop.
 import os
 import sys
 
 _capibox_cold = len(sys.argv) > 1
+_capibox_session = False
 
 
 def _capibox_wait():
@@ -34,9 +42,13 @@ def _capibox_wait():
         os._exit(0)  # the pool let this sandbox go unused
     path, length, rest = data.split(b"\n", 2)
     env = rest[: int(length)]
+    global _capibox_session
     for entry in env.split(b"\0"):
         if entry:
             name, _, value = entry.partition(b"=")
+            if name == b"CAPIBOX_SESSION":
+                _capibox_session = os.fsdecode(value)  # "1": python, "bash"
+                continue
             os.environb[name] = value
     return os.fsdecode(path)
 
@@ -81,6 +93,7 @@ _CAPIBOX_EVENTS = 4
 _CAPIBOX_PIECE = 1 << 20  # the server takes at most 1 MiB of data per frame
 _capibox_events_ok = True
 _capibox_figures = 0
+_capibox_send_lock = __import__("_thread").allocate_lock()
 
 
 def _capibox_send(kind, payload):
@@ -93,11 +106,12 @@ def _capibox_send(kind, payload):
     if not _capibox_events_ok:
         return
     view = memoryview((len(payload) + 1).to_bytes(4, "little") + kind + payload)
-    try:
-        while view:
-            view = view[os.write(_CAPIBOX_EVENTS, view) :]
-    except BaseException:  # noqa: B036
-        _capibox_events_ok = False
+    with _capibox_send_lock:  # a session's CPU watcher writes too
+        try:
+            while view:
+                view = view[os.write(_CAPIBOX_EVENTS, view) :]
+        except BaseException:  # noqa: B036
+            _capibox_events_ok = False
 
 
 def _capibox_artifact(path, data):
@@ -300,6 +314,227 @@ def _capibox_exit(code):
             pass
     os._exit(code)
 
+
+def _capibox_session_loop(lang):
+    """Runs cells until the server closes the control pipe (never returns).
+
+    The control pipe (our stdin) moves to a private descriptor and stdin
+    becomes /dev/null. A reader thread takes frames off it: cells go to a
+    queue, an interrupt becomes SIGINT to this process (KeyboardInterrupt in
+    the cell) while a cell runs. A second thread watches the cell's CPU time
+    (this process and its waited children) and interrupts it at the limit,
+    telling the server first ('T').
+
+    lang "bash": the cells go to one long-lived bash (variables, functions
+    and the working directory persist), each sourced from a file with stdin
+    from /dev/null; its status comes back on a pipe. An interrupt is SIGINT
+    to bash's process group, whose trap returns from the sourced cell.
+    """
+    import linecache
+    import queue
+    import signal
+    import threading
+    import time
+
+    ctl = os.dup(0)  # not inherited by the cell's children (PEP 446)
+    nul = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(nul, 0)
+    os.close(nul)
+    cells = queue.SimpleQueue()
+    lock = threading.Lock()
+    st = {"running": False, "cpu_ms": 0, "base": 0.0, "told": False}
+    go = threading.Event()
+
+    def cpu_now():
+        t = os.times()  # children: 10 ms ticks; this process: precise
+        return time.process_time() + t.children_user + t.children_system
+
+    def readn(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = os.read(ctl, n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    def reader():
+        while True:
+            head = readn(5)
+            if head is None:
+                os._exit(0)  # the server closed the session
+            body = readn(int.from_bytes(head[:4], "little") - 1)
+            if body is None:
+                os._exit(0)
+            if head[4:5] == b"C":
+                cells.put(body)
+            elif head[4:5] == b"I":
+                with lock:
+                    if st["running"]:
+                        interrupt()
+
+    def cpu_watch():
+        while True:
+            go.wait()
+            time.sleep(0.02)
+            with lock:
+                if not st["running"]:
+                    go.clear()
+                    continue
+                if st["told"] or not st["cpu_ms"]:
+                    continue
+                if (cpu_now() - st["base"]) * 1000 >= st["cpu_ms"]:
+                    st["told"] = True
+                    _capibox_send(b"T", b"")
+                    interrupt()
+
+    bash = None
+    if lang == "bash":
+        import subprocess
+
+        done_r, done_w = os.pipe()
+        bash = subprocess.Popen(
+            ["/bin/bash", "--norc", "--noprofile"],
+            stdin=subprocess.PIPE,
+            pass_fds=(done_w,),
+            start_new_session=True,
+            cwd="/home/user",
+        )
+        os.close(done_w)  # bash holds it, under the same number
+        done = os.fdopen(done_r, "rb", buffering=0)
+        bash.stdin.write(b"trap 'return 130 2>/dev/null' INT\n")
+        bash.stdin.flush()
+        cell_file = "/tmp/.capibox-cell"
+
+        def cpu_now():  # noqa: F811  (bash's own and its waited children's)
+            try:
+                with open("/proc/%d/stat" % bash.pid, "rb") as fh:
+                    f = fh.read().rsplit(b")", 1)[1].split()
+                return sum(int(v) for v in f[11:15]) / os.sysconf("SC_CLK_TCK")
+            except (OSError, ValueError, IndexError):
+                return 0.0
+
+        def interrupt():
+            try:
+                os.killpg(bash.pid, signal.SIGINT)
+            except OSError:
+                pass
+
+    else:
+
+        def interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=reader, daemon=True).start()
+    threading.Thread(target=cpu_watch, daemon=True).start()
+    sys.argv = [""]
+    sys.path[0] = ""
+    n = 0
+    while True:
+        try:
+            body = cells.get()
+        except KeyboardInterrupt:  # a late interrupt of the last cell
+            continue
+        n += 1
+        wall_ms = int.from_bytes(body[0:4], "little")  # noqa: F841 (the server times it)
+        cpu_ms = int.from_bytes(body[4:8], "little")
+        nfiles = int.from_bytes(body[8:12], "little")
+        off = 12
+        code = 0
+        try:
+            for _ in range(nfiles):
+                plen = int.from_bytes(body[off : off + 2], "little")
+                path = os.fsdecode(body[off + 2 : off + 2 + plen])
+                off += 2 + plen
+                mode = int.from_bytes(body[off : off + 4], "little")
+                size = int.from_bytes(body[off + 4 : off + 12], "little")
+                off += 12
+                full = os.path.join("/home/user", path)
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(body[off : off + size])
+                os.chmod(full, mode)
+                off += size
+        except BaseException as e:  # noqa: B036
+            sys.stderr.write("capibox: writing the cell's files: %r\n" % (e,))
+            code = 1
+        src = body[off:]
+        name = "<cell-%d>" % n
+        t0 = cpu_now()
+        with lock:
+            st["running"] = True
+            st["cpu_ms"] = cpu_ms
+            st["base"] = t0
+            st["told"] = False
+        go.set()
+        try:
+            if code == 0 and bash is not None:
+                fd = os.open(cell_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(src)
+                bash.stdin.write(b". %s </dev/null; echo $? >&%d\n" % (cell_file.encode(), done_w))
+                bash.stdin.flush()
+                line = done.readline()
+                if not line:  # the cell ended bash (exit): so ends the session
+                    os._exit(bash.wait() & 0xFF)
+                code = int(line) & 0xFF
+            elif code == 0:
+                text = src.decode("utf-8", "replace")
+                linecache.cache[name] = (len(text), None, text.splitlines(True), name)
+                cell, expr = _capibox_split(src, name)
+                exec(cell, _capibox_main.__dict__)
+                if expr is not None:
+                    value = eval(expr, _capibox_main.__dict__)
+                    if value is not None:
+                        _capibox_main.__dict__["_"] = value
+                        _capibox_result(value)
+                    del value
+        except SystemExit as e:
+            c = e.code
+            if c is None:
+                code = 0
+            elif isinstance(c, int):
+                code = c & 0xFF
+            else:
+                sys.stderr.write(str(c) + "\n")
+                code = 1
+        except BaseException as e:  # noqa: B036
+            tb = e.__traceback__
+            while tb is not None and tb.tb_frame.f_code.co_filename != name:
+                tb = tb.tb_next
+            if tb is not None:
+                e = e.with_traceback(tb)
+            try:
+                sys.excepthook(type(e), e, e.__traceback__)
+            except BaseException:  # noqa: B036
+                pass
+            code = 1
+            del e
+        try:
+            _capibox_capture()
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+        except BaseException:  # noqa: B036
+            pass
+        with lock:
+            st["running"] = False
+        used = int((cpu_now() - t0) * 1000000)
+        frame = (13).to_bytes(4, "little") + b"E" + (code & 0xFFFFFFFF).to_bytes(4, "little")
+        frame += used.to_bytes(8, "little")
+        while True:
+            try:
+                with _capibox_send_lock:
+                    os.write(_CAPIBOX_EVENTS, frame)
+                break
+            except KeyboardInterrupt:
+                continue
+            except OSError:
+                os._exit(1)  # the events pipe is gone: so is the session
+
+
+if _capibox_session:
+    _capibox_session_loop(_capibox_session)
 
 try:
     with open(_capibox_path, "rb") as _capibox_f:

@@ -4,14 +4,16 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "../request.h"
+#include "collect.h"
 
-#define PAYLOAD_MAGIC 0x31584243u /* "CBX1" */
+#define PAYLOAD_MAGIC 0x32584243u /* "CBX2": with the collect globs */
 
 static int write_all(int fd, const void *buf, size_t len)
 {
@@ -73,6 +75,16 @@ int payload_create(const struct exec_request *req)
 		    write_all(fd, f->path, fh[0]) < 0 ||
 		    (f->len > 0 && write_all(fd, f->data, f->len) < 0))
 			goto fail;
+	}
+	{
+		uint32_t n_collect = (uint32_t)req->n_collect;
+		if (write_all(fd, &n_collect, 4) < 0)
+			goto fail;
+		for (size_t i = 0; i < req->n_collect; i++) {
+			uint32_t len = (uint32_t)strlen(req->collect[i]);
+			if (write_all(fd, &len, 4) < 0 || write_all(fd, req->collect[i], len) < 0)
+				goto fail;
+		}
 	}
 	if (seal(fd) < 0)
 		goto fail;
@@ -139,13 +151,73 @@ static int write_file(int dirfd, const char *path, uint32_t mode, const uint8_t 
 	return 0;
 }
 
+/*
+ * Reads the collect globs at r (the payload's last section) into *out (NULL
+ * when there are none): one allocation, the pointers then the strings.
+ */
+static int read_globs(struct reader *r, char ***out, char *err, size_t errlen)
+{
+	struct reader start;
+	uint32_t n, len;
+	size_t bytes = 0;
+	char **v, *s;
+
+	if (out != NULL)
+		*out = NULL;
+	if (take(r, &n, 4) < 0 || n > COLLECT_MAX_GLOBS) {
+		snprintf(err, errlen, "payload: bad collect count");
+		return -1;
+	}
+	/* first pass: check each glob and size the block */
+	start = *r;
+	for (uint32_t i = 0; i < n; i++) {
+		const char *why;
+		if (take(r, &len, 4) < 0 || len > COLLECT_MAX_GLOB_LEN || len > r->left) {
+			snprintf(err, errlen, "payload: bad collect record %u", i);
+			return -1;
+		}
+		why = collect_glob_check((const char *)r->p, len);
+		if (why != NULL) {
+			snprintf(err, errlen, "payload: collect glob %u %s", i, why);
+			return -1;
+		}
+		take(r, NULL, len);
+		bytes += len + 1;
+	}
+	if (n == 0 || out == NULL)
+		return 0;
+	v = malloc((n + 1) * sizeof(*v) + bytes);
+	if (v == NULL) {
+		snprintf(err, errlen, "payload: out of memory");
+		return -1;
+	}
+	s = (char *)(v + n + 1);
+	for (uint32_t i = 0; i < n; i++) {
+		take(&start, &len, 4);
+		take(&start, s, len);
+		s[len] = '\0';
+		v[i] = s;
+		s += len + 1;
+	}
+	v[n] = NULL;
+	*out = v;
+	return 0;
+}
+
 int payload_extract(int fd, const char *code_path, int dirfd, char *err, size_t errlen)
+{
+	return payload_unpack(fd, code_path, dirfd, NULL, err, errlen);
+}
+
+int payload_unpack(int fd, const char *code_path, int dirfd, char ***collect, char *err,
+		   size_t errlen)
 {
 	struct stat st;
 	struct reader r;
 	uint32_t head[2];
 	uint64_t code_len;
 	void *map = NULL;
+	char **globs = NULL;
 	int ret = -1, cfd;
 
 	if (fstat(fd, &st) < 0 || st.st_size < 16) {
@@ -191,12 +263,19 @@ int payload_extract(int fd, const char *code_path, int dirfd, char *err, size_t 
 			goto out;
 		take(&r, NULL, (size_t)len);
 	}
+	if (read_globs(&r, collect != NULL ? &globs : NULL, err, errlen) < 0)
+		goto out;
 	if (r.left != 0) {
 		snprintf(err, errlen, "payload: trailing bytes");
 		goto out;
 	}
+	if (collect != NULL) {
+		*collect = globs;
+		globs = NULL;
+	}
 	ret = 0;
 out:
+	free(globs);
 	munmap(map, (size_t)st.st_size);
 	return ret;
 }

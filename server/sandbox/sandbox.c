@@ -39,8 +39,12 @@
 
 #include "../ipc.h"
 #include "../proctitle.h"
+#include "collect.h"
 #include "payload.h"
 #include "seccomp.h"
+
+/* init only: the request's collect globs (NULL: none), from the payload */
+static char **collect_globs;
 
 #define CLONE_FLAGS                                                                                \
 	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | \
@@ -212,7 +216,8 @@ static int step_payload(struct child *c)
 	dirfd = open(SANDBOX_HOME, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		STEP_FAIL(c, "open %s", SANDBOX_HOME);
-	if (payload_extract(c->spec->payload_fd, code_path, dirfd, c->err, sizeof(c->err)) < 0) {
+	if (payload_unpack(c->spec->payload_fd, code_path, dirfd, &collect_globs, c->err,
+			   sizeof(c->err)) < 0) {
 		close(dirfd);
 		errno = EINVAL;
 		return -1;
@@ -558,7 +563,8 @@ static void wait_for_take(struct child *c, pid_t runner, int go_w)
 	close(c->spec->control_fd);
 	snprintf(path, sizeof(path), "%s/%s", SANDBOX_CODE_DIR, c->spec->rt->file_name);
 	dirfd = open(SANDBOX_HOME, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0 || payload_extract(fds[0], path, dirfd, c->err, sizeof(c->err)) < 0)
+	if (dirfd < 0 ||
+	    payload_unpack(fds[0], path, dirfd, &collect_globs, c->err, sizeof(c->err)) < 0)
 		child_fail(c, 94);
 	close(dirfd);
 	close(fds[0]);
@@ -592,6 +598,55 @@ static void wait_for_take(struct child *c, pid_t runner, int go_w)
 	}
 	close(go_w);
 	free(m);
+}
+
+/* The number of collect globs. */
+static size_t count_globs(void)
+{
+	size_t n = 0;
+
+	while (collect_globs != NULL && collect_globs[n] != NULL)
+		n++;
+	return n;
+}
+
+/*
+ * After the run: ends every other process of the sandbox, then sends the
+ * files matching the collect globs on the events pipe. The walk's own rules
+ * (no symlink followed, regular files only, bounded) are in collect.c; here
+ * it must be sure nothing runs any more: a process still writing could
+ * change a file under the walk, or swap a checked file for a symlink.
+ */
+static void collect_files(struct child *c)
+{
+	struct collect_stats st;
+	int home;
+
+	/* we are pid 1 and every process of the sandbox has our uid: kill(-1)
+	 * reaches them all (not us). Reaping until ECHILD is the proof none is
+	 * left, orphans included (they are reparented to us); killing again in
+	 * the loop catches a child forked while the first signal went out */
+	for (;;) {
+		pid_t p;
+		(void)kill(-1, SIGKILL);
+		p = waitpid(-1, NULL, 0);
+		if (p < 0 && errno == EINTR)
+			continue;
+		if (p < 0)
+			break;
+	}
+	/* the front closing its end must not kill us mid-frame (pid 1 has no
+	 * default action anyway: this makes it explicit) */
+	signal(SIGPIPE, SIG_IGN);
+	home = open(SANDBOX_HOME, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (home < 0)
+		return;
+	/* a failure (the front went away) ends the artifacts; Finished comes as
+	 * always from the supervisor */
+	(void)!collect_run(home, (const char *const *)collect_globs, count_globs(),
+			   c->spec->events_fd, COLLECT_BUDGET, &st);
+	close(home);
+	close(c->spec->events_fd);
 }
 
 /* pid 1 of the sandbox: set up, start the runner, reap, report. */
@@ -640,7 +695,10 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 	close(c->spec->stdin_fd);
 	close(c->spec->stdout_fd);
 	close(c->spec->stderr_fd);
-	if (c->spec->events_fd >= 0)
+	/* ...but the events pipe's write end when files are to be collected
+	 * (pooled: we learn whether at the take); the front waits for its EOF,
+	 * so Finished comes after the artifacts */
+	if (c->spec->events_fd >= 0 && !c->spec->warm && collect_globs == NULL)
 		close(c->spec->events_fd);
 	if (c->spec->warm) {
 		char b;
@@ -653,6 +711,8 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 		close(exec_sync[0]);
 		/* the interpreter starts while we wait for a request */
 		wait_for_take(c, runner, go_w);
+		if (c->spec->events_fd >= 0 && collect_globs == NULL)
+			close(c->spec->events_fd);
 	}
 	/* user code runs with our uid: make sure it cannot trace or signal us
 	 * into doing anything (pid 1 ignores signals it has no handler for) */
@@ -678,6 +738,8 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 		r.maxrss_kb = (uint64_t)ru.ru_maxrss;
 	}
 	report(c->report_fd, &r);
+	if (collect_globs != NULL && c->spec->events_fd >= 0)
+		collect_files(c);
 	/* exiting as pid 1 makes the kernel kill everything left in the sandbox */
 	_exit(0);
 }

@@ -779,8 +779,8 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	/* nothing of ours but the log format (log.c reads it) */
 	char *const envp[] = {log_is_json() ? (char *)"CAPIBOX_LOG_FORMAT=json" : NULL, NULL};
 
-	/* sandbox slots: running executions plus the warm pools */
-	slots = cfg->max_live;
+	/* sandbox slots: running executions, open sessions and the warm pools */
+	slots = cfg->max_live + cfg->max_sessions;
 	for (size_t i = 0; i < CONFIG_MAX_RUNTIMES; i++)
 		slots += cfg->pool_target[i] > cfg->pool_max[i] ? cfg->pool_target[i] :
 								  cfg->pool_max[i];

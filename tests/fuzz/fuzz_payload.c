@@ -1,6 +1,7 @@
 /*
- * Fuzz target: payload_extract(), the parser the sandbox's init runs on the
- * payload memfd (code and input files) before the user's code starts.
+ * Fuzz target: payload_unpack(), the parser the sandbox's init runs on the
+ * payload memfd (code, input files and collect globs) before the user's
+ * code starts.
  *
  * Input: the payload bytes, as the memfd would hold them. The sandbox's init
  * is the receiving side: a payload it cannot parse must be an error message,
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "fuzz.h"
+#include "sandbox/collect.h"
 #include "sandbox/payload.h"
 
 static struct scratch scratch;
@@ -35,7 +37,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char err[256];
+	char err[256], **globs = NULL;
 	size_t off = 0;
 	int rc;
 
@@ -51,11 +53,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += (size_t)n;
 	}
 	memset(err, 'x', sizeof(err)); /* a message must be written, and terminated */
-	rc = payload_extract(memfd, scratch.code_path, scratch.home, err, sizeof(err));
+	rc = payload_unpack(memfd, scratch.code_path, scratch.home, &globs, err, sizeof(err));
 	FUZZ_CHECK(rc == 0 || rc == -1, "rc %d", rc);
-	if (rc < 0)
+	if (rc < 0) {
 		FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL && err[0] != '\0',
 			   "an error without a message");
+	} else if (globs != NULL) {
+		/* what init will walk with: each glob as the front validates it */
+		size_t n = 0;
+		for (; globs[n] != NULL; n++)
+			FUZZ_CHECK(collect_glob_check(globs[n], strlen(globs[n])) == NULL,
+				   "glob %zu passed the payload but not the check", n);
+		FUZZ_CHECK(n > 0 && n <= COLLECT_MAX_GLOBS, "%zu globs", n);
+	}
+	free(globs);
 	scratch_clear(&scratch);
 	return 0;
 }

@@ -198,12 +198,79 @@ class InteropTest(unittest.TestCase):
         self.assertEqual(arts[0].size, len(arts[0].content))
         self.assertTrue(arts[0].content.startswith(b"\x89PNG\r\n\x1a\n"))
 
+    def test_execute_collect(self):
+        """collect globs: the matching files come back as Artifacts, in pieces, before Finished."""
+        code = (
+            "import os\n"
+            "os.makedirs('out/deep', exist_ok=True)\n"
+            "open('out/a.csv', 'w').write('x,y\\n1,2\\n')\n"
+            "open('out/deep/b.csv', 'w').write('z\\n')\n"
+            "open('out/skip.txt', 'w').write('no')\n"
+            "os.symlink('/etc/passwd', 'out/evil.csv')\n"
+            "open('big.bin', 'wb').write(bytes(range(256)) * 12288)\n"  # 3 MiB
+        )
+        req = pb.ExecuteRequest(language="python", code=code,
+                                collect=["out/**/*.csv", "big.bin"])
+        events = [r for r in self.stub.Execute(req, timeout=RPC_TIMEOUT)]
+        kinds = [r.WhichOneof("event") for r in events]
+        self.assertEqual(kinds[-1], "finished", kinds)
+        self.assertEqual(events[-1].finished.reason, pb.REASON_EXITED, events[-1])
+        files = {}
+        for a in (r.artifact for r in events if r.HasField("artifact")):
+            got = files.setdefault(a.path, bytearray())
+            self.assertEqual(a.offset, len(got), a.path)
+            got.extend(a.content)
+            self.assertFalse(a.truncated)
+            if a.eof:
+                self.assertEqual(a.size, len(got))
+        self.assertEqual(sorted(files), ["big.bin", "out/a.csv", "out/deep/b.csv"])
+        self.assertEqual(bytes(files["out/a.csv"]), b"x,y\n1,2\n")
+        self.assertEqual(bytes(files["big.bin"]), bytes(range(256)) * 12288)
+        mimes = {r.artifact.path: r.artifact.mime_type for r in events if r.HasField("artifact")}
+        self.assertEqual(mimes["out/a.csv"], "text/csv")
+
+    def test_execute_bad_collect_glob_is_invalid_argument(self):
+        req = pb.ExecuteRequest(language="python", code="print(1)", collect=["ok", "../up"])
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(self.stub.Execute(req, timeout=RPC_TIMEOUT))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("collect[1]", cm.exception.details())
+
     def test_execute_empty_code_is_invalid_argument(self):
         req = pb.ExecuteRequest(language="python", code="")
         with self.assertRaises(grpc.RpcError) as cm:
             list(self.stub.Execute(req, timeout=RPC_TIMEOUT))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("code", cm.exception.details())
+
+    def test_session_round_trip(self):
+        """A session: define a variable, read it back, plot, close."""
+        s = self.stub.CreateSession(pb.CreateSessionRequest(language="python"),
+                                    timeout=RPC_TIMEOUT)
+        self.assertTrue(s.session_id)
+        self.assertEqual(s.language, "python")
+
+        def cell(code):
+            return list(self.stub.Execute(
+                pb.ExecuteRequest(session_id=s.session_id, code=code), timeout=RPC_TIMEOUT))
+
+        cell("x = 20")
+        events = cell("x + 22")
+        results = [e.result for e in events if e.WhichOneof("event") == "result"]
+        self.assertEqual([r.text for r in results], ["42"])
+        self.assertEqual(events[-1].finished.reason, pb.REASON_EXITED)
+        events = cell("import matplotlib.pyplot as plt\nplt.plot([1, x])")
+        png = b"".join(e.artifact.content for e in events
+                       if e.WhichOneof("event") == "artifact")
+        self.assertTrue(png.startswith(b"\x89PNG\r\n\x1a\n"))
+        listed = self.stub.ListSessions(pb.ListSessionsRequest(), timeout=RPC_TIMEOUT)
+        self.assertIn(s.session_id, [x.session_id for x in listed.sessions])
+        closed = self.stub.CloseSession(pb.CloseSessionRequest(session_id=s.session_id),
+                                        timeout=RPC_TIMEOUT)
+        self.assertEqual(closed.session.executions, 3)
+        with self.assertRaises(grpc.RpcError) as cm:
+            cell("x")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
 
     def test_analyze_without_dataset_is_invalid_argument(self):
         with self.assertRaises(grpc.RpcError) as cm:

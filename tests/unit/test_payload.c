@@ -97,7 +97,7 @@ static void test_damaged(void **state)
 	char path[256], err[256];
 	int fd, dfd;
 	/* magic, one file announced, code length far past the end */
-	uint32_t bad[4] = {0x31584243u, 1, 1000, 0};
+	uint32_t bad[4] = {0x32584243u, 1, 1000, 0};
 	(void)state;
 	dfd = open(dir, O_RDONLY | O_DIRECTORY);
 	fd = payload_blob("bad", bad, sizeof(bad));
@@ -109,6 +109,60 @@ static void test_damaged(void **state)
 	/* a file record announced but missing */
 	req.n_files = 0;
 	fd = payload_create(&req);
+	close(fd);
+	close(dfd);
+}
+
+/* The collect globs travel after the files and come back as one array. */
+static void test_globs(void **state)
+{
+	const char *globs[] = {"out/*.png", "**/*.csv", "a/**/b"};
+	struct exec_file files[] = {{"in.txt", (const uint8_t *)"x", 1, 0}};
+	struct exec_request req = {.code = "print(1)\n",
+				   .code_len = 9,
+				   .files = files,
+				   .n_files = 1,
+				   .collect = globs,
+				   .n_collect = 3};
+	char path[256], err[256], **got = (char **)1;
+	int fd, dfd;
+	(void)state;
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	fd = payload_create(&req);
+	assert_true(fd >= 0);
+	snprintf(path, sizeof(path), "%s/g.py", dir);
+	assert_int_equal(payload_unpack(fd, path, dfd, &got, err, sizeof(err)), 0);
+	assert_non_null(got);
+	assert_string_equal(got[0], "out/*.png");
+	assert_string_equal(got[1], "**/*.csv");
+	assert_string_equal(got[2], "a/**/b");
+	assert_null(got[3]);
+	free(got);
+	close(fd);
+
+	/* none: NULL; and payload_extract ignores them */
+	req.n_collect = 0;
+	fd = payload_create(&req);
+	snprintf(path, sizeof(path), "%s/h.py", dir);
+	assert_int_equal(payload_unpack(fd, path, dfd, &got, err, sizeof(err)), 0);
+	assert_null(got);
+	close(fd);
+	req.n_collect = 3;
+	fd = payload_create(&req);
+	snprintf(path, sizeof(path), "%s/i.py", dir);
+	assert_int_equal(payload_extract(fd, path, dfd, err, sizeof(err)), 0);
+	close(fd);
+
+	/* a glob the front would refuse is refused here too (the payload is
+	 * not trusted) */
+	globs[1] = "../etc/*";
+	fd = payload_create(&req);
+	snprintf(path, sizeof(path), "%s/j.py", dir);
+	got = NULL;
+	assert_int_equal(payload_unpack(fd, path, dfd, &got, err, sizeof(err)), -1);
+	assert_null(got);
+	assert_non_null(strstr(err, "collect"));
 	close(fd);
 	close(dfd);
 }
@@ -133,6 +187,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_damaged),
+		cmocka_unit_test(test_globs),
 		cmocka_unit_test(test_blob),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -155,11 +155,54 @@ static void test_not_yet(void **state)
 	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)),
 			 REQUEST_UNIMPLEMENTED);
 	assert_non_null(strstr(err, "session_id"));
-	r = base();
-	r.n_collect = 1;
-	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)),
-			 REQUEST_UNIMPLEMENTED);
-	assert_non_null(strstr(err, "collect"));
+}
+
+/* collect globs: relative, no "..", bounded; the message names collect[i] */
+static void test_collect(void **state)
+{
+	static const char *good[] = {"out/*.png", "**/*.csv",  "**",
+				     "a/**/b",	  ".cache/**", "x?[ab]"};
+	static const char *bad[] = {"",	  "/etc/passwd", "../x",  "a/../b", "a//b",
+				    "a/", "./a",	 "a/./b", ".."};
+	struct exec_request r = base();
+	const char *one[2];
+	(void)state;
+	r.collect = good;
+	r.n_collect = sizeof(good) / sizeof(good[0]);
+	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_OK);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = base();
+		one[0] = "ok/*.png";
+		one[1] = bad[i];
+		r.collect = one;
+		r.n_collect = 2;
+		assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)),
+				 REQUEST_INVALID);
+		assert_non_null(strstr(err, "collect[1]"));
+	}
+	{
+		char longg[1100];
+		memset(longg, 'a', sizeof(longg) - 1);
+		longg[sizeof(longg) - 1] = '\0';
+		r = base();
+		one[0] = longg;
+		r.collect = one;
+		r.n_collect = 1;
+		assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)),
+				 REQUEST_INVALID);
+		assert_non_null(strstr(err, "collect[0]"));
+	}
+	{
+		const char *many[65];
+		for (size_t i = 0; i < 65; i++)
+			many[i] = "*.png";
+		r = base();
+		r.collect = many;
+		r.n_collect = 65;
+		assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)),
+				 REQUEST_INVALID);
+		assert_non_null(strstr(err, "collect:"));
+	}
 }
 
 int main(void)
@@ -173,6 +216,7 @@ int main(void)
 		cmocka_unit_test(test_paths),
 		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_not_yet),
+		cmocka_unit_test(test_collect),
 	};
 	config_defaults(&cfg);
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -246,6 +246,37 @@ static void test_finished_and_started(void **state)
 	assert_int_equal(s.queued_us, 5);
 }
 
+static void test_sessions(void **state)
+{
+	struct buf w = {0}, file = {0}, env = {0};
+	(void)state;
+	assert_true(convert_session_id_ok("3f2a9c0b1d2e3f4a5b6c7d8e"));
+	assert_true(convert_session_id_ok("my_session-1"));
+	assert_false(convert_session_id_ok(""));
+	assert_false(convert_session_id_ok("a b"));
+	assert_false(convert_session_id_ok("../x"));
+	assert_false(convert_session_id_ok(
+		"0123456789012345678901234567890123456789012345678901234567890123"));
+	/* CreateSessionRequest: 1 language, 4 env, 5 files */
+	put_bytes(&w, 1, "python", 6);
+	put_bytes(&file, 1, "in.csv", 6);
+	put_bytes(&file, 2, "a\0b", 3);
+	put_msg(&w, 5, &file);
+	put_bytes(&env, 1, "K", 1);
+	put_bytes(&env, 2, "v", 1);
+	put_msg(&w, 4, &env);
+	assert_int_equal(convert_scan_create_session(w.b, w.n, err, sizeof(err)), 0);
+	file.n = 0;
+	put_bytes(&file, 1, "in\0.csv", 7);
+	put_msg(&w, 5, &file);
+	assert_int_equal(convert_scan_create_session(w.b, w.n, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "files[1].path"));
+	w.n = 0;
+	put_bytes(&w, 1, "py\0", 3);
+	assert_int_equal(convert_scan_create_session(w.b, w.n, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "language"));
+}
+
 static void test_utf8_clean(void **state)
 {
 	char buf[64];
@@ -277,6 +308,7 @@ int main(void)
 		cmocka_unit_test(test_convert_execute_request),
 		cmocka_unit_test(test_finished_and_started),
 		cmocka_unit_test(test_utf8_clean),
+		cmocka_unit_test(test_sessions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
