@@ -237,10 +237,7 @@ enum request_rc analyze_decode(const struct config *cfg, const uint8_t *buf, siz
 				 p);
 			return REQUEST_INVALID;
 		}
-		job->files[i].path = m->files[i]->path;
-		job->files[i].data = m->files[i]->content.data;
-		job->files[i].len = m->files[i]->content.len;
-		job->files[i].mode = m->files[i]->mode;
+		convert_file(m->files[i], &job->files[i]);
 	}
 	req->language = "python";
 	req->code = "#"; /* the real code (the program) comes after the checks */
@@ -248,14 +245,7 @@ enum request_rc analyze_decode(const struct config *cfg, const uint8_t *buf, siz
 	req->files = job->files;
 	req->n_files = m->n_files;
 	req->request_id = m->request_id;
-	if (m->limits) {
-		req->limits.wall_time_ms = m->limits->wall_time_ms;
-		req->limits.cpu_time_ms = m->limits->cpu_time_ms;
-		req->limits.memory_bytes = m->limits->memory_bytes;
-		req->limits.max_processes = m->limits->max_processes;
-		req->limits.max_output_bytes = m->limits->max_output_bytes;
-		req->limits.max_file_bytes = m->limits->max_file_bytes;
-	}
+	convert_limits(m->limits, &req->limits);
 	rc = request_validate_execute(cfg, req, err, errlen);
 	if (rc != REQUEST_OK)
 		return rc;

@@ -217,6 +217,27 @@ malformed:
 	return -1;
 }
 
+void convert_limits(const Capibox__V1__Limits *m, struct exec_limits *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (m == NULL)
+		return;
+	out->wall_time_ms = m->wall_time_ms;
+	out->cpu_time_ms = m->cpu_time_ms;
+	out->memory_bytes = m->memory_bytes;
+	out->max_processes = m->max_processes;
+	out->max_output_bytes = m->max_output_bytes;
+	out->max_file_bytes = m->max_file_bytes;
+}
+
+void convert_file(const Capibox__V1__File *m, struct exec_file *out)
+{
+	out->path = m->path;
+	out->data = m->content.data;
+	out->len = m->content.len;
+	out->mode = m->mode;
+}
+
 int convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert_exec *out)
 {
 	struct exec_request *req = &out->req;
@@ -232,14 +253,8 @@ int convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert
 		if (out->env == NULL)
 			goto fail;
 	}
-	for (size_t i = 0; i < m->n_files; i++) {
-		const Capibox__V1__File *f = m->files[i];
-
-		out->files[i].path = f->path;
-		out->files[i].data = f->content.data;
-		out->files[i].len = f->content.len;
-		out->files[i].mode = f->mode;
-	}
+	for (size_t i = 0; i < m->n_files; i++)
+		convert_file(m->files[i], &out->files[i]);
 	for (size_t i = 0; i < m->n_env; i++) {
 		out->env[i].name = m->env[i]->key;
 		out->env[i].value = m->env[i]->value;
@@ -253,13 +268,8 @@ int convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert
 	req->n_env = m->n_env;
 	req->stdin_data = m->stdin.data;
 	req->stdin_len = m->stdin.len;
+	convert_limits(m->limits, &req->limits);
 	if (m->limits) {
-		req->limits.wall_time_ms = m->limits->wall_time_ms;
-		req->limits.cpu_time_ms = m->limits->cpu_time_ms;
-		req->limits.memory_bytes = m->limits->memory_bytes;
-		req->limits.max_processes = m->limits->max_processes;
-		req->limits.max_output_bytes = m->limits->max_output_bytes;
-		req->limits.max_file_bytes = m->limits->max_file_bytes;
 		req->wall_set = m->limits->wall_time_ms != 0;
 		req->cpu_set = m->limits->cpu_time_ms != 0;
 		req->output_set = m->limits->max_output_bytes != 0;
@@ -316,12 +326,8 @@ int convert_create_session_request(const Capibox__V1__CreateSessionRequest *m,
 		if (out->env == NULL)
 			goto fail;
 	}
-	for (size_t i = 0; i < m->n_files; i++) {
-		out->files[i].path = m->files[i]->path;
-		out->files[i].data = m->files[i]->content.data;
-		out->files[i].len = m->files[i]->content.len;
-		out->files[i].mode = m->files[i]->mode;
-	}
+	for (size_t i = 0; i < m->n_files; i++)
+		convert_file(m->files[i], &out->files[i]);
 	for (size_t i = 0; i < m->n_env; i++) {
 		out->env[i].name = m->env[i]->key;
 		out->env[i].value = m->env[i]->value;
@@ -333,14 +339,7 @@ int convert_create_session_request(const Capibox__V1__CreateSessionRequest *m,
 	req->n_files = m->n_files;
 	req->env = out->env;
 	req->n_env = m->n_env;
-	if (m->limits) {
-		req->limits.wall_time_ms = m->limits->wall_time_ms;
-		req->limits.cpu_time_ms = m->limits->cpu_time_ms;
-		req->limits.memory_bytes = m->limits->memory_bytes;
-		req->limits.max_processes = m->limits->max_processes;
-		req->limits.max_output_bytes = m->limits->max_output_bytes;
-		req->limits.max_file_bytes = m->limits->max_file_bytes;
-	}
+	convert_limits(m->limits, &req->limits);
 	return 0;
 fail:
 	convert_exec_free(out);

@@ -77,6 +77,12 @@ bool convert_session_id_ok(const char *id);
 /* Frees what convert_execute_request or convert_decode_execute allocated (not m). */
 void convert_exec_free(struct convert_exec *cx);
 
+/* The request's limits (m NULL: all zero, which validation turns into the defaults). */
+void convert_limits(const Capibox__V1__Limits *m, struct exec_limits *out);
+
+/* One input file; path and bytes are borrowed from m. */
+void convert_file(const Capibox__V1__File *m, struct exec_file *out);
+
 /* Fills out from st; strings are borrowed. backend names the backend if st does not. */
 void convert_started(const struct exec_started *st, const char *backend, Capibox__V1__Started *out);
 

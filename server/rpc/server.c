@@ -923,19 +923,11 @@ static grpc_status_code status_of_backend(enum backend_rc rc)
 static grpc_status_code execute_admit_key(struct rpc_call *c, struct convert_exec *cx, char *err,
 					  size_t errlen)
 {
-	struct exec_limits asked = {0};
-	const Capibox__V1__Limits *l = cx->msg ? cx->msg->limits : NULL;
+	struct exec_limits asked;
 
 	if (c->key == NULL)
 		return GRPC_STATUS_OK;
-	if (l != NULL) {
-		asked.wall_time_ms = l->wall_time_ms;
-		asked.cpu_time_ms = l->cpu_time_ms;
-		asked.memory_bytes = l->memory_bytes;
-		asked.max_processes = l->max_processes;
-		asked.max_output_bytes = l->max_output_bytes;
-		asked.max_file_bytes = l->max_file_bytes;
-	}
+	convert_limits(cx->msg ? cx->msg->limits : NULL, &asked);
 	switch (auth_key_admit(c->key, &asked, &cx->req, err, errlen)) {
 	case AUTH_OK: break;
 	case AUTH_LANGUAGE: return GRPC_STATUS_PERMISSION_DENIED;
@@ -1422,14 +1414,7 @@ static void create_session_handle(struct rpc_call *c)
 		goto out;
 	}
 	if (c->key != NULL) {
-		if (m->limits != NULL) {
-			asked.wall_time_ms = m->limits->wall_time_ms;
-			asked.cpu_time_ms = m->limits->cpu_time_ms;
-			asked.memory_bytes = m->limits->memory_bytes;
-			asked.max_processes = m->limits->max_processes;
-			asked.max_output_bytes = m->limits->max_output_bytes;
-			asked.max_file_bytes = m->limits->max_file_bytes;
-		}
+		convert_limits(m->limits, &asked);
 		switch (auth_key_admit(c->key, &asked, &cx.req, err, sizeof(err))) {
 		case AUTH_OK: break;
 		case AUTH_LANGUAGE: code = GRPC_STATUS_PERMISSION_DENIED; goto out;
