@@ -209,7 +209,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				   req->limits.memory_bytes <= cfg.maxima.memory_bytes &&
 				   req->limits.max_processes <= cfg.maxima.max_processes,
 			   "limits not filled or above the maxima");
-		check_packets(req);
+		if (req->session_id != NULL && req->session_id[0] != '\0') {
+			/* a cell of a session: the session has its language (the
+			 * request's may be empty) and its sandbox; no SPAWN or TAKE
+			 * packet is built for it */
+			FUZZ_CHECK(req->language == NULL || req->language[0] == '\0' ||
+					   runtime_find_public(req->language) >= 0,
+				   "session cell with language \"%s\"", req->language);
+			FUZZ_CHECK(convert_session_id_ok(req->session_id), "session id accepted");
+		} else {
+			check_packets(req);
+		}
 		check_payload(req);
 	}
 	convert_exec_free(&cx);
