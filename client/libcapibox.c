@@ -461,6 +461,48 @@ static void cq_destroy(grpc_completion_queue *cq)
  * The request as protobuf-c structs pointing into the caller's data. Only the
  * arrays of pointers and the NUL-terminated copy of code are allocated.
  */
+
+/* The request's limits as a message (m is initialised here). */
+static void limits_to_msg(const struct capibox_limits *l, Capibox__V1__Limits *m)
+{
+	capibox__v1__limits__init(m);
+	m->wall_time_ms = l->wall_time_ms;
+	m->cpu_time_ms = l->cpu_time_ms;
+	m->memory_bytes = l->memory_bytes;
+	m->max_processes = l->max_processes;
+	m->max_output_bytes = l->max_output_bytes;
+	m->max_file_bytes = l->max_file_bytes;
+}
+
+/*
+ * The request's files as messages: *files and *ptrs (the caller frees both,
+ * also after a failure) borrow the paths and bytes. Returns 0, or the status.
+ */
+static int files_to_msg(const struct capibox_file *f, size_t n, Capibox__V1__File **files,
+			Capibox__V1__File ***ptrs, struct capibox_status *st)
+{
+	if (n == 0)
+		return 0;
+	if (f == NULL)
+		return status_set(st, CAPIBOX_INVALID_ARGUMENT, "files: NULL array");
+	*files = calloc(n, sizeof(**files));
+	*ptrs = calloc(n, sizeof(**ptrs));
+	if (*files == NULL || *ptrs == NULL)
+		return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].path == NULL || (f[i].data == NULL && f[i].len != 0))
+			return status_set(st, CAPIBOX_INVALID_ARGUMENT,
+					  "files[%zu]: missing path or data", i);
+		capibox__v1__file__init(&(*files)[i]);
+		(*files)[i].path = (char *)f[i].path;
+		(*files)[i].content.data = (uint8_t *)f[i].data;
+		(*files)[i].content.len = f[i].len;
+		(*files)[i].mode = f[i].mode;
+		(*ptrs)[i] = &(*files)[i];
+	}
+	return 0;
+}
+
 struct exec_msg {
 	Capibox__V1__ExecuteRequest req;
 	Capibox__V1__Limits limits;
@@ -488,7 +530,6 @@ static int exec_msg_build(struct exec_msg *m, const struct capibox_exec_request 
 
 	memset(m, 0, sizeof(*m));
 	capibox__v1__execute_request__init(&m->req);
-	capibox__v1__limits__init(&m->limits);
 
 	if (r->language == NULL || r->code == NULL)
 		return status_set(st, CAPIBOX_INVALID_ARGUMENT, "language and code are required");
@@ -511,35 +552,13 @@ static int exec_msg_build(struct exec_msg *m, const struct capibox_exec_request 
 	m->req.stdin.data = (uint8_t *)r->stdin_data;
 	m->req.stdin.len = r->stdin_data != NULL ? r->stdin_len : 0;
 
-	m->limits.wall_time_ms = r->limits.wall_time_ms;
-	m->limits.cpu_time_ms = r->limits.cpu_time_ms;
-	m->limits.memory_bytes = r->limits.memory_bytes;
-	m->limits.max_processes = r->limits.max_processes;
-	m->limits.max_output_bytes = r->limits.max_output_bytes;
-	m->limits.max_file_bytes = r->limits.max_file_bytes;
+	limits_to_msg(&r->limits, &m->limits);
 	m->req.limits = &m->limits;
 
-	if (r->n_files > 0) {
-		m->files = calloc(r->n_files, sizeof(*m->files));
-		m->file_ptrs = calloc(r->n_files, sizeof(*m->file_ptrs));
-		if (m->files == NULL || m->file_ptrs == NULL)
-			return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
-		for (i = 0; i < r->n_files; i++) {
-			const struct capibox_file *f = &r->files[i];
-
-			if (f->path == NULL || (f->data == NULL && f->len != 0))
-				return status_set(st, CAPIBOX_INVALID_ARGUMENT,
-						  "files[%zu]: missing path or data", i);
-			capibox__v1__file__init(&m->files[i]);
-			m->files[i].path = (char *)f->path;
-			m->files[i].content.data = (uint8_t *)f->data;
-			m->files[i].content.len = f->len;
-			m->files[i].mode = f->mode;
-			m->file_ptrs[i] = &m->files[i];
-		}
-		m->req.n_files = r->n_files;
-		m->req.files = m->file_ptrs;
-	}
+	if (files_to_msg(r->files, r->n_files, &m->files, &m->file_ptrs, st) != 0)
+		return st->code; /* files_to_msg set it */
+	m->req.n_files = r->n_files;
+	m->req.files = m->file_ptrs;
 	if (r->n_env > 0) {
 		m->env = calloc(r->n_env, sizeof(*m->env));
 		m->env_ptrs = calloc(r->n_env, sizeof(*m->env_ptrs));
@@ -997,37 +1016,12 @@ int capibox_session_create(struct capibox_client *c, const struct capibox_sessio
 				  "capibox_session_create: NULL argument");
 	req.language = (char *)r->language;
 	req.idle_timeout_s = r->idle_timeout_s;
-	limits.wall_time_ms = r->limits.wall_time_ms;
-	limits.cpu_time_ms = r->limits.cpu_time_ms;
-	limits.memory_bytes = r->limits.memory_bytes;
-	limits.max_processes = r->limits.max_processes;
-	limits.max_output_bytes = r->limits.max_output_bytes;
-	limits.max_file_bytes = r->limits.max_file_bytes;
+	limits_to_msg(&r->limits, &limits);
 	req.limits = &limits;
-	if (r->n_files > 0) {
-		files = calloc(r->n_files, sizeof(*files));
-		file_ptrs = calloc(r->n_files, sizeof(*file_ptrs));
-		if (files == NULL || file_ptrs == NULL) {
-			status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
-			goto out;
-		}
-		for (i = 0; i < r->n_files; i++) {
-			if (r->files[i].path == NULL ||
-			    (r->files[i].data == NULL && r->files[i].len != 0)) {
-				status_set(st, CAPIBOX_INVALID_ARGUMENT,
-					   "files[%zu]: missing path or data", i);
-				goto out;
-			}
-			capibox__v1__file__init(&files[i]);
-			files[i].path = (char *)r->files[i].path;
-			files[i].content.data = (uint8_t *)r->files[i].data;
-			files[i].content.len = r->files[i].len;
-			files[i].mode = r->files[i].mode;
-			file_ptrs[i] = &files[i];
-		}
-		req.files = file_ptrs;
-		req.n_files = r->n_files;
-	}
+	if (files_to_msg(r->files, r->n_files, &files, &file_ptrs, st) != 0)
+		goto out;
+	req.files = file_ptrs;
+	req.n_files = r->n_files;
 	if (r->n_env > 0) {
 		env = calloc(r->n_env, sizeof(*env));
 		env_ptrs = calloc(r->n_env, sizeof(*env_ptrs));
@@ -1224,7 +1218,6 @@ static int analyze_msg_build(struct analyze_msg *m, const struct capibox_analyze
 	memset(m, 0, sizeof(*m));
 	capibox__v1__analyze_request__init(&m->req);
 	capibox__v1__dataset__init(&m->dataset);
-	capibox__v1__limits__init(&m->limits);
 
 	if (strings_check(r->null_values, r->n_null_values, "dataset.null_values", st) != 0 ||
 	    strings_check(r->columns, r->n_columns, "columns", st) != 0 ||
@@ -1253,12 +1246,7 @@ static int analyze_msg_build(struct analyze_msg *m, const struct capibox_analyze
 	if (r->request_id != NULL)
 		m->req.request_id = (char *)r->request_id;
 
-	m->limits.wall_time_ms = r->limits.wall_time_ms;
-	m->limits.cpu_time_ms = r->limits.cpu_time_ms;
-	m->limits.memory_bytes = r->limits.memory_bytes;
-	m->limits.max_processes = r->limits.max_processes;
-	m->limits.max_output_bytes = r->limits.max_output_bytes;
-	m->limits.max_file_bytes = r->limits.max_file_bytes;
+	limits_to_msg(&r->limits, &m->limits);
 	m->req.limits = &m->limits;
 
 	if (r->n_aggregates > 0) {
@@ -1282,29 +1270,10 @@ static int analyze_msg_build(struct analyze_msg *m, const struct capibox_analyze
 		m->req.n_aggregates = r->n_aggregates;
 		m->req.aggregates = m->agg_ptrs;
 	}
-	if (r->n_files > 0) {
-		if (r->files == NULL)
-			return status_set(st, CAPIBOX_INVALID_ARGUMENT, "files: NULL array");
-		m->files = calloc(r->n_files, sizeof(*m->files));
-		m->file_ptrs = calloc(r->n_files, sizeof(*m->file_ptrs));
-		if (m->files == NULL || m->file_ptrs == NULL)
-			return status_set(st, CAPIBOX_RESOURCE_EXHAUSTED, "out of memory");
-		for (i = 0; i < r->n_files; i++) {
-			const struct capibox_file *f = &r->files[i];
-
-			if (f->path == NULL || (f->data == NULL && f->len != 0))
-				return status_set(st, CAPIBOX_INVALID_ARGUMENT,
-						  "files[%zu]: missing path or data", i);
-			capibox__v1__file__init(&m->files[i]);
-			m->files[i].path = (char *)f->path;
-			m->files[i].content.data = (uint8_t *)f->data;
-			m->files[i].content.len = f->len;
-			m->files[i].mode = f->mode;
-			m->file_ptrs[i] = &m->files[i];
-		}
-		m->req.n_files = r->n_files;
-		m->req.files = m->file_ptrs;
-	}
+	if (files_to_msg(r->files, r->n_files, &m->files, &m->file_ptrs, st) != 0)
+		return st->code; /* files_to_msg set it */
+	m->req.n_files = r->n_files;
+	m->req.files = m->file_ptrs;
 	return 0;
 }
 
