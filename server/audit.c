@@ -13,6 +13,7 @@
  * execution or memory without bound.
  */
 #include "audit.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -356,40 +357,6 @@ static void queue_push(struct audit *a, struct item *it)
 /* ------------------------------------------------------------------ */
 /* formatting (caller's thread)                                         */
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t len;
-	unsigned cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* overlong forms, surrogates and beyond U+10FFFF are not UTF-8 */
-	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-		return 0;
-	return len;
-}
-
 /*
  * A JSON string of s[0..len): json-c copies bytes as they are, so anything
  * that is not UTF-8 becomes U+FFFD first, or the line would not be JSON to
@@ -403,7 +370,7 @@ static json_object *json_utf8(const char *s, size_t len)
 	char *clean;
 
 	while (i < len) {
-		size_t k = utf8_len(p + i, len - i);
+		size_t k = utf8_seq_len(p + i, len - i);
 
 		if (k == 0)
 			break;
@@ -418,7 +385,7 @@ static json_object *json_utf8(const char *s, size_t len)
 	if (clean == NULL)
 		return NULL;
 	for (i = 0; i < len;) {
-		size_t k = utf8_len(p + i, len - i);
+		size_t k = utf8_seq_len(p + i, len - i);
 
 		if (k == 0) {
 			memcpy(clean + o_len, "\xef\xbf\xbd", 3);

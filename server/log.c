@@ -1,4 +1,5 @@
 #include "log.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -46,40 +47,6 @@ static void log_time(char *buf, size_t len)
 		 (unsigned)(ts.tv_nsec / 1000000) % 1000u);
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t len, i;
-	unsigned cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* overlong forms, surrogates and beyond U+10FFFF are not UTF-8 */
-	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-		return 0;
-	return len;
-}
-
 /*
  * Appends s as a JSON string (quotes included) at buf+*off. Messages may
  * quote a client's bytes: anything that is not valid UTF-8 becomes U+FFFD,
@@ -95,7 +62,7 @@ static void json_string(char *buf, size_t len, size_t *off, const char *s)
 		return;
 	buf[o++] = '"';
 	while (n > 0 && o + 8 < len) {
-		size_t k = utf8_len(p, n);
+		size_t k = utf8_seq_len(p, n);
 
 		if (k == 0) {
 			memcpy(buf + o, "\\ufffd", 6);

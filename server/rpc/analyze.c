@@ -1,4 +1,5 @@
 #include "analyze.h"
+#include "../utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -306,37 +307,6 @@ void analyze_job_free(struct analyze_job *job)
 	if (job->msg)
 		capibox__v1__analyze_request__free_unpacked(job->msg, NULL);
 	memset(job, 0, sizeof(*job));
-}
-
-/* Replaces each byte that is not part of valid UTF-8 with '?', in place. */
-static void utf8_fix(char *s)
-{
-	unsigned char *p = (unsigned char *)s;
-
-	while (*p) {
-		size_t n = 0;
-
-		if (*p < 0x80)
-			n = 1;
-		else if (*p >= 0xc2 && *p <= 0xdf)
-			n = 2;
-		else if (*p >= 0xe0 && *p <= 0xef)
-			n = 3;
-		else if (*p >= 0xf0 && *p <= 0xf4)
-			n = 4;
-		for (size_t i = 1; i < n; i++)
-			if ((p[i] & 0xc0) != 0x80)
-				n = 0;
-		/* overlong, surrogate and beyond-U+10FFFF forms */
-		if ((n == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f))) ||
-		    (n == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))))
-			n = 0;
-		if (n == 0) {
-			*p++ = '?';
-			continue;
-		}
-		p += n;
-	}
 }
 
 static void table_fix(Capibox__V1__Table *t)

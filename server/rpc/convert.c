@@ -10,6 +10,7 @@
  * every length against what is left, and descends one level (files, env).
  */
 #include "convert.h"
+#include "../utf8.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -461,32 +462,6 @@ void convert_finished(const struct exec_result *res, Capibox__V1__Finished *out,
 	}
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s)
-{
-	unsigned char c = s[0];
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (c >= 0xe0 && c <= 0xef) {
-		unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-
-		if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80)
-			return 0;
-		return 3;
-	}
-	if (c >= 0xf0 && c <= 0xf4) {
-		unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-
-		if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
 char *convert_utf8_clean(const char *s, char *buf, size_t buflen)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -496,9 +471,9 @@ char *convert_utf8_clean(const char *s, char *buf, size_t buflen)
 		return (char *)"";
 	/* A string field that is not UTF-8 makes other languages' decoders
 	 * reject the whole message; replace rather than pass it on. The NUL
-	 * terminator stops utf8_seq from reading past the string. */
+	 * terminator stops utf8_seq_len_str from reading past the string. */
 	while (*p && o + 1 < buflen) {
-		size_t n = utf8_seq(p);
+		size_t n = utf8_seq_len_str((const char *)p);
 
 		if (n == 0 || (n == 1 && *p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f) {
 			buf[o++] = '?';
@@ -517,25 +492,11 @@ char *convert_utf8_clean(const char *s, char *buf, size_t buflen)
 
 char *convert_utf8_dup(const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	size_t len = strlen(s), o = 0;
-	char *buf = malloc(len + 1);
-
-	if (buf == NULL)
-		return NULL;
 	/* The value's own text: every valid character is kept (a repr may
 	 * hold any); only what is not UTF-8 becomes '?'. */
-	while (*p) {
-		size_t n = utf8_seq(p);
-		if (n == 0) {
-			buf[o++] = '?';
-			p++;
-			continue;
-		}
-		memcpy(buf + o, p, n);
-		o += n;
-		p += n;
-	}
-	buf[o] = '\0';
+	char *buf = strdup(s);
+
+	if (buf != NULL)
+		utf8_fix(buf);
 	return buf;
 }
