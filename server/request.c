@@ -111,13 +111,34 @@ static int check_limits(const struct config *cfg, struct exec_limits *l, char *e
 	return 1;
 }
 
+int request_session_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n >= SESSION_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z') ||
+		      (id[i] >= 'A' && id[i] <= 'Z') || id[i] == '-' || id[i] == '_'))
+			return 0;
+	return 1;
+}
+
 enum request_rc request_validate_execute(const struct config *cfg, struct exec_request *req,
 					 char *err, size_t errlen)
 {
 	size_t total = 0;
+	int in_session = req->session_id != NULL && req->session_id[0] != '\0';
 
-	if (req->language == NULL || req->language[0] == '\0' ||
-	    runtime_find_public(req->language) < 0) {
+	if (in_session && !request_session_id_ok(req->session_id)) {
+		snprintf(err, errlen, "session_id: not a session id (1-63 of [A-Za-z0-9_-])");
+		return REQUEST_INVALID;
+	}
+	/* a session's cell may leave the language out: the session has one */
+	if (in_session && (req->language == NULL || req->language[0] == '\0'))
+		;
+	else if (req->language == NULL || req->language[0] == '\0' ||
+		 runtime_find_public(req->language) < 0) {
 		char names[256];
 		runtime_names(names, sizeof(names));
 		snprintf(err, errlen, "language: %s%.64s%s is not known; known languages: %s",
@@ -195,9 +216,11 @@ enum request_rc request_validate_execute(const struct config *cfg, struct exec_r
 	}
 	if (!check_limits(cfg, &req->limits, err, errlen))
 		return REQUEST_INVALID;
-	if (req->session_id != NULL && req->session_id[0] != '\0') {
-		snprintf(err, errlen, "session_id: sessions are not implemented yet");
-		return REQUEST_UNIMPLEMENTED;
+	if (in_session && req->n_collect > 0) {
+		snprintf(err, errlen,
+			 "collect: not supported in a session (figures come back as artifacts "
+			 "on their own)");
+		return REQUEST_INVALID;
 	}
 	if (req->n_collect > COLLECT_MAX_GLOBS) {
 		snprintf(err, errlen, "collect: %zu globs exceeds the maximum %d", req->n_collect,

@@ -29,6 +29,9 @@ request_validate_execute(const struct config *cfg, struct exec_request *req, cha
 /* True when name is a usable environment variable name. */
 int request_env_name_ok(const char *name);
 
+/* True when id has the form of a session id: 1-63 of [A-Za-z0-9_-]. */
+int request_session_id_ok(const char *id);
+
 /* True when path is relative, normalised, without "..", NUL or empty parts. */
 int request_path_ok(const char *path, size_t len);
 

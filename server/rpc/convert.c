@@ -347,52 +347,6 @@ fail:
 	return -1;
 }
 
-bool convert_session_id_ok(const char *id)
-{
-	size_t n = strlen(id);
-
-	if (n == 0 || n >= SESSION_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z') ||
-		      (id[i] >= 'A' && id[i] <= 'Z') || id[i] == '-' || id[i] == '_'))
-			return false;
-	return true;
-}
-
-/*
- * An Execute in a session: the one-shot checks (the session's language
- * stands in when the request names none; the backend checks it matches),
- * plus the session id's form.
- */
-static enum request_rc convert_validate_session_execute(const struct config *cfg,
-							struct exec_request *req, char *err,
-							size_t errlen)
-{
-	const char *sid = req->session_id, *lang = req->language;
-	enum request_rc rc;
-
-	if (!convert_session_id_ok(sid)) {
-		snprintf(err, errlen, "session_id: not a session id (1-63 of [A-Za-z0-9_-])");
-		return REQUEST_INVALID;
-	}
-	if (req->n_collect > 0) {
-		snprintf(err, errlen,
-			 "collect: not supported in a session (figures come back "
-			 "as artifacts on their own)");
-		return REQUEST_INVALID;
-	}
-	/* request_validate_execute refuses session ids (it predates them):
-	 * validated without it, then put back */
-	req->session_id = NULL;
-	if (lang == NULL || lang[0] == '\0')
-		req->language = "python";
-	rc = request_validate_execute(cfg, req, err, errlen);
-	req->session_id = sid;
-	req->language = lang;
-	return rc;
-}
-
 enum request_rc convert_decode_execute(const struct config *cfg, const uint8_t *buf, size_t len,
 				       struct convert_exec *out, char *err, size_t errlen)
 {
@@ -412,8 +366,6 @@ enum request_rc convert_decode_execute(const struct config *cfg, const uint8_t *
 		return REQUEST_TOO_LARGE;
 	}
 	out->msg = m; /* after convert_execute_request, which clears out */
-	if (m->session_id[0] != '\0')
-		return convert_validate_session_execute(cfg, &out->req, err, errlen);
 	return request_validate_execute(cfg, &out->req, err, errlen);
 }
 

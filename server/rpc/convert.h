@@ -71,9 +71,6 @@ __attribute__((warn_unused_result)) int
 convert_create_session_request(const Capibox__V1__CreateSessionRequest *m,
 			       struct convert_exec *out);
 
-/* True when id has a session id's form: 1-63 bytes of [A-Za-z0-9_-]. */
-bool convert_session_id_ok(const char *id);
-
 /* Frees what convert_execute_request or convert_decode_execute allocated (not m). */
 void convert_exec_free(struct convert_exec *cx);
 

@@ -1472,7 +1472,7 @@ static void close_session_handle(struct rpc_call *c)
 		code = GRPC_STATUS_INVALID_ARGUMENT;
 		goto out;
 	}
-	if (!convert_session_id_ok(m->session_id)) {
+	if (!request_session_id_ok(m->session_id)) {
 		code = GRPC_STATUS_INVALID_ARGUMENT;
 		snprintf(err, sizeof(err), "session_id: not a session id (1-63 of [A-Za-z0-9_-])");
 		goto out;

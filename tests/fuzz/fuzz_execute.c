@@ -216,7 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(req->language == NULL || req->language[0] == '\0' ||
 					   runtime_find_public(req->language) >= 0,
 				   "session cell with language \"%s\"", req->language);
-			FUZZ_CHECK(convert_session_id_ok(req->session_id), "session id accepted");
+			FUZZ_CHECK(request_session_id_ok(req->session_id), "session id accepted");
 		} else {
 			check_packets(req);
 		}

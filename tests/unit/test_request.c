@@ -147,14 +147,34 @@ static void test_files(void **state)
 	assert_non_null(strstr(err, "files[0].mode"));
 }
 
-static void test_not_yet(void **state)
+/* A cell of a session: its id has a form, its language may be left out (the
+ * session has one), and collect is not served there. */
+static void test_session_fields(void **state)
 {
 	struct exec_request r = base();
+	const char *glob = "*.png";
 	(void)state;
 	r.session_id = "s1";
-	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)),
-			 REQUEST_UNIMPLEMENTED);
+	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_OK);
+	r = base();
+	r.session_id = "s1";
+	r.language = "";
+	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_OK);
+	r = base();
+	r.session_id = "a b";
+	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_INVALID);
 	assert_non_null(strstr(err, "session_id"));
+	r = base();
+	r.session_id = "s1";
+	r.collect = &glob;
+	r.n_collect = 1;
+	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_INVALID);
+	assert_non_null(strstr(err, "collect"));
+	/* without a session, the language is still required */
+	r = base();
+	r.language = "";
+	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_INVALID);
+	assert_non_null(strstr(err, "language"));
 }
 
 /* collect globs: relative, no "..", bounded; the message names collect[i] */
@@ -215,7 +235,7 @@ int main(void)
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_paths),
 		cmocka_unit_test(test_files),
-		cmocka_unit_test(test_not_yet),
+		cmocka_unit_test(test_session_fields),
 		cmocka_unit_test(test_collect),
 	};
 	config_defaults(&cfg);

@@ -250,12 +250,12 @@ static void test_sessions(void **state)
 {
 	struct buf w = {0}, file = {0}, env = {0};
 	(void)state;
-	assert_true(convert_session_id_ok("3f2a9c0b1d2e3f4a5b6c7d8e"));
-	assert_true(convert_session_id_ok("my_session-1"));
-	assert_false(convert_session_id_ok(""));
-	assert_false(convert_session_id_ok("a b"));
-	assert_false(convert_session_id_ok("../x"));
-	assert_false(convert_session_id_ok(
+	assert_true(request_session_id_ok("3f2a9c0b1d2e3f4a5b6c7d8e"));
+	assert_true(request_session_id_ok("my_session-1"));
+	assert_false(request_session_id_ok(""));
+	assert_false(request_session_id_ok("a b"));
+	assert_false(request_session_id_ok("../x"));
+	assert_false(request_session_id_ok(
 		"0123456789012345678901234567890123456789012345678901234567890123"));
 	/* CreateSessionRequest: 1 language, 4 env, 5 files */
 	put_bytes(&w, 1, "python", 6);
