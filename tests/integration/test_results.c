@@ -1,8 +1,8 @@
 /*
- * The events pipe against the real daemon: final-expression results and
- * matplotlib figures from Python (warm and cold), artifacts in pieces, the
- * per-run limits, and hostile writers of the runner's fd 4, which end their
- * run with a reason while the daemon keeps serving.
+ * The events pipe against the real daemon: final-expression results from
+ * Python and JavaScript and matplotlib figures (warm and cold), artifacts
+ * in pieces, the per-run limits, and hostile writers of the runner's fd 4,
+ * which end their run with a reason while the daemon keeps serving.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -53,12 +53,15 @@ struct events {
 	size_t file_len;
 	bool file_ok; /* its pieces came in order */
 	bool after_finished;
+	bool warm; /* Started said a pooled sandbox ran it */
 };
 
 static int hook(const struct capibox_event *ev, struct run *r, void *arg)
 {
 	struct events *e = arg;
 
+	if (ev->kind == CAPIBOX_EVENT_STARTED)
+		e->warm = ev->u.started.warm;
 	if (ev->kind == CAPIBOX_EVENT_RESULT) {
 		if (e->n_results == 0)
 			e->out_len_at_result = r->out_len;
@@ -449,19 +452,224 @@ static void test_cold_python(void **state)
 	harness_run_free(&r);
 }
 
-static void test_javascript_no_result(void **state)
+/*
+ * Runs javascript code warm (a pooled sandbox, when one is ready) or cold
+ * (NODE_* variables change how node starts: a sandbox made for the
+ * request, through the same runner).
+ */
+static int js_warm_runs; /* how many of the warm ones a pooled sandbox ran */
+
+static void run_js(struct daemon *d, const char *code, bool cold, struct run *r, struct events *e)
+{
+	if (cold)
+		run_env(d, "javascript", code, "NODE_OPTIONS", "", r, e);
+	else
+		run_env(d, "javascript", code, NULL, NULL, r, e);
+	if (cold && e->warm) {
+		harness_run_print(r);
+		fail_msg("NODE_OPTIONS: expected a cold run");
+	}
+	js_warm_runs += e->warm;
+}
+
+static void test_javascript_results(void **state)
+{
+	static const struct {
+		const char *code, *text, *json;
+	} cases[] = {
+		{"1 + 1\n", "2", "2"},
+		{"'a' + 'b'", "'ab'", "\"ab\""}, /* no newline at the end */
+		{"const o = {a: 1, b: [true, null]};\no;\n", "{ a: 1, b: [ true, null ] }",
+		 "{\"a\":1,\"b\":[true,null]}"},
+		{"[1, 'x', {y: 2}]\n", "[ 1, 'x', { y: 2 } ]", "[1,\"x\",{\"y\":2}]"},
+		{"null\n", "null", "null"},
+		/* a call returning a value */
+		{"function triple(n) {\n  return n * 3;\n}\ntriple(7)\n", "21", "21"},
+		/* a promise: awaited */
+		{"async function later() {\n  await new Promise((r) => setTimeout(r, 20));\n"
+		 "  return {ok: true};\n}\nlater()\n",
+		 "{ ok: true }", "{\"ok\":true}"},
+		/* comments after it, with and without a newline */
+		{"const x = 5\nx // the end", "5", "5"},
+		{"const x = 5\n\n/* a\n   comment */\nx * 2;  // twice\n// bye\n", "10", "10"},
+		/* a sequence gives its last operand; an arrow keeps its own name */
+		{"1, 2, 3\n", "3", "3"},
+		{"let f\nf = () => 1\n", "[Function: f]", ""},
+		{"x => x\n", "[Function (anonymous)]", ""},
+		{"let a = 1\na > 0 ? 'pos' : 'neg'\n", "'pos'", "\"pos\""},
+		{"10n ** 2n\n", "100n", ""}, /* BigInt: not JSON */
+		/* still a CommonJS main module: require, module, exports,
+		 * __filename, top-level this and return, strict as written */
+		{"'use strict';\nconst path = require('path');\nexports.a = 1;\n"
+		 "if (this !== module.exports || require.main !== module) throw new Error('not main');\n"
+		 "try { undeclared = 1; } catch (e) { module.exports.strict = e instanceof ReferenceError; }\n"
+		 "if (process.argv.length > 9) return;\n"
+		 "[path.basename(__filename), __dirname, module.exports]\n",
+		 "[ 'main.js', '/.capibox', { a: 1, strict: true } ]",
+		 "[\"main.js\",\"/.capibox\",{\"a\":1,\"strict\":true}]"},
+		/* the last statement found from the end: a line that goes on
+		 * the statement before, a string that is no directive */
+		{"let a = 1, b\nb = a\n+1\n", "2", "2"},
+		{"const s = 'x';\n'y' + s\n", "'yx'", "\"yx\""},
+		{"let n = 2;\n'str'\n", "'str'", "\"str\""},
+		/* exitCode set, the program still ends on its own */
+		{"process.exitCode = 3;\n'three'\n", "'three'", "\"three\""},
+	};
+	struct daemon *d = *state;
+
+	HARNESS_REQUIRE(d);
+	js_warm_runs = 0;
+	for (int cold = 0; cold < 2; cold++) {
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			struct run r = {0};
+			struct events e;
+			run_js(d, cases[i].code, cold, &r, &e);
+			if (e.n_results != 1 || strcmp(e.text[0], cases[i].text) != 0 ||
+			    strcmp(e.json[0], cases[i].json) != 0 ||
+			    strcmp(e.mime[0], "text/plain") != 0) {
+				harness_run_print(&r);
+				fail_msg("%s case %zu: %d results, \"%s\" \"%s\"",
+					 cold ? "cold" : "warm", i, e.n_results,
+					 e.n_results > 0 ? e.text[0] : "",
+					 e.n_results > 0 ? e.json[0] : "");
+			}
+			assert_run_exited(&r, strstr(cases[i].code, "exitCode") != NULL ? 3 : 0);
+			events_free(&e);
+			harness_run_free(&r);
+		}
+	}
+	/* back to back, the pool (one javascript sandbox) may not keep up:
+	 * some of the "warm" runs are cold, but not all */
+	printf("javascript: %d of %zu warm runs were warm\n", js_warm_runs,
+	       sizeof(cases) / sizeof(cases[0]));
+	assert_true(js_warm_runs > 0);
+}
+
+static void test_javascript_result_after_output(void **state)
 {
 	struct daemon *d = *state;
 	struct run r = {0};
 	struct events e;
 
 	HARNESS_REQUIRE(d);
-	/* documented: a CommonJS module has no completion value */
-	run_env(d, "javascript", "1 + 1\n", NULL, NULL, &r, &e);
-	assert_run_exited(&r, 0);
-	assert_int_equal(e.n_results, 0);
-	events_free(&e);
-	harness_run_free(&r);
+	for (int cold = 0; cold < 2; cold++) {
+		run_js(d, "console.log('out');\nsetTimeout(() => console.log('later'), 10);\n42\n",
+		       cold, &r, &e);
+		assert_run_exited(&r, 0);
+		expect_one_result(&r, &e, "42", "42");
+		/* sent when the program ends: after everything it wrote */
+		assert_run_stdout(&r, "out\nlater\n");
+		assert_int_equal(e.out_len_at_result, r.out_len);
+		events_free(&e);
+		harness_run_free(&r);
+	}
+}
+
+static void test_javascript_no_result(void **state)
+{
+	static const char *const codes[] = {
+		"undefined\n", "console.log('hi')\n", /* undefined */
+		"'use strict'\n",		      /* a directive */
+		"'use strict';\nlet y = 2;\n", "function f() {\n  return 3;\n}\n",
+		"if (true) {\n  3;\n}\n", "// only a comment\n", "\n", "process.exit(0);\n5\n",
+		/* documented: process.exit() ends the run without a result */
+		"setTimeout(() => process.exit(0), 10);\n'never'\n",
+		"new Promise(() => {})\n", /* never settles */
+		"Promise.resolve(undefined)\n",
+		"const p = Promise.reject(new Error('x'));\np.catch(() => {});\np\n",
+		"let q = 1\nq = undefined\n", "'use strict'\n'another directive'\n",
+		"let\nfoo\n",			/* a declaration of foo, sloppy mode */
+		"var u = 1\nlet w = u\n/2/1\n", /* let w = u / 2 / 1 */
+	};
+	struct daemon *d = *state;
+
+	HARNESS_REQUIRE(d);
+	for (int cold = 0; cold < 2; cold++) {
+		for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+			struct run r = {0};
+			struct events e;
+			run_js(d, codes[i], cold, &r, &e);
+			assert_run_exited(&r, 0);
+			if (e.n_results != 0) {
+				harness_run_print(&r);
+				fail_msg("%s code %zu: expected no result, got \"%s\"",
+					 cold ? "cold" : "warm", i, e.text[0]);
+			}
+			events_free(&e);
+			harness_run_free(&r);
+		}
+	}
+}
+
+/* Fails unless the run's stderr holds needle. */
+static void expect_stderr(struct run *r, const char *needle)
+{
+	if (r->err == NULL || strstr((char *)r->err, needle) == NULL) {
+		harness_run_print(r);
+		fail_msg("stderr lacks \"%s\"", needle);
+	}
+}
+
+static void test_javascript_errors(void **state)
+{
+	struct daemon *d = *state;
+	struct run r = {0};
+	struct events e;
+
+	HARNESS_REQUIRE(d);
+	for (int cold = 0; cold < 2; cold++) {
+		/* a throw: node's report, the lines as written, no result */
+		run_js(d,
+		       "const a = 1;\nfunction boom() {\n  throw new Error('boom');\n}\nboom()\n",
+		       cold, &r, &e);
+		assert_run_exited(&r, 1);
+		assert_int_equal(e.n_results, 0);
+		expect_stderr(&r, "/.capibox/main.js:3\n  throw new Error('boom');\n  ^\n");
+		expect_stderr(&r, "Error: boom\n    at boom (/.capibox/main.js:3:9)\n"
+				  "    at Object.<anonymous> (/.capibox/main.js:5:1)\n");
+		if (strstr((char *)r.err, "__capibox") != NULL ||
+		    strstr((char *)r.err, "runner") != NULL) {
+			harness_run_print(&r);
+			fail_msg("the runner shows in the report");
+		}
+		events_free(&e);
+		harness_run_free(&r);
+
+		/* thrown by the last expression itself: its line unchanged */
+		run_js(d, "const o = null;\no.x\n", cold, &r, &e);
+		assert_run_exited(&r, 1);
+		assert_int_equal(e.n_results, 0);
+		expect_stderr(&r, "/.capibox/main.js:2\no.x\n  ^\n");
+		expect_stderr(&r, "at Object.<anonymous> (/.capibox/main.js:2:3)\n");
+		events_free(&e);
+		harness_run_free(&r);
+
+		/* alone on the first line */
+		run_js(d, "null.x\n", cold, &r, &e);
+		assert_run_exited(&r, 1);
+		expect_stderr(&r, "/.capibox/main.js:1\nnull.x\n     ^\n");
+		expect_stderr(&r, "(/.capibox/main.js:1:6)\n");
+		events_free(&e);
+		harness_run_free(&r);
+
+		/* a rejected promise: node's unhandled rejection, no result */
+		run_js(d, "async function f() {\n  throw new Error('nope');\n}\nf()\n", cold, &r,
+		       &e);
+		assert_run_exited(&r, 1);
+		assert_int_equal(e.n_results, 0);
+		expect_stderr(&r, "Error: nope\n    at f (/.capibox/main.js:2:9)\n");
+		events_free(&e);
+		harness_run_free(&r);
+
+		/* a syntax error: node's SyntaxError, as before */
+		run_js(d, "const x = 1;\nlet y = (x +;\n", cold, &r, &e);
+		assert_run_exited(&r, 1);
+		assert_int_equal(e.n_results, 0);
+		expect_stderr(&r, "/.capibox/main.js:2\nlet y = (x +;\n");
+		expect_stderr(&r, "SyntaxError: Unexpected token ';'");
+		events_free(&e);
+		harness_run_free(&r);
+	}
 }
 
 /* Python that writes raw frames (a list of bytes expressions) to fd 4. */
@@ -772,7 +980,10 @@ int main(void)
 		cmocka_unit_test(test_two_figures_and_show),
 		cmocka_unit_test(test_big_figure_in_pieces),
 		cmocka_unit_test(test_cold_python),
+		cmocka_unit_test(test_javascript_results),
+		cmocka_unit_test(test_javascript_result_after_output),
 		cmocka_unit_test(test_javascript_no_result),
+		cmocka_unit_test(test_javascript_errors),
 		cmocka_unit_test(test_hostile_frames),
 		cmocka_unit_test(test_frames_cleaned_and_capped),
 		cmocka_unit_test(test_artifact_budget),
