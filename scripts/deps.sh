@@ -18,6 +18,8 @@ packages=(
 	libmicrohttpd-dev
 	# the config file: an INI parser (server/config_file.c)
 	libinih-dev
+	# the python zygote's extension (server/zygote/)
+	python3-dev
 	# runtimes offered to sandboxed code (python with the data stack, node, bash)
 	python3 python3-numpy python3-pandas python3-matplotlib nodejs
 	# Python interop test (Debian's grpcio; stubs come from protobuf-compiler-grpc)

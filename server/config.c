@@ -27,6 +27,11 @@ void config_defaults(struct config *cfg)
 	cfg->pool_max[0] = 8;
 	cfg->pool_max[1] = 4;
 	cfg->pool_idle_ms = 30000;
+	/* python refills are forks of one interpreter that has imported these;
+	 * a new generation (new hash secret and layout) every zygote_recycle */
+	cfg->zygote = true;
+	cfg->zygote_preload = "numpy,pandas";
+	cfg->zygote_recycle = 1000;
 	cfg->max_sessions = 16;
 	cfg->session_idle_default_s = 600;
 	cfg->session_idle_max_s = 3600;

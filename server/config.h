@@ -26,6 +26,9 @@ struct config {
 	unsigned pool_target[CONFIG_MAX_RUNTIMES]; /* warm sandboxes kept, by runtime index */
 	unsigned pool_max[CONFIG_MAX_RUNTIMES];	   /* ... grown to under a burst, at most */
 	unsigned pool_idle_ms;		 /* a grown pool shrinks after this long without demand */
+	bool zygote;			 /* python refills are cloned from a zygote (ZYGOTE.md) */
+	const char *zygote_preload;	 /* modules the zygote imports, "numpy,pandas"; NULL none */
+	unsigned zygote_recycle;	 /* spawns per zygote generation */
 	unsigned max_sessions;		 /* open sessions (each holds a sandbox) */
 	unsigned session_idle_default_s; /* a session's idle timeout when it asks none */
 	unsigned session_idle_max_s;	 /* the longest idle timeout a session may ask */

@@ -47,6 +47,7 @@ enum opt_type {
 	T_METRICS_ON,	/* [metrics] enabled; its flag is --no-metrics */
 	T_METRICS_ADDR, /* [metrics] listen */
 	T_POOL,		/* [pool] LANG = N, one key per runtime; flag --pool LANG=N */
+	T_ONOFF,	/* bool written on/off (true/false too); its flag needs the value */
 };
 
 struct opt {
@@ -138,6 +139,10 @@ static const struct opt opts[] = {
 	NUM("max_limits", "output_mb", "max-output-mb", maxima.max_output_bytes, 1, 1 << 24, MIB),
 	NUM("max_limits", "file_mb", "max-file-mb", maxima.max_file_bytes, 1, 1 << 24, MIB),
 
+	/* before the LANG = N row: opt_find takes the first row that matches */
+	{"pool", "zygote", "zygote", NULL, T_ONOFF, FIELD(zygote), 0, 0, 0},
+	PATH("pool", "zygote_preload", "zygote-preload", zygote_preload),
+	NUM("pool", "zygote_recycle", "zygote-recycle", zygote_recycle, 1, 1000000000, 1),
 	{"pool", NULL, "pool", NULL, T_POOL, FIELD(pool_target), 0, 64, 1},
 
 	PATH("auth", "keys", "keys", keys_file),
@@ -299,6 +304,13 @@ static int opt_set(struct config *cfg, struct config_origins *og, const struct o
 	case T_BOOL:
 		if (!parse_bool(val, &b)) {
 			snprintf(why, len, "\"%s\" is not true or false", val);
+			return -1;
+		}
+		field_put(cfg, o, b);
+		break;
+	case T_ONOFF:
+		if (!parse_bool(val, &b)) {
+			snprintf(why, len, "\"%s\" is not on or off", val);
 			return -1;
 		}
 		field_put(cfg, o, b);
@@ -969,6 +981,7 @@ void config_print(FILE *f, const struct config *cfg, const struct config_origins
 			v = *(const char *const *)(const void *)((const char *)cfg + o->off);
 			break;
 		case T_BOOL: v = field_get(cfg, o) ? "true" : "false"; break;
+		case T_ONOFF: v = field_get(cfg, o) ? "on" : "off"; break;
 		case T_NUM:
 			snprintf(val, sizeof(val), "%llu",
 				 (unsigned long long)(field_get(cfg, o) / o->scale));

@@ -1209,8 +1209,16 @@ static int64_t ms_since(const struct timespec *t0, const struct timespec *now)
 static void pool_missed_locked(struct local_backend *lb, int rt)
 {
 	if (rt >= CONFIG_MAX_RUNTIMES || runtime_at((size_t)rt)->runner == NULL ||
-	    lb->cfg->pool_target[rt] == 0 || lb->warm_failing[rt])
-		return; /* no pool, or one that cannot start sandboxes now */
+	    lb->cfg->pool_target[rt] == 0)
+		return; /* no pool */
+	if (lb->warm_failing[rt]) {
+		/* the last one died starting (e.g. with the zygote that made
+		 * it): demand tries again, refilled when this run ends; a
+		 * failure sets it again */
+		if (lb->warm_starting[rt] == 0)
+			lb->warm_failing[rt] = false;
+		return;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &lb->pool_miss[rt]);
 	if (lb->pool_want[rt] < lb->cfg->pool_max[rt])
 		lb->pool_want[rt]++; /* a target above the maximum is simply not grown */

@@ -271,7 +271,10 @@ int mounts_setup(const struct sandbox_spec *spec, char *err, size_t errlen)
 	 * not in it */
 	if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		FAIL("mount proc");
-	if (mask_proc(err, errlen) < 0 || setup_dev(err, errlen) < 0)
+	/* the zygote's proc stays fully visible: a child in a less privileged
+	 * user namespace may mount its own proc only when one is (each child
+	 * covers it with its own, masked, before anything runs) */
+	if ((!spec->zygote && mask_proc(err, errlen) < 0) || setup_dev(err, errlen) < 0)
 		return -1;
 	if (mkdir("tmp", 01777) < 0 || chmod("tmp", 01777) < 0)
 		FAIL("mkdir tmp");
@@ -280,8 +283,13 @@ int mounts_setup(const struct sandbox_spec *spec, char *err, size_t errlen)
 		return -1;
 	if (mkdir("home", 0755) < 0 || mkdir("home/user", 0755) < 0)
 		FAIL("mkdir home/user");
-	snprintf(opts, sizeof(opts), "size=%" PRIu64 ",mode=0755,uid=%d,gid=%d", spec->tmpfs_bytes,
-		 SANDBOX_UID, SANDBOX_GID);
+	/* (the zygote's namespace may not map uid 1000: its children mount
+	 * their own /home/user anyway) */
+	if (spec->zygote)
+		snprintf(opts, sizeof(opts), "size=%" PRIu64 ",mode=0755", spec->tmpfs_bytes);
+	else
+		snprintf(opts, sizeof(opts), "size=%" PRIu64 ",mode=0755,uid=%d,gid=%d",
+			 spec->tmpfs_bytes, SANDBOX_UID, SANDBOX_GID);
 	if (mount_tmpfs("home/user", opts, MS_NOSUID | MS_NODEV, err, errlen) < 0)
 		return -1;
 	if (mkdir(&SANDBOX_CODE_DIR[1], 0755) < 0)
@@ -304,5 +312,26 @@ int mounts_seal_root(char *err, size_t errlen)
 		FAIL("remount / read-only");
 	if (chdir(SANDBOX_HOME) < 0)
 		FAIL("chdir %s", SANDBOX_HOME);
+	return 0;
+}
+
+int mounts_zygote_child(const struct sandbox_spec *spec, char *err, size_t errlen)
+{
+	char opts[128];
+
+	if (chdir("/") < 0)
+		FAIL("chdir /");
+	/* over the zygote's: a proc of our own pid namespace, masked */
+	if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		FAIL("mount proc");
+	if (mask_proc(err, errlen) < 0)
+		return -1;
+	snprintf(opts, sizeof(opts), "size=%" PRIu64 ",mode=1777", spec->tmpfs_bytes);
+	if (mount_tmpfs("tmp", opts, MS_NOSUID | MS_NODEV, err, errlen) < 0)
+		return -1;
+	snprintf(opts, sizeof(opts), "size=%" PRIu64 ",mode=0755,uid=%d,gid=%d", spec->tmpfs_bytes,
+		 SANDBOX_UID, SANDBOX_GID);
+	if (mount_tmpfs("home/user", opts, MS_NOSUID | MS_NODEV, err, errlen) < 0)
+		return -1;
 	return 0;
 }

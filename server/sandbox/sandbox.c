@@ -41,6 +41,7 @@
 #include "../proctitle.h"
 #include "collect.h"
 #include "payload.h"
+#include "runners/python_zygote.h"
 #include "seccomp.h"
 
 /* init only: the request's collect globs (NULL: none), from the payload */
@@ -248,7 +249,29 @@ static int step_warm_runner(struct child *c)
 	return write_runner(c);
 }
 
-static int step_seal(struct child *c) { return mounts_seal_root(c->err, sizeof(c->err)); }
+static int step_seal(struct child *c)
+{
+	/* a zygote's child: the root is the zygote's, read-only already */
+	if (c->spec->zygote) {
+		if (chdir(SANDBOX_HOME) < 0)
+			STEP_FAIL(c, "chdir %s", SANDBOX_HOME);
+		return 0;
+	}
+	return mounts_seal_root(c->err, sizeof(c->err));
+}
+
+/* A zygote's child: the supervisor attached us to our cgroup before "go". */
+static int step_cgroup_ns(struct child *c)
+{
+	if (unshare(CLONE_NEWCGROUP) < 0)
+		STEP_FAIL(c, "unshare cgroup namespace");
+	return 0;
+}
+
+static int step_zygote_mounts(struct child *c)
+{
+	return mounts_zygote_child(c->spec, c->err, sizeof(c->err));
+}
 
 struct step {
 	const char *name;
@@ -266,6 +289,67 @@ static const struct step setup_steps[] = {
 	{"warm runner", step_warm_runner},
 	{"seal root", step_seal},
 };
+
+/* A zygote's child: the root and its binds are the zygote's already. */
+static const struct step zygote_steps[] = {
+	{"wait for go", step_wait_maps}, {"cgroup namespace", step_cgroup_ns},
+	{"identity", step_identity},	 {"die with zygote", step_die_with_supervisor},
+	{"mounts", step_zygote_mounts},	 {"hostname", step_hostname},
+	{"loopback", step_loopback},	 {"warm runner", step_warm_runner},
+	{"seal root", step_seal},
+};
+
+/* ---- process titles in the zygote ---------------------------------------- */
+
+/*
+ * The zygote's children have python3's argument area: init shows
+ * "capibox-init" and the runner its warm command line there, like the
+ * processes of a sandbox made by the supervisor (ps, and tests, go by it).
+ */
+static char *title_start, *title_end;
+
+/* Finds this process's argument area (fields 48 and 49 of its stat). */
+static void zygote_title_init(void)
+{
+	char buf[2048], *p;
+	unsigned long long start = 0, end = 0;
+	ssize_t n;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (p == NULL)
+		return;
+	/* field 3 (state) follows ") "; arg_start is field 48 */
+	p += 2;
+	for (int field = 3; field < 48 && p != NULL; field++) {
+		p = strchr(p, ' ');
+		if (p != NULL)
+			p++;
+	}
+	if (p == NULL || sscanf(p, "%llu %llu", &start, &end) != 2 || end <= start)
+		return;
+	title_start = (char *)(uintptr_t)start;
+	title_end = (char *)(uintptr_t)end;
+}
+
+/* Writes the len bytes of t (NULs separate arguments) as the command line. */
+static void zygote_title_set(const char *t, size_t len)
+{
+	size_t room;
+
+	if (title_start == NULL)
+		return;
+	room = (size_t)(title_end - title_start);
+	memset(title_start, 0, room);
+	memcpy(title_start, t, len < room ? len : room - 1);
+}
 
 /* Drops every capability: bounding set, ambient, then effective/permitted/inheritable. */
 static int drop_caps(void)
@@ -367,8 +451,8 @@ static __attribute__((noreturn)) void runner_fail(struct child *c, const char *w
 	child_fail(c, 100);
 }
 
-/* The runner: becomes the user's program. Never returns. */
-static __attribute__((noreturn)) void run_runner(struct child *c)
+/* The runner: becomes the user's program. Returns only from a zygote (no exec). */
+static void run_runner(struct child *c)
 {
 	const struct sandbox_spec *spec = c->spec;
 	const struct exec_limits *l = &spec->limits;
@@ -381,9 +465,26 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	snprintf(runner_path, sizeof(runner_path), "%s/%s", SANDBOX_CODE_DIR,
 		 spec->rt->runner_file != NULL ? spec->rt->runner_file : "");
 	build_argv(spec->rt, spec->warm, runner_path, code_path, argv);
-	env = build_env(spec);
-	if (env == NULL)
+	env = spec->zygote ? NULL : build_env(spec);
+	if (env == NULL && !spec->zygote)
 		runner_fail(c, "environment");
+	if (spec->zygote) {
+		/* what a warm runner's command line is: argv joined by NULs */
+		char title[256];
+		size_t off = 0;
+		for (size_t i = 0; argv[i] != NULL && off < sizeof(title); i++) {
+			int k = snprintf(title + off, sizeof(title) - off, "%s", argv[i]);
+			if (k < 0 || (size_t)k >= sizeof(title) - off)
+				break;
+			off += (size_t)k + 1;
+		}
+		zygote_title_set(title, off);
+		/* and the name an exec would give it ("python3", not init's) */
+		{
+			const char *base = strrchr(argv[0], '/');
+			(void)prctl(PR_SET_NAME, base != NULL ? base + 1 : argv[0], 0, 0, 0);
+		}
+	}
 
 	/* the supervisor's mask and ignored signals must not reach user code */
 	for (int s = 1; s < NSIG; s++)
@@ -443,6 +544,18 @@ static __attribute__((noreturn)) void run_runner(struct child *c)
 	if (seccomp_install(msg, sizeof(msg)) < 0) {
 		errno = EINVAL;
 		runner_fail(c, msg);
+	}
+	if (spec->zygote) {
+		/* an exec'd runner is dumpable again (its /proc/self files
+		 * are its own, as for any process); our identity change made
+		 * us not, and there is no exec to undo it */
+		if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+			runner_fail(c, "dumpable");
+		/* no exec to close them: close what exec would (the report
+		 * pipe; exec_sync, whose EOF tells init our limits are set) */
+		if (syscall(SYS_close_range, spec->events_fd >= 0 ? 5 : 4, ~0U, 0) < 0)
+			runner_fail(c, "close_range");
+		return;
 	}
 	execve(argv[0], argv, env);
 	runner_fail(c, argv[0]);
@@ -649,21 +762,32 @@ static void collect_files(struct child *c)
 	close(c->spec->events_fd);
 }
 
-/* pid 1 of the sandbox: set up, start the runner, reap, report. */
-static __attribute__((noreturn)) void run_init(struct child *c)
+/*
+ * pid 1 of the sandbox: set up, start the runner, reap, report. Returns
+ * only in the runner of a zygote's sandbox (which then goes back to Python).
+ */
+static void run_init(struct child *c)
 {
 	struct sandbox_report r = {.type = SANDBOX_REPORT_READY};
+	const struct step *steps = c->spec->zygote ? zygote_steps : setup_steps;
+	size_t nsteps = c->spec->zygote ? sizeof(zygote_steps) / sizeof(zygote_steps[0]) :
+					  sizeof(setup_steps) / sizeof(setup_steps[0]);
 	struct rusage ru;
 	pid_t runner;
 	int status = 0, go_w = -1, exec_sync[2] = {-1, -1};
 
-	proctitle_set("capibox-init");
-	for (size_t i = 0; i < sizeof(setup_steps) / sizeof(setup_steps[0]); i++) {
-		if (setup_steps[i].run(c) < 0) {
+	if (c->spec->zygote) {
+		zygote_title_set("capibox-init", sizeof("capibox-init"));
+		(void)prctl(PR_SET_NAME, "capibox-init", 0, 0, 0);
+	} else {
+		proctitle_set("capibox-init");
+	}
+	for (size_t i = 0; i < nsteps; i++) {
+		if (steps[i].run(c) < 0) {
 			char msg[160];
 			snprintf(msg, sizeof(msg), "%s", c->err);
 			snprintf(c->err, sizeof(c->err), "setup step \"%s\" failed: %.110s",
-				 setup_steps[i].name, msg);
+				 steps[i].name, msg);
 			child_fail(c, (unsigned)i);
 		}
 	}
@@ -672,7 +796,8 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 		/* a pooled sandbox starts at the lowest priority: its start must
 		 * not slow down code that is running; the take restores it
 		 * (lowering one's own priority needs no privilege) */
-		(void)setpriority(PRIO_PROCESS, 0, 19);
+		if (!c->spec->at_once)
+			(void)setpriority(PRIO_PROCESS, 0, 19);
 		/* exec_sync: its write end is close-on-exec in the runner, so its
 		 * EOF says the runner has set its limits and exec'd */
 		if (pipe2(go, O_CLOEXEC) < 0 || pipe2(exec_sync, O_CLOEXEC) < 0) {
@@ -687,8 +812,10 @@ static __attribute__((noreturn)) void run_init(struct child *c)
 		snprintf(c->err, sizeof(c->err), "fork runner: %s", strerror(errno));
 		child_fail(c, 99);
 	}
-	if (runner == 0)
+	if (runner == 0) {
 		run_runner(c);
+		return; /* a zygote's runner: back to Python */
+	}
 
 	/* init keeps no output ends: EOF reaches the front when the code's
 	 * processes are gone */
@@ -820,6 +947,7 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_
 		if (open("/dev/null", O_RDWR) != 0 || dup2(0, 1) != 1 || dup2(0, 2) != 2)
 			_exit(1);
 		run_init(&c);
+		_exit(127); /* not reached: only a zygote's runner returns */
 	}
 	close(rep[1]);
 	close(sync[0]);
@@ -870,4 +998,567 @@ fail:
 			close(sync[i]);
 	}
 	return -1;
+}
+
+/* ---- the zygote ----------------------------------------------------------- */
+
+#define ZYGOTE_FLAGS \
+	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+#define ZYGOTE_DIR SANDBOX_CODE_DIR
+#define ZYGOTE_ANSWER_MS 2000
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+
+/* One packet with nfds (<= ZYGOTE_SPAWN_FDS) descriptors; 0 or -1 (errno). */
+static int zyg_send(int sock, const struct zygote_msg *m, const int *fds, size_t nfds)
+{
+	struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * ZYGOTE_SPAWN_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t n;
+
+	if (nfds > 0) {
+		struct cmsghdr *cm;
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	}
+	do {
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	if ((size_t)n != sizeof(*m)) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * One packet into m with its descriptors (CLOEXEC) into fds; *nfds their
+ * number. Returns the packet's length, 0 at EOF, -1 (errno). A packet of
+ * another size or with more descriptors than fit is returned as is, its
+ * extra descriptors closed: the caller checks.
+ */
+static ssize_t zyg_recv(int sock, struct zygote_msg *m, int *fds, size_t *nfds)
+{
+	struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * (ZYGOTE_SPAWN_FDS + 1))];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl.buf)};
+	ssize_t n;
+
+	*nfds = 0;
+	memset(m, 0, sizeof(*m));
+	do {
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
+		size_t k;
+		int *p = (int *)(void *)CMSG_DATA(cm);
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			if (*nfds < ZYGOTE_SPAWN_FDS)
+				fds[(*nfds)++] = p[i];
+			else
+				close(p[i]);
+		}
+	}
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+		return (ssize_t)sizeof(*m) + 1; /* wrong size, whatever it was */
+	return n;
+}
+
+static int copy_fd_to(int src, const char *path, mode_t mode, char *err, size_t errlen)
+{
+	char buf[65536];
+	off_t off = 0;
+	ssize_t n;
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "create %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while ((n = pread(src, buf, sizeof(buf), off)) > 0) {
+		if (write_full(fd, buf, (size_t)n) < 0) {
+			snprintf(err, errlen, "write %s: %s", path, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		off += n;
+	}
+	close(fd);
+	if (n < 0) {
+		snprintf(err, errlen, "read the zygote extension: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int write_str_to(const char *path, const char *text, char *err, size_t errlen)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
+
+	if (fd < 0 || write_full(fd, text, strlen(text)) < 0) {
+		snprintf(err, errlen, "write %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* The zygote process between clone and exec (host side: our clone). */
+static __attribute__((noreturn)) void zygote_launch_child(const struct sandbox_spec *spec, int sock,
+							  int sync_fd, int so_fd,
+							  const char *preload)
+{
+	static const char *const only_zygote[] = {
+		/* a process with threads cannot be cloned safely: BLAS starts none */
+		"OMP_NUM_THREADS=1",
+		"OPENBLAS_NUM_THREADS=1",
+		"MKL_NUM_THREADS=1",
+	};
+	char err[200], zpath[128], rpath[128], *argv[RUNTIME_MAX_ARGS + 2], **env, **zenv;
+	const struct runtime *rt = spec->rt;
+	size_t i, n;
+	sigset_t none;
+	char b;
+	int keep[] = {sock, sync_fd, so_fd, 2};
+
+	/* nothing of the supervisor but our socket and its log (stderr) */
+	close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
+	if (open("/dev/null", O_RDWR) != 0 || dup2(0, 1) != 1)
+		_exit(1);
+	while (read(sync_fd, &b, 1) < 0 && errno == EINTR)
+		;
+	close(sync_fd);
+	/* root of our user namespace: capabilities over it (and over the
+	 * namespaces of our children), none on the host */
+	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+		snprintf(err, sizeof(err), "setresuid: %s", strerror(errno));
+		goto fail;
+	}
+	/* the supervisor's death ends us, and with us (pid 1 of our pid
+	 * namespace) every sandbox we made */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) {
+		snprintf(err, sizeof(err), "parent death signal: %s", strerror(errno));
+		goto fail;
+	}
+	if (mounts_setup(spec, err, sizeof(err)) < 0)
+		goto fail;
+	if (sethostname("sandbox", 7) < 0) {
+		snprintf(err, sizeof(err), "sethostname: %s", strerror(errno));
+		goto fail;
+	}
+	if (mount("tmpfs", ZYGOTE_DIR, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755") < 0) {
+		snprintf(err, sizeof(err), "mount %s: %s", ZYGOTE_DIR, strerror(errno));
+		goto fail;
+	}
+	snprintf(zpath, sizeof(zpath), "%s/zygote.py", ZYGOTE_DIR);
+	snprintf(rpath, sizeof(rpath), "%s/%s", ZYGOTE_DIR, rt->runner_file);
+	if (copy_fd_to(so_fd, ZYGOTE_DIR "/_capibox_zygote.so", 0555, err, sizeof(err)) < 0 ||
+	    write_str_to(zpath, runner_python_zygote, err, sizeof(err)) < 0 ||
+	    write_str_to(rpath, rt->runner, err, sizeof(err)) < 0)
+		goto fail;
+	close(so_fd);
+	if (mount(NULL, ZYGOTE_DIR, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+		  NULL) < 0) {
+		snprintf(err, sizeof(err), "remount %s read-only: %s", ZYGOTE_DIR, strerror(errno));
+		goto fail;
+	}
+	if (mounts_seal_root(err, sizeof(err)) < 0)
+		goto fail;
+	/* the root's tmpfs itself read-only, not only its mount: its files
+	 * (/etc/passwd, ...) belong to our uid 0, which the children do not
+	 * map, so a write would be refused as EACCES before the mount's
+	 * EROFS; the file system's own flag is checked first, as a sandbox
+	 * made by the supervisor answers */
+	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) {
+		snprintf(err, sizeof(err), "remount the root file system read-only: %s",
+			 strerror(errno));
+		goto fail;
+	}
+	/* the warm runner's command (zygote.py in its place) and environment */
+	build_argv(rt, true, zpath, "", argv);
+	for (n = 0; argv[n] != NULL; n++)
+		;
+	argv[n++] = (char *)(preload[0] ? preload : "-");
+	argv[n] = NULL;
+	env = build_env(spec);
+	if (env == NULL) {
+		snprintf(err, sizeof(err), "environment: out of memory");
+		goto fail;
+	}
+	for (n = 0; env[n] != NULL; n++)
+		;
+	zenv = calloc(n + sizeof(only_zygote) / sizeof(only_zygote[0]) + 1, sizeof(char *));
+	if (zenv == NULL) {
+		snprintf(err, sizeof(err), "environment: out of memory");
+		goto fail;
+	}
+	memcpy(zenv, env, n * sizeof(char *));
+	for (i = 0; i < sizeof(only_zygote) / sizeof(only_zygote[0]); i++)
+		zenv[n++] = (char *)only_zygote[i];
+	zenv[n] = NULL;
+	if (sock != 3 && dup2(sock, 3) != 3) {
+		snprintf(err, sizeof(err), "dup2: %s", strerror(errno));
+		goto fail;
+	}
+	if (syscall(SYS_close_range, 4, ~0U, 0) < 0) {
+		snprintf(err, sizeof(err), "close_range: %s", strerror(errno));
+		goto fail;
+	}
+	/* the supervisor's blocked and ignored signals are not the zygote's */
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		snprintf(err, sizeof(err), "no_new_privs: %s", strerror(errno));
+		goto fail;
+	}
+	execve(argv[0], argv, zenv);
+	snprintf(err, sizeof(err), "exec %s: %s", argv[0], strerror(errno));
+fail:
+	dprintf(2, "capibox zygote: start failed: %s\n", err);
+	_exit(1);
+}
+
+pid_t sandbox_zygote_start(const struct sandbox_spec *spec, uint32_t zygote_uid, uint32_t uid_base,
+			   uint32_t n_uids, int so_fd, const char *preload, int *sock, char *err,
+			   size_t errlen)
+{
+	int sv[2] = {-1, -1}, sync[2] = {-1, -1};
+	char path[64], map[96];
+	pid_t pid = -1;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
+	    pipe2(sync, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "socketpair/pipe: %s", strerror(errno));
+		goto fail;
+	}
+	/* like sandbox_spawn: raw clone is a fork in the single-threaded supervisor */
+	pid = (pid_t)syscall(SYS_clone, ZYGOTE_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
+	if (pid < 0) {
+		snprintf(err, errlen, "clone: %s", strerror(errno));
+		goto fail;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		close(sync[1]);
+		zygote_launch_child(spec, sv[1], sync[0], so_fd, preload);
+	}
+	close(sv[1]);
+	close(sync[0]);
+	sv[1] = sync[0] = -1;
+	/* uid 0 is the zygote's own host uid; 1..n the sandboxes' (uid_base..) */
+	snprintf(map, sizeof(map), "0 %u 1\n1 %u %u\n", zygote_uid, uid_base, n_uids);
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	if (write_file_str(path, map) < 0) {
+		snprintf(err, errlen, "write uid_map: %s", strerror(errno));
+		goto kill;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	if (write_file_str(path, map) < 0) {
+		snprintf(err, errlen, "write gid_map: %s", strerror(errno));
+		goto kill;
+	}
+	if (write(sync[1], "g", 1) != 1) {
+		snprintf(err, errlen, "release zygote: %s", strerror(errno));
+		goto kill;
+	}
+	close(sync[1]);
+	*sock = sv[0];
+	return pid;
+kill:
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (sv[i] >= 0)
+			close(sv[i]);
+		if (sync[i] >= 0)
+			close(sync[i]);
+	}
+	return -1;
+}
+
+/* The host pid of a pidfd (its fdinfo's "Pid:"), or -1. */
+static pid_t pidfd_pid(int pidfd)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	long pid;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strstr(buf, "\nPid:");
+	if (p == NULL)
+		return -1;
+	pid = strtol(p + 5, NULL, 10);
+	return pid > 0 ? (pid_t)pid : -1;
+}
+
+pid_t sandbox_zygote_spawn(int zsock, const struct sandbox_spec *spec, uint32_t uid_index,
+			   uint64_t id, int *report_fd, int *pidfd, char *err, size_t errlen)
+{
+	int rep[2] = {-1, -1}, sync[2] = {-1, -1}, got[ZYGOTE_SPAWN_FDS], fd = -1;
+	struct zygote_msg m;
+	struct pollfd p = {.fd = zsock, .events = POLLIN};
+	size_t ngot = 0;
+	ssize_t n;
+	pid_t pid = -1;
+	int rc = -1, pr;
+
+	if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	memset(&m, 0, sizeof(m));
+	m.type = ZYGOTE_SPAWN;
+	m.runtime = (uint32_t)(spec->rt - runtime_at(0));
+	m.uid_index = uid_index;
+	m.id = id;
+	m.tmpfs_bytes = spec->tmpfs_bytes;
+	m.limits = spec->limits;
+	m.at_once = spec->at_once;
+	{
+		int fds[ZYGOTE_SPAWN_FDS] = {spec->stdin_fd,  spec->stdout_fd, spec->stderr_fd,
+					     spec->events_fd, rep[1],	       spec->control_fd,
+					     sync[0]};
+		if (zyg_send(zsock, &m, fds, ZYGOTE_SPAWN_FDS) < 0) {
+			snprintf(err, errlen, "zygote: send: %s", strerror(errno));
+			rc = -2;
+			goto out;
+		}
+	}
+	close(rep[1]);
+	close(sync[0]);
+	rep[1] = sync[0] = -1;
+	do {
+		pr = poll(&p, 1, ZYGOTE_ANSWER_MS);
+	} while (pr < 0 && errno == EINTR);
+	if (pr <= 0) {
+		snprintf(err, errlen, "zygote: no answer in %d ms", ZYGOTE_ANSWER_MS);
+		rc = -2;
+		goto out;
+	}
+	n = zyg_recv(zsock, &m, got, &ngot);
+	if (ngot > 0 && m.type == ZYGOTE_SPAWNED && ngot == 1 && n == (ssize_t)sizeof(m))
+		fd = got[0];
+	else
+		for (size_t i = 0; i < ngot; i++)
+			close(got[i]);
+	if (n == (ssize_t)sizeof(m) && m.type == ZYGOTE_FAILED && ngot == 0) {
+		m.msg[sizeof(m.msg) - 1] = '\0';
+		snprintf(err, errlen, "zygote: %s", m.msg);
+		goto out; /* this sandbox failed; the zygote is fine */
+	}
+	if (fd < 0 || m.id != id) {
+		snprintf(err, errlen, "zygote: %s", n == 0 ? "it closed its socket" : "bad answer");
+		rc = -2;
+		goto out;
+	}
+	pid = pidfd_pid(fd);
+	if (pid < 0) {
+		snprintf(err, errlen, "zygote: the new sandbox's pid: %s", strerror(errno));
+		goto kill;
+	}
+	if (spec->before_release != NULL &&
+	    spec->before_release(spec->hook_arg, pid, false, err, errlen) < 0)
+		goto kill;
+	if (write(sync[1], "g", 1) != 1) {
+		snprintf(err, errlen, "release child: %s", strerror(errno));
+		goto kill;
+	}
+	if (fcntl(rep[0], F_SETFL, O_NONBLOCK) < 0) {
+		snprintf(err, errlen, "fcntl: %s", strerror(errno));
+		goto kill;
+	}
+	close(sync[1]);
+	*report_fd = rep[0];
+	*pidfd = fd;
+	return pid;
+kill:
+	(void)syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+out:
+	if (fd >= 0)
+		close(fd);
+	for (int i = 0; i < 2; i++) {
+		if (rep[i] >= 0)
+			close(rep[i]);
+		if (sync[i] >= 0)
+			close(sync[i]);
+	}
+	return rc;
+}
+
+/* In the zygote's new child: becomes its init. Returns only in its runner. */
+static void zygote_child(const struct zygote_msg *m, int *fds)
+{
+	static struct sandbox_spec spec;
+	struct child c;
+	sigset_t mask;
+	int keep[ZYGOTE_SPAWN_FDS];
+
+	memcpy(keep, fds, sizeof(keep));
+	/* nothing of the zygote's: not its socket, not its stderr (the
+	 * supervisor's log) */
+	close_all_but(keep, ZYGOTE_SPAWN_FDS);
+	if (open("/dev/null", O_RDWR) != 0 || dup2(0, 1) != 1 || dup2(0, 2) != 2)
+		_exit(1);
+	/* init's signals as the supervisor's clone has them: default
+	 * dispositions, SIGCHLD (taken with a signalfd) and the terminal's
+	 * signals blocked */
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_SETMASK, &mask, NULL);
+	memset(&spec, 0, sizeof(spec));
+	spec.rt = runtime_at(m->runtime);
+	spec.limits = m->limits;
+	spec.tmpfs_bytes = m->tmpfs_bytes;
+	spec.payload_fd = -1;
+	spec.stdin_fd = fds[0];
+	spec.stdout_fd = fds[1];
+	spec.stderr_fd = fds[2];
+	spec.events_fd = fds[3];
+	spec.control_fd = fds[5];
+	spec.cgroup_fd = -1;
+	spec.warm = true;
+	spec.zygote = true;
+	spec.at_once = m->at_once != 0;
+	memset(&c, 0, sizeof(c));
+	c.spec = &spec;
+	c.report_fd = fds[4];
+	c.sync_fd = fds[6];
+	run_init(&c);
+}
+
+static void zyg_answer(int sock, const struct zygote_msg *req, uint32_t type, int err,
+		       const char *what, int fd)
+{
+	struct zygote_msg a;
+
+	memset(&a, 0, sizeof(a));
+	a.type = type;
+	a.id = req != NULL ? req->id : 0;
+	a.err = err;
+	if (what != NULL)
+		snprintf(a.msg, sizeof(a.msg), "%s: %s", what, strerror(err));
+	/* a failed answer makes the supervisor replace us; nothing to add */
+	(void)zyg_send(sock, &a, &fd, fd >= 0 ? 1 : 0);
+}
+
+/* Writes the child's maps: uid/gid 1000 inside = uid index k of ours. */
+static int zyg_maps(pid_t pid, uint32_t k, const char **what)
+{
+	char path[64], map[64];
+
+	snprintf(map, sizeof(map), "%d %u 1\n", SANDBOX_UID, k);
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	*what = "uid_map";
+	if (write_file_str(path, map) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
+	*what = "setgroups";
+	if (write_file_str(path, "deny") < 0)
+		return -1;
+	snprintf(map, sizeof(map), "%d %u 1\n", SANDBOX_GID, k);
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	*what = "gid_map";
+	return write_file_str(path, map);
+}
+
+int sandbox_zygote_serve(int sock, void (*before_fork)(void), void (*after_fork_parent)(void))
+{
+	struct zygote_msg m;
+
+	zygote_title_init();
+	memset(&m, 0, sizeof(m));
+	m.type = ZYGOTE_READY;
+	if (zyg_send(sock, &m, NULL, 0) < 0)
+		return -1;
+	for (;;) {
+		int fds[ZYGOTE_SPAWN_FDS], pidfd = -1;
+		const char *what = NULL;
+		const struct runtime *rt;
+		size_t nfds = 0;
+		ssize_t n = zyg_recv(sock, &m, fds, &nfds);
+		long pid;
+		int e;
+
+		if (n == 0)
+			return 0;
+		if (n < 0)
+			return -1;
+		rt = runtime_at(m.runtime);
+		if (n != (ssize_t)sizeof(m) || m.type != ZYGOTE_SPAWN || nfds != ZYGOTE_SPAWN_FDS ||
+		    rt == NULL || rt->runner == NULL || m.uid_index == 0) {
+			for (size_t i = 0; i < nfds; i++)
+				close(fds[i]);
+			zyg_answer(sock, &m, ZYGOTE_FAILED, EINVAL, "bad request", -1);
+			continue;
+		}
+		/* raw clone behaves like fork here: we are single-threaded
+		 * (zygote.py checks) */
+		before_fork();
+		pid = syscall(SYS_clone, ZYGOTE_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL,
+			      NULL);
+		if (pid == 0) {
+			zygote_child(&m, fds);
+			return 1; /* the runner */
+		}
+		e = errno;
+		after_fork_parent();
+		if (pid < 0)
+			zyg_answer(sock, &m, ZYGOTE_FAILED, e, "clone", -1);
+		else if (zyg_maps((pid_t)pid, m.uid_index, &what) < 0) {
+			e = errno;
+			kill((pid_t)pid, SIGKILL);
+			zyg_answer(sock, &m, ZYGOTE_FAILED, e, what, -1);
+		} else {
+			zyg_answer(sock, &m, ZYGOTE_SPAWNED, 0, NULL, pidfd);
+		}
+		if (pidfd >= 0)
+			close(pidfd);
+		for (size_t i = 0; i < nfds; i++)
+			close(fds[i]);
+	}
 }

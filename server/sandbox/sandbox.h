@@ -48,6 +48,13 @@ struct sandbox_spec {
 	int cgroup_fd;	/* cgroup v2 directory to clone into, or -1 */
 	bool warm;	/* pooled: start the runtime's warm runner, wait for a take */
 	int control_fd; /* warm: init's end of the take socket */
+	/* mounts_setup: build the zygote's root (its proc stays unmasked, so
+	 * that its children may mount theirs); in a sandbox: cloned by the
+	 * zygote, whose runner returns into the zygote's Python, no exec */
+	bool zygote;
+	/* warm, but taken at once (a cold request made by the zygote): no
+	 * waiting at the lowest priority */
+	bool at_once;
 };
 
 enum sandbox_report_type {
@@ -88,5 +95,79 @@ __attribute__((warn_unused_result)) int mounts_setup(const struct sandbox_spec *
 
 /* Makes the new root read-only after the payload was written. */
 __attribute__((warn_unused_result)) int mounts_seal_root(char *err, size_t errlen);
+
+/*
+ * The python zygote (docs/ZYGOTE.md). The supervisor starts it with
+ * sandbox_zygote_start() and asks it for warm sandboxes with
+ * sandbox_zygote_spawn(); the zygote (python3 with the _capibox_zygote
+ * extension, server/zygote/) answers in sandbox_zygote_serve(). One packet
+ * type each way, over a SOCK_SEQPACKET socket: requests carry only ids,
+ * sizes, limits and descriptors, never request content.
+ */
+enum zygote_msg_type {
+	ZYGOTE_READY = 1, /* zygote -> supervisor: serving (once, at start) */
+	ZYGOTE_SPAWN,	  /* supervisor -> zygote: one warm sandbox, ZYGOTE_SPAWN_FDS fds */
+	ZYGOTE_SPAWNED,	  /* zygote -> supervisor: made it; its pidfd travels along */
+	ZYGOTE_FAILED,	  /* zygote -> supervisor: could not (err, msg) */
+};
+
+/* stdin, stdout, stderr, events (w), report (w), control (init's end), go (r) */
+#define ZYGOTE_SPAWN_FDS 7
+
+struct zygote_msg {
+	uint32_t type;
+	uint32_t runtime;   /* index into the runtime table */
+	uint32_t uid_index; /* the child's uid in the zygote's user namespace (>= 1) */
+	int32_t err;	    /* ZYGOTE_FAILED: errno */
+	uint32_t at_once;   /* ZYGOTE_SPAWN: spec.at_once */
+	uint32_t reserved;
+	uint64_t id;
+	uint64_t tmpfs_bytes;
+	struct exec_limits limits;
+	char msg[128];
+};
+
+/*
+ * Starts a zygote for spec->rt (its warm runner, flags and environment) on
+ * a root built like a sandbox's (spec->root_dir, spec->tmpfs_bytes). Its
+ * user namespace maps uid 0 to zygote_uid and uids 1..n_uids to uid_base..
+ * (so a child given uid index k is host uid uid_base + k - 1). so_fd is the
+ * _capibox_zygote extension, copied into its /.capibox; preload the modules
+ * to import ("" none). Returns its pid (our child) and sets *sock to our end
+ * of its socket (CLOEXEC); -1 with err.
+ */
+__attribute__((warn_unused_result)) pid_t sandbox_zygote_start(const struct sandbox_spec *spec,
+							       uint32_t zygote_uid,
+							       uint32_t uid_base, uint32_t n_uids,
+							       int so_fd, const char *preload,
+							       int *sock, char *err, size_t errlen);
+
+/*
+ * Asks the zygote on zsock for a warm sandbox of spec (warm; its stdio,
+ * events and control descriptors) with uid index uid_index, waits (bounded)
+ * for its pidfd, calls spec->before_release with its host pid, then lets it
+ * go. Returns the host pid of its init and sets *report_fd (as
+ * sandbox_spawn) and *pidfd (CLOEXEC). Returns -1 with err when this
+ * sandbox failed, -2 when the zygote did not answer properly (it must then
+ * be replaced: a late answer would be taken for the next one's).
+ */
+__attribute__((warn_unused_result)) pid_t
+sandbox_zygote_spawn(int zsock, const struct sandbox_spec *spec, uint32_t uid_index, uint64_t id,
+		     int *report_fd, int *pidfd, char *err, size_t errlen);
+
+/*
+ * The zygote's loop over its socket: announces ZYGOTE_READY, then clones
+ * one sandbox per request. Returns 0 when the supervisor closed the socket,
+ * -1 (errno) on a failure of the socket, and 1 in a new sandbox's runner,
+ * which has then done everything a runner does before exec (descriptors,
+ * limits, capabilities, no_new_privs, seccomp) and must become the warm
+ * runner. before_fork and after_fork_parent wrap each clone (the
+ * interpreter's fork hooks).
+ */
+int sandbox_zygote_serve(int sock, void (*before_fork)(void), void (*after_fork_parent)(void));
+
+/* Builds the zygote child's own filesystem parts over the zygote's root. */
+__attribute__((warn_unused_result)) int mounts_zygote_child(const struct sandbox_spec *spec,
+							    char *err, size_t errlen);
 
 #endif

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -33,6 +34,8 @@ int main(int argc, char **argv)
 		{"uid-count", required_argument, NULL, 'c'},
 		{"cgroup-root", required_argument, NULL, 'g'},
 		{"parent", required_argument, NULL, 'p'},
+		{"zygote-preload", required_argument, NULL, 'z'},
+		{"zygote-recycle", required_argument, NULL, 'r'},
 		{NULL, 0, NULL, 0},
 	};
 	struct config cfg;
@@ -43,6 +46,8 @@ int main(int argc, char **argv)
 	proctitle_init(argc, argv);
 	log_init("supervisor");
 	config_defaults(&cfg);
+	/* capiboxd says so when the zygote is on (supervisor_start) */
+	cfg.zygote = false;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': cfg.state_dir = optarg; break;
@@ -51,6 +56,14 @@ int main(int argc, char **argv)
 		case 'c': cfg.uid_count = (uint32_t)number("--uid-count", optarg); break;
 		case 'g': cfg.cgroup_root = optarg; break;
 		case 'p': parent = (pid_t)number("--parent", optarg); break;
+		case 'z':
+			cfg.zygote = true;
+			/* a copy: proctitle_set() wipes the argument strings */
+			cfg.zygote_preload = strdup(optarg);
+			if (cfg.zygote_preload == NULL)
+				fatalx("out of memory");
+			break;
+		case 'r': cfg.zygote_recycle = (unsigned)number("--zygote-recycle", optarg); break;
 		default: fatalx("capibox-supervisor is started by capiboxd, not by hand");
 		}
 	}

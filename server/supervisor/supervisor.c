@@ -20,6 +20,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -32,6 +34,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -47,7 +50,16 @@ extern char **environ;
 
 #define SETUP_TIMEOUT_MS 10000
 
-enum ev_kind { EV_IPC = 1, EV_SIGNAL, EV_REPORT, EV_TIMER, EV_TICK };
+enum ev_kind {
+	EV_IPC = 1,
+	EV_SIGNAL,
+	EV_REPORT,
+	EV_TIMER,
+	EV_TICK,
+	EV_PIDFD,
+	EV_ZYGOTE,
+	EV_ZTIMER
+};
 
 /* how often the CPU time of running sandboxes is checked */
 #define CPU_TICK_MS 100
@@ -72,7 +84,22 @@ struct slot {
 	int control_fd; /* our end of init's take socket, -1 */
 	uint64_t t_take_ns;
 	uint64_t cpu_base_us; /* the runner's own start, not the request's */
+	int pidfd;	      /* made by the zygote (not our child): its pidfd, else -1 */
 };
+
+/* One zygote generation (docs/ZYGOTE.md). */
+struct zygote {
+	pid_t pid; /* our child; 0: none */
+	int sock;  /* -1: none */
+	bool ready;
+	unsigned spawns;
+	unsigned gen;
+};
+
+#define ZYGOTE_BACKOFF_MIN_MS 1000
+#define ZYGOTE_BACKOFF_MAX_MS 30000
+/* a zygote not ready by then is stuck (it takes well under a second) */
+#define ZYGOTE_START_MS 60000
 
 struct sup {
 	const struct config *cfg;
@@ -85,6 +112,18 @@ struct sup {
 	struct slot *slots;
 	unsigned nslots;
 	unsigned live;
+	/* the python zygote: cur serves, next is starting (a recycle or a
+	 * restart), old ones wait for their last sandboxes */
+	bool zyg_on;
+	int zyg_rt;
+	int zyg_so_fd;
+	uint32_t zyg_uid;
+	struct zygote zyg_cur, zyg_next;
+	pid_t *zyg_old; /* n_old: one per slot is enough, each live one holds a sandbox */
+	unsigned n_old;
+	unsigned zyg_gen;
+	unsigned zyg_backoff_ms;
+	int zyg_timer;
 };
 
 static uint64_t now_ns(void)
@@ -148,8 +187,14 @@ static void kill_slot(struct slot *sl, enum exec_reason reason)
 		sl->kill_reason = reason;
 	/* SIGKILL to a pid namespace's init ends every process in it; on cgroup
 	 * v2, cgroup.kill also reaches anything in the group, namespace or not */
-	if (kill(sl->pid, SIGKILL) < 0 && errno != ESRCH)
+	if (sl->pidfd >= 0) {
+		/* not our child: its pid could be reused, its pidfd cannot */
+		if (syscall(SYS_pidfd_send_signal, sl->pidfd, SIGKILL, NULL, 0) < 0 &&
+		    errno != ESRCH)
+			log_warn("pidfd_send_signal %d", (int)sl->pid);
+	} else if (kill(sl->pid, SIGKILL) < 0 && errno != ESRCH) {
 		log_warn("kill %d", (int)sl->pid);
+	}
 	cg_kill(sl->id);
 }
 
@@ -180,10 +225,325 @@ static int attach_cgroup(void *arg, pid_t pid, bool in_cgroup, char *err, size_t
 	return cg_attach(sp->id, pid, err, errlen);
 }
 
+/* ---- the python zygote (docs/ZYGOTE.md) ------------------------------------ */
+
+static void zygote_schedule(struct sup *s);
+static void zygote_arm(struct sup *s, unsigned ms);
+static void zygote_kill(struct sup *s, struct zygote *z);
+
+/* True when warm sandboxes of runtime rt come from a serving zygote. */
+static bool zygote_serves(const struct sup *s, uint32_t rt)
+{
+	return s->zyg_on && (int)rt == s->zyg_rt && s->zyg_cur.ready && s->zyg_cur.sock >= 0;
+}
+
+/* Starts a zygote generation into z (its READY comes on its socket). */
+static void zygote_launch(struct sup *s, struct zygote *z)
+{
+	struct sandbox_spec spec;
+	char err[200];
+	int sock = -1;
+	pid_t pid;
+
+	memset(&spec, 0, sizeof(spec));
+	spec.rt = runtime_at((size_t)s->zyg_rt);
+	spec.tmpfs_bytes = s->cfg->tmpfs_bytes;
+	spec.root_dir = s->root_dir;
+	spec.zygote = true;
+	spec.payload_fd = spec.stdin_fd = spec.stdout_fd = spec.stderr_fd = -1;
+	spec.events_fd = spec.control_fd = spec.cgroup_fd = -1;
+	/* slot idx is uid idx + 1 of the zygote's namespace = host uid_base + idx,
+	 * the uid the slot has without a zygote */
+	pid = sandbox_zygote_start(&spec, s->zyg_uid, s->cfg->uid_base, s->nslots, s->zyg_so_fd,
+				   s->cfg->zygote_preload ? s->cfg->zygote_preload : "", &sock, err,
+				   sizeof(err));
+	if (pid < 0) {
+		log_warnx("zygote: %s", err);
+		zygote_schedule(s);
+		return;
+	}
+	memset(z, 0, sizeof(*z));
+	z->pid = pid;
+	z->sock = sock;
+	z->gen = ++s->zyg_gen;
+	/* which generation: the slot index in the event says cur (0) or next (1) */
+	ep_add(s, sock, EV_ZYGOTE, z == &s->zyg_cur ? 0 : 1);
+	zygote_arm(s, ZYGOTE_START_MS);
+	log_info("zygote generation %u starting (pid %d, host uid %u)", z->gen, (int)pid,
+		 s->zyg_uid);
+}
+
+/* Drops z's socket: a serving zygote sees EOF and stops serving. */
+static void zygote_close(struct sup *s, struct zygote *z)
+{
+	if (z->sock >= 0) {
+		epoll_ctl(s->ep, EPOLL_CTL_DEL, z->sock, NULL);
+		close(z->sock);
+	}
+	z->sock = -1;
+	z->ready = false;
+}
+
+/* Ends z at once: SIGKILL to its pid namespace's init ends its sandboxes too. */
+static void zygote_kill(struct sup *s, struct zygote *z)
+{
+	zygote_close(s, z);
+	if (z->pid > 0)
+		kill(z->pid, SIGKILL); /* still our child: reap() takes it */
+}
+
+/* Retires z: it waits for its sandboxes, then exits (reap() takes it). */
+static void zygote_retire(struct sup *s, struct zygote *z)
+{
+	zygote_close(s, z);
+	for (unsigned i = 0; i < s->n_old && z->pid > 0; i++)
+		if (s->zyg_old[i] == 0) {
+			s->zyg_old[i] = z->pid;
+			z->pid = 0;
+		}
+	if (z->pid > 0) {
+		/* cannot happen: a draining generation holds a live sandbox,
+		 * and there are n_old slots (see zygote_init) */
+		log_warnx("zygote generation %u: %u older generations still running: killed",
+			  z->gen, s->n_old);
+		kill(z->pid, SIGKILL);
+	}
+	memset(z, 0, sizeof(*z));
+	z->sock = -1;
+}
+
+/* The zygote timer: a restart's backoff, or a start's deadline. */
+static void zygote_arm(struct sup *s, unsigned ms)
+{
+	struct itimerspec it = {0};
+
+	it.it_value.tv_sec = ms / 1000;
+	it.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+	if (timerfd_settime(s->zyg_timer, 0, &it, NULL) < 0)
+		fatal("timerfd_settime");
+}
+
+/* A restart after a failure, with backoff (1 s doubling to 30 s). */
+static void zygote_schedule(struct sup *s)
+{
+	unsigned ms = s->zyg_backoff_ms * 2;
+
+	if (ms < ZYGOTE_BACKOFF_MIN_MS)
+		ms = ZYGOTE_BACKOFF_MIN_MS;
+	if (ms > ZYGOTE_BACKOFF_MAX_MS)
+		ms = ZYGOTE_BACKOFF_MAX_MS;
+	s->zyg_backoff_ms = ms;
+	zygote_arm(s, ms);
+	log_info("zygote: restart in %u ms; python pools start interpreters meanwhile", ms);
+}
+
+static void zygote_timer(struct sup *s)
+{
+	struct zygote *stuck = NULL;
+	uint64_t ticks;
+
+	if (read(s->zyg_timer, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		fatal("timerfd read");
+	if (s->zyg_cur.pid > 0 && !s->zyg_cur.ready)
+		stuck = &s->zyg_cur;
+	else if (s->zyg_next.pid > 0 && !s->zyg_next.ready)
+		stuck = &s->zyg_next;
+	if (stuck != NULL) {
+		/* reap() schedules the next attempt */
+		log_warnx("zygote generation %u: not ready after %d s: killed", stuck->gen,
+			  ZYGOTE_START_MS / 1000);
+		zygote_kill(s, stuck);
+	} else if (s->zyg_cur.pid == 0 && s->zyg_next.pid == 0) {
+		zygote_launch(s, &s->zyg_cur);
+	}
+}
+
+/* A packet (or EOF) from zygote which (0 cur, 1 next). */
+static void zygote_event(struct sup *s, unsigned which)
+{
+	struct zygote *z = which == 0 ? &s->zyg_cur : &s->zyg_next;
+	struct zygote_msg m;
+	ssize_t n;
+
+	if (z->sock < 0)
+		return;
+	do {
+		n = recv(z->sock, &m, sizeof(m), MSG_DONTWAIT);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return;
+	if (n == (ssize_t)sizeof(m) && m.type == ZYGOTE_READY && !z->ready) {
+		z->ready = true;
+		log_info("zygote generation %u ready", z->gen);
+		if (z == &s->zyg_next) {
+			/* the new generation takes over; the old one drains */
+			zygote_retire(s, &s->zyg_cur);
+			epoll_ctl(s->ep, EPOLL_CTL_DEL, z->sock, NULL);
+			s->zyg_cur = *z;
+			ep_add(s, s->zyg_cur.sock, EV_ZYGOTE, 0);
+			memset(z, 0, sizeof(*z));
+			z->sock = -1;
+		}
+		return;
+	}
+	/* EOF (it died: reap() says why) or a packet nobody asked for */
+	if (n != 0)
+		log_warnx("zygote generation %u: unexpected packet: killed", z->gen);
+	zygote_kill(s, z);
+}
+
+/* pid was reaped: if it was a zygote, say so and replace it if needed. */
+static void zygote_reaped(struct sup *s, pid_t pid, int status)
+{
+	struct zygote *z = NULL;
+
+	for (unsigned i = 0; i < s->n_old; i++)
+		if (s->zyg_old[i] == pid) {
+			s->zyg_old[i] = 0;
+			log_info("zygote pid %d retired (its sandboxes are gone)", (int)pid);
+			return;
+		}
+	if (s->zyg_cur.pid == pid)
+		z = &s->zyg_cur;
+	else if (s->zyg_next.pid == pid)
+		z = &s->zyg_next;
+	if (z == NULL)
+		return;
+	if (WIFSIGNALED(status))
+		log_warnx("zygote generation %u died: signal %d", z->gen, WTERMSIG(status));
+	else
+		log_warnx("zygote generation %u exited: status %d", z->gen, WEXITSTATUS(status));
+	zygote_close(s, z);
+	memset(z, 0, sizeof(*z));
+	z->sock = -1;
+	if (s->zyg_cur.pid == 0 && s->zyg_next.pid == 0)
+		zygote_schedule(s);
+}
+
+/* At start: whether a zygote can serve, and its first generation. */
+static void zygote_init(struct sup *s)
+{
+	char path[PATH_MAX + 32], *slash;
+	ssize_t n;
+
+	s->zyg_so_fd = -1;
+	s->zyg_cur.sock = s->zyg_next.sock = -1;
+	/* a retired generation lives while one of its sandboxes does (a
+	 * pooled one, a session's): at most one per slot */
+	s->n_old = s->nslots + 1;
+	s->zyg_old = calloc(s->n_old, sizeof(pid_t));
+	if (s->zyg_old == NULL)
+		fatal("calloc");
+	s->zyg_timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (s->zyg_timer < 0)
+		fatal("timerfd_create");
+	ep_add(s, s->zyg_timer, EV_ZTIMER, 0);
+	s->zyg_rt = runtime_find("python");
+	if (!s->cfg->zygote || s->zyg_rt < 0)
+		return;
+	/* its own host uid: the one just past the sandbox range */
+	if ((uint64_t)s->cfg->uid_base + s->cfg->uid_count >= UINT32_MAX) {
+		log_warnx("zygote: off: no host uid past the sandbox range");
+		return;
+	}
+	s->zyg_uid = s->cfg->uid_base + s->cfg->uid_count;
+	/* the extension sits next to us (the build directory, or where the
+	 * binaries are installed) */
+	n = readlink("/proc/self/exe", path, PATH_MAX);
+	if (n <= 0) {
+		log_warn("zygote: off: readlink /proc/self/exe");
+		return;
+	}
+	path[n] = '\0';
+	slash = strrchr(path, '/');
+	if (slash == NULL)
+		return;
+	snprintf(slash, sizeof(path) - (size_t)(slash - path), "/_capibox_zygote.so");
+	s->zyg_so_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (s->zyg_so_fd < 0) {
+		log_warn("zygote: off: %s (sanitizer builds do not build it)", path);
+		return;
+	}
+	s->zyg_on = true;
+	log_info("zygote: on (preload \"%s\", a new generation every %u spawns)",
+		 s->cfg->zygote_preload ? s->cfg->zygote_preload : "", s->cfg->zygote_recycle);
+	zygote_launch(s, &s->zyg_cur);
+}
+
+/* At exit: every zygote goes, with its sandboxes, before we do. */
+static void zygote_shutdown(struct sup *s)
+{
+	pid_t *pids = calloc(s->n_old + 2, sizeof(pid_t));
+	unsigned n = 0;
+
+	if (pids == NULL)
+		fatal("calloc");
+	if (s->zyg_cur.pid > 0)
+		pids[n++] = s->zyg_cur.pid;
+	if (s->zyg_next.pid > 0)
+		pids[n++] = s->zyg_next.pid;
+	for (unsigned i = 0; i < s->n_old; i++)
+		if (s->zyg_old[i] > 0)
+			pids[n++] = s->zyg_old[i];
+	for (unsigned i = 0; i < n; i++)
+		kill(pids[i], SIGKILL);
+	for (unsigned i = 0; i < n; i++)
+		while (waitpid(pids[i], NULL, 0) < 0 && errno == EINTR)
+			;
+	free(pids);
+}
+
+/* True when a cold spawn's environment lets a pooled sandbox run it. */
+static bool zygote_cold_ok(const struct ipc_spawn *sp)
+{
+	const char *names[256];
+	const char *p = sp->env;
+
+	if (sp->n_env > 256)
+		return false;
+	/* "NAME=value": the prefixes compared are names' */
+	for (uint32_t i = 0; i < sp->n_env; i++) {
+		names[i] = p;
+		p += strlen(p) + 1;
+	}
+	return runtime_warm_env_ok(runtime_at(sp->runtime), names, sp->n_env) != 0;
+}
+
+/*
+ * A cold request made by the zygote: its init gets the take at once (the
+ * request's limits, environment and payload), as a pooled one would from
+ * the front. Returns 0, or -1 with err.
+ */
+static int zygote_take_at_once(const struct ipc_spawn *sp, int ctl, int payload_fd, char *err,
+			       size_t errlen)
+{
+	union ipc_msg *m = malloc(IPC_MAX_PACKET);
+	size_t len = sizeof(struct ipc_take) + sp->env_len;
+	int rc = -1;
+
+	if (m == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	memset(m, 0, sizeof(struct ipc_take));
+	m->take.type = IPC_TAKE;
+	m->take.n_env = sp->n_env;
+	m->take.id = sp->id;
+	m->take.limits = sp->limits;
+	m->take.env_len = sp->env_len;
+	memcpy(m->take.env, sp->env, sp->env_len);
+	if (ipc_send(ctl, m, len, &payload_fd, 1) < 0)
+		snprintf(err, errlen, "take: %s", strerror(errno));
+	else
+		rc = 0;
+	free(m);
+	return rc;
+}
+
 static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
 {
-	bool into_cgroup = false;
-	int ctl[2] = {-1, -1};
+	bool into_cgroup = false, via_zygote;
+	int ctl[2] = {-1, -1}, pidfd = -1;
 	struct sandbox_spec spec;
 	struct slot *sl = NULL;
 	char err[200];
@@ -224,17 +584,22 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	spec.before_release = attach_cgroup;
 	spec.hook_arg = (void *)sp;
 	spec.control_fd = -1;
-	if (sp->warm) {
+	/* python from the zygote: pooled sandboxes, and cold requests that a
+	 * pooled sandbox could serve (the pool was empty) */
+	via_zygote =
+		fds[4] >= 0 && zygote_serves(s, sp->runtime) && (sp->warm || zygote_cold_ok(sp));
+	if (sp->warm || via_zygote) {
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0) {
 			snprintf(err, sizeof(err), "socketpair: %s", strerror(errno));
 			send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 			goto out;
 		}
-		spec.warm = true;
-		spec.control_fd = ctl[1];
+		spec.warm = sp->warm != 0;
+		spec.control_fd = sp->warm ? ctl[1] : -1;
 	}
 
 	memset(sl, 0, sizeof(*sl));
+	sl->pidfd = -1;
 	sl->t_spawn_ns = now_ns();
 	if (cg_create(sp->id, sp->limits.memory_bytes, sp->limits.max_processes, err, sizeof(err)) <
 	    0) {
@@ -242,10 +607,49 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
-	spec.cgroup_fd = cg_open(sp->id);
-	pid = sandbox_spawn(&spec, &report_fd, &into_cgroup, err, sizeof(err));
-	if (spec.cgroup_fd >= 0)
-		close(spec.cgroup_fd);
+	pid = -1;
+	if (via_zygote) {
+		struct zygote *z = &s->zyg_cur;
+		struct sandbox_spec zs = spec;
+		zs.warm = true;
+		zs.at_once = !sp->warm;
+		zs.control_fd = ctl[1];
+		pid = sandbox_zygote_spawn(z->sock, &zs, idx + 1, sp->id, &report_fd, &pidfd, err,
+					   sizeof(err));
+		if (pid >= 0 && !sp->warm &&
+		    zygote_take_at_once(sp, ctl[0], fds[0], err, sizeof(err)) < 0) {
+			(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+			close(pidfd);
+			close(report_fd);
+			pidfd = report_fd = -1;
+			log_warnx("sandbox %" PRIu64 ": %s: started without the zygote", sp->id,
+				  err);
+			pid = -3; /* today's path; the zygote is fine */
+		}
+		if (pid == -3) {
+			pid = -1;
+		} else if (pid == -2) {
+			/* the zygote misbehaved: replace it; this one starts as today */
+			log_warnx("zygote generation %u: %s: restarting it", z->gen, err);
+			zygote_kill(s, z); /* reap() schedules its restart */
+			pid = -1;
+		} else if (pid < 0) {
+			log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
+			cg_destroy(sp->id);
+			send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
+			goto out;
+		} else {
+			s->zyg_backoff_ms = 0; /* it works */
+			if (++z->spawns >= s->cfg->zygote_recycle && s->zyg_next.pid == 0)
+				zygote_launch(s, &s->zyg_next); /* a new generation */
+		}
+	}
+	if (pid < 0) {
+		spec.cgroup_fd = cg_open(sp->id);
+		pid = sandbox_spawn(&spec, &report_fd, &into_cgroup, err, sizeof(err));
+		if (spec.cgroup_fd >= 0)
+			close(spec.cgroup_fd);
+	}
 	if (ctl[1] >= 0) {
 		close(ctl[1]); /* init has it */
 		ctl[1] = -1;
@@ -264,8 +668,15 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	sl->limits = sp->limits;
 	sl->report_fd = report_fd;
 	sl->warm = sp->warm != 0;
-	sl->control_fd = ctl[0];
-	ctl[0] = -1;
+	if (sp->warm) { /* a cold one's take went already (or it has none) */
+		sl->control_fd = ctl[0];
+		ctl[0] = -1;
+	} else {
+		sl->control_fd = -1;
+	}
+	sl->pidfd = pidfd;
+	if (pidfd >= 0)
+		ep_add(s, pidfd, EV_PIDFD, idx);
 	sl->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (sl->timer_fd < 0)
 		fatal("timerfd_create");
@@ -441,7 +852,12 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 	close(sl->timer_fd);
 	if (sl->control_fd >= 0)
 		close(sl->control_fd);
+	if (sl->pidfd >= 0) {
+		epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->pidfd, NULL);
+		close(sl->pidfd);
+	}
 	memset(sl, 0, sizeof(*sl));
+	sl->pidfd = -1;
 	s->live--;
 	update_tick(s);
 }
@@ -545,10 +961,11 @@ static void reap(struct sup *s)
 		if (pid <= 0)
 			return;
 		for (unsigned i = 0; i < s->nslots; i++)
-			if (s->slots[i].used && s->slots[i].pid == pid) {
+			if (s->slots[i].used && s->slots[i].pidfd < 0 && s->slots[i].pid == pid) {
 				finish_slot(s, &s->slots[i], status);
 				break;
 			}
+		zygote_reaped(s, pid, status);
 	}
 }
 
@@ -684,6 +1101,9 @@ void supervisor_main(const struct config *cfg, int sock)
 	if (s.tick_fd < 0)
 		fatal("timerfd_create");
 	ep_add(&s, s.tick_fd, EV_TICK, 0);
+	for (unsigned i = 0; i < s.nslots; i++)
+		s.slots[i].pidfd = -1;
+	zygote_init(&s);
 	send_msg(&s, &hello, sizeof(hello));
 
 	for (;;) {
@@ -718,6 +1138,10 @@ void supervisor_main(const struct config *cfg, int sock)
 				}
 			} else if (k == EV_TICK) {
 				handle_tick(&s);
+			} else if (k == EV_ZYGOTE) {
+				zygote_event(&s, idx);
+			} else if (k == EV_ZTIMER) {
+				zygote_timer(&s);
 			} else if (k == EV_SIGNAL) {
 				struct signalfd_siginfo si;
 				while (read(s.sigfd, &si, sizeof(si)) > 0)
@@ -728,6 +1152,12 @@ void supervisor_main(const struct config *cfg, int sock)
 					read_reports(&s, &s.slots[idx]);
 				else if (k == EV_TIMER)
 					handle_timer(&s.slots[idx]);
+				else if (k == EV_PIDFD)
+					/* a zygote's sandbox: its init and every process
+					 * of its pid namespace are gone. No wait status
+					 * for a non-child: init's EXIT report says it */
+					finish_slot(&s, &s.slots[idx],
+						    s.slots[idx].got_exit ? 0 : SIGKILL);
 			}
 		}
 	}
@@ -735,6 +1165,15 @@ front_gone:
 	for (unsigned i = 0; i < s.nslots; i++)
 		if (s.slots[i].used)
 			kill_slot(&s.slots[i], EXEC_REASON_CANCELLED);
+	/* the zygotes' sandboxes end with them; each one's pidfd says when */
+	zygote_shutdown(&s);
+	for (unsigned i = 0; i < s.nslots; i++)
+		if (s.slots[i].used && s.slots[i].pidfd >= 0) {
+			struct pollfd p = {.fd = s.slots[i].pidfd, .events = POLLIN};
+			while (poll(&p, 1, -1) < 0 && errno == EINTR)
+				;
+			finish_slot(&s, &s.slots[i], SIGKILL);
+		}
 	while (s.live > 0) {
 		int status;
 		pid_t pid = waitpid(-1, &status, 0);
@@ -758,9 +1197,10 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	int sv[2], fds[IPC_SPAWN_FDS], rc;
 	const char *why = NULL;
 	ssize_t len;
-	char max_live[16], uid_base[16], uid_count[16], parent[16];
+	char max_live[16], uid_base[16], uid_count[16], parent[16], recycle[16];
 	unsigned slots;
-	char *const argv[] = {
+	int py = runtime_find("python");
+	char *argv[] = {
 		(char *)"capibox-supervisor",
 		(char *)"--state-dir",
 		(char *)cfg->state_dir,
@@ -774,6 +1214,10 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 		(char *)cfg->cgroup_root,
 		(char *)"--parent",
 		parent,
+		NULL, /* the zygote's options, when it is on */
+		NULL,
+		NULL,
+		NULL,
 		NULL,
 	};
 	/* nothing of ours but the log format (log.c reads it) */
@@ -788,6 +1232,15 @@ int supervisor_start(const struct config *cfg, pid_t *pid, struct ipc_hello *hel
 	snprintf(uid_base, sizeof(uid_base), "%u", cfg->uid_base);
 	snprintf(uid_count, sizeof(uid_count), "%u", cfg->uid_count);
 	snprintf(parent, sizeof(parent), "%d", (int)getpid());
+	/* the zygote makes python's warm sandboxes: only worth it with a pool */
+	if (cfg->zygote && py >= 0 && py < CONFIG_MAX_RUNTIMES && cfg->pool_target[py] > 0) {
+		size_t n = sizeof(argv) / sizeof(argv[0]) - 5;
+		snprintf(recycle, sizeof(recycle), "%u", cfg->zygote_recycle);
+		argv[n++] = (char *)"--zygote-preload";
+		argv[n++] = (char *)(cfg->zygote_preload ? cfg->zygote_preload : "");
+		argv[n++] = (char *)"--zygote-recycle";
+		argv[n++] = recycle;
+	}
 	ipc_socketpair(sv);
 	/*
 	 * posix_spawn (vfork + exec) rather than fork: it is safe from the

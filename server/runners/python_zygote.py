@@ -1,0 +1,134 @@
+# capibox's python zygote (docs/ZYGOTE.md).
+#
+#   /usr/bin/python3 -u /.capibox/zygote.py PRELOAD
+#
+# The supervisor starts this interpreter once per generation in its own
+# user, pid, mount, ipc, uts and net namespaces, on the sandbox's read-only
+# root (server/sandbox/sandbox.c, sandbox_zygote_start), with the warm
+# runner's interpreter flags and environment (plus single-threaded BLAS).
+# It imports PRELOAD (comma-separated; missing modules are skipped), then
+# compiles the warm runner (/.capibox/runner.py) once and serves spawn
+# requests on descriptor 3, a SOCK_SEQPACKET socket from the supervisor.
+#
+# Every request is answered in C (_capibox_zygote.serve): it clones a new
+# sandbox whose init is the product's C code; the sandbox's runner returns
+# here, out of serve(), and becomes a warm runner: reseeded, with the warm
+# runner's environment, running runner.py as __main__. The zygote itself
+# never reads request content: requests carry ids, limits and descriptors.
+import os
+import sys
+
+_preload = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "-" else ""
+# the variables that are the zygote's own: a sandbox never sees them
+_ZYGOTE_ONLY = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_RUNNER_PATH = "/.capibox/runner.py"
+_warm_env = {k: v for k, v in os.environb.items() if k.decode() not in _ZYGOTE_ONLY}
+
+for _name in filter(None, (m.strip() for m in _preload.split(","))):
+    try:
+        __import__(_name)
+    except Exception as _e:  # noqa: BLE001  (skipped, with one line)
+        sys.stderr.write("capibox zygote: preload %s skipped: %s\n" % (_name, _e))
+if "pandas" in sys.modules:
+    # what the first DataFrame and groupby build lazily (about 30 ms cold)
+    try:
+        _df = sys.modules["pandas"].DataFrame({"k": [0, 1], "v": [1, 2]})
+        _df.groupby("k")["v"].sum()
+        del _df
+    except Exception:  # noqa: BLE001
+        pass
+
+# what the warm runner pays ahead (server/runners/python.py), and ours
+import _ast  # noqa: E402,F401
+import builtins  # noqa: E402
+import gc  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402,F401
+import random  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402,F401
+
+import _capibox_zygote  # noqa: E402
+
+with open(_RUNNER_PATH, "rb") as _f:
+    _runner = compile(_f.read(), _RUNNER_PATH, "exec", dont_inherit=True)
+del _f
+exec(compile("def _capibox_w():\n    return 1\n_capibox_w()\n", "<warm-up>", "exec"), {})
+
+
+def _stdio(fd, write, name, old):
+    """A standard stream as `python3 -u` makes it at start (pylifecycle.c)."""
+    buf = io.open(fd, "wb" if write else "rb", 0 if write else -1, closefd=False)
+    raw = buf if write else buf.raw
+    raw.name = name
+    stream = io.TextIOWrapper(buf, old.encoding, old.errors, "\n", False, True)
+    stream.mode = "w" if write else "r"
+    return stream
+
+
+def _become_runner():
+    """In a new sandbox's runner: undo what the fork shares, run runner.py."""
+    # new streams on the sandbox's 0, 1 and 2 (the old objects never close
+    # their descriptors: closefd=False, as at start)
+    sys.stdin = sys.__stdin__ = _stdio(0, False, "<stdin>", sys.__stdin__)
+    sys.stdout = sys.__stdout__ = _stdio(1, True, "<stdout>", sys.__stdout__)
+    sys.stderr = sys.__stderr__ = _stdio(2, True, "<stderr>", sys.__stderr__)
+    # the C side reset every signal to its default; tell the signal module,
+    # and set what a starting interpreter sets
+    for sig in range(1, signal.NSIG):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # random state: CPython's at-fork hook reseeded `random` already (the C
+    # side ran PyOS_AfterFork_Child); again, not to depend on it. numpy's
+    # legacy global RandomState has no hook
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        try:
+            np.random.seed()
+        except Exception:  # noqa: BLE001
+            pass
+    os.environb.clear()
+    os.environb.update(_warm_env)
+    sys.argv = [_RUNNER_PATH]
+    g = {"__name__": "__main__", "__builtins__": builtins, "__file__": _RUNNER_PATH}
+    g["__cached__"] = None
+    try:
+        exec(_runner, g)  # ends with os._exit
+    finally:
+        os._exit(1)
+
+
+def _serve():
+    # children are reaped by the kernel: the supervisor follows each
+    # sandbox with its pidfd, and init reports the runner's status
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    threads = _capibox_zygote.threads()
+    if threads != 1:
+        sys.stderr.write("capibox zygote: %d threads: cannot clone safely\n" % threads)
+        os._exit(1)
+    gc.collect()
+    gc.freeze()  # children inherit a frozen heap: their collections skip it
+    if _capibox_zygote.serve(3) == "runner":
+        _become_runner()  # never returns
+    # the supervisor closed the socket (a newer generation serves): wait
+    # for every sandbox of ours, since our exit would kill them all (we are
+    # their pid namespace's init); with SIGCHLD ignored, wait() returns
+    # ECHILD once the last is gone
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+    os._exit(0)
+
+
+_serve()

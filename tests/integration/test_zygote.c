@@ -1,0 +1,441 @@
+/*
+ * The python zygote (docs/ZYGOTE.md): warm python sandboxes are clones of
+ * one interpreter that has imported numpy and pandas. What a clone shares
+ * with its siblings must be only what ZYGOTE.md lists:
+ *   - siblings have different host uids and different random values;
+ *   - a later sandbox finds nothing of an earlier request in its memory;
+ *   - killing the zygote ends its sandboxes, not the daemon, and python
+ *     keeps working (cold meanwhile, then from a restarted zygote);
+ *   - a new generation (--zygote-recycle 3) has a new hash secret, and
+ *     executions across the switch all succeed.
+ * A sandbox made by the zygote is recognised from inside: numpy is already
+ * imported when the program starts (a warm runner made by exec imports
+ * nothing of the kind).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+static struct daemon daemon_;
+
+/* the first line of every probe: "Z 1" when the sandbox is the zygote's */
+#define ZMARK "import sys\nprint('Z', int('numpy' in sys.modules))\n"
+
+static int setup(void **state)
+{
+	static const struct daemon_opts opts = {.uid_slot = 5};
+
+	return harness_group_setup(state, &daemon_, &opts);
+}
+
+static int setup_recycle(void **state)
+{
+	static const char *const extra[] = {"--zygote-recycle", "3", NULL};
+	static const struct daemon_opts opts = {.uid_slot = 5, .extra = extra};
+
+	return harness_group_setup(state, &daemon_, &opts);
+}
+
+/* Skips (with the daemon's reason) when this build runs without a zygote. */
+static void require_zygote(const struct daemon *d)
+{
+	for (double end = harness_now() + 10.0; harness_now() < end; harness_sleep_ms(50)) {
+		char *log = harness_daemon_log(d), *off = strstr(log, "zygote: off");
+		bool on = strstr(log, "zygote: on") != NULL;
+		if (off != NULL) {
+			char *nl = strchr(off, '\n');
+			if (nl != NULL)
+				*nl = '\0';
+			print_message("SKIP: %s\n", off);
+			free(log);
+			skip();
+		}
+		free(log);
+		if (on)
+			return;
+	}
+	fail_msg("the daemon's log says neither \"zygote: on\" nor \"zygote: off\"");
+}
+
+static bool from_zygote(const struct run *r)
+{
+	return r->out != NULL && strncmp((const char *)r->out, "Z 1\n", 4) == 0;
+}
+
+/* Runs code (which starts with ZMARK) until a zygote's sandbox ran it (10 s). */
+static void run_zygote(struct daemon *d, const char *code, struct run *r)
+{
+	double end = harness_now() + 10.0;
+
+	for (;;) {
+		harness_run_code(d, "python", code, r);
+		assert_run_exited(r, 0);
+		if (from_zygote(r))
+			return;
+		if (harness_now() > end) {
+			harness_daemon_dump_log(d);
+			fail_msg("no sandbox from the zygote in 10 s");
+		}
+		harness_run_free(r);
+		harness_sleep_ms(100);
+	}
+}
+
+/* The zygote's pid (its command line names zygote.py), or 0. */
+static pid_t zygote_pid(const struct daemon *d)
+{
+	pid_t pids[8];
+	size_t n = harness_find_procs("/.capibox/zygote.py", pids, 8);
+
+	for (size_t i = 0; i < n && i < 8; i++)
+		if (harness_proc_uid(pids[i]) == d->uid_base + HARNESS_UID_COUNT)
+			return pids[i];
+	return 0;
+}
+
+static pid_t ppid_of(pid_t pid)
+{
+	char path[64], buf[4096];
+	FILE *f;
+	long ppid = -1;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return -1;
+	while (fgets(buf, sizeof(buf), f))
+		if (sscanf(buf, "PPid: %ld", &ppid) == 1)
+			break;
+	fclose(f);
+	return (pid_t)ppid;
+}
+
+/* The zygote's children (sandbox inits) in d's uid range, at most max. */
+static size_t zygote_children(const struct daemon *d, pid_t zyg, pid_t *out, size_t max)
+{
+	pid_t pids[256];
+	size_t n = harness_procs_in_uid_range(d->uid_base, d->uid_base + HARNESS_UID_COUNT, pids,
+					      256),
+	       k = 0;
+
+	for (size_t i = 0; i < n && i < 256; i++)
+		if (ppid_of(pids[i]) == zyg && k < max)
+			out[k++] = pids[i];
+	return k;
+}
+
+static void test_siblings_differ(void **state)
+{
+	struct daemon *d = *state;
+	struct run r = {0};
+	char seen[8][128];
+	size_t nseen = 0;
+	pid_t zyg, kids[16];
+	size_t nkids = 0;
+	double end;
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	/* the values of four zygote sandboxes: all different */
+	while (nseen < 4) {
+		run_zygote(d,
+			   ZMARK
+			   "import random, numpy\nprint(random.random(), numpy.random.rand())\n",
+			   &r);
+		snprintf(seen[nseen], sizeof(seen[nseen]), "%s", (const char *)r.out + 4);
+		for (size_t i = 0; i < nseen; i++)
+			if (strcmp(seen[i], seen[nseen]) == 0) {
+				harness_run_print(&r);
+				fail_msg("two sandboxes drew the same random values: %s", seen[i]);
+			}
+		nseen++;
+		harness_run_free(&r);
+	}
+
+	/* host side: the zygote runs as the uid just past the range; its
+	 * idle sandboxes (the pool refilled from it) each have their own uid
+	 * inside the range */
+	zyg = zygote_pid(d);
+	if (zyg <= 0) {
+		harness_daemon_dump_log(d);
+		fail_msg("no zygote process with host uid %u", d->uid_base + HARNESS_UID_COUNT);
+	}
+	end = harness_now() + 5.0;
+	while ((nkids = zygote_children(d, zyg, kids, 16)) < 2 && harness_now() < end)
+		harness_sleep_ms(50);
+	if (nkids < 2)
+		fail_msg("the zygote has %zu sandboxes, expected the pool's 2", nkids);
+	for (size_t i = 0; i < nkids; i++) {
+		uid_t u = harness_proc_uid(kids[i]);
+		assert_true(u >= d->uid_base && u < d->uid_base + HARNESS_UID_COUNT);
+		for (size_t j = 0; j < i; j++)
+			if (harness_proc_uid(kids[j]) == u)
+				fail_msg("sandboxes %d and %d share host uid %u", (int)kids[i],
+					 (int)kids[j], (unsigned)u);
+	}
+}
+
+/* A random lowercase hex string of n characters. */
+static void random_hex(char *out, size_t n)
+{
+	unsigned char b[64];
+
+	assert_true(n / 2 <= sizeof(b));
+	assert_int_equal(getrandom(b, n / 2, 0), (ssize_t)(n / 2));
+	for (size_t i = 0; i < n / 2; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+	out[n] = '\0';
+}
+
+/* s with every byte one higher: the scanner holds only this form. */
+static void shifted(const char *s, char *out)
+{
+	for (; *s; s++)
+		*out++ = (char)(*s + 1);
+	*out = '\0';
+}
+
+/* "49,50,..." : the byte values of s. */
+static void byte_list(const char *s, char *out, size_t len)
+{
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (; *s && o < len; s++)
+		o += (size_t)snprintf(out + o, len - o, "%d,", (unsigned char)*s);
+}
+
+static void test_no_earlier_request_in_memory(void **state)
+{
+	struct daemon *d = *state;
+	struct capibox_exec_request req;
+	struct capibox_env env[1];
+	struct run r = {0};
+	char in_code[33], in_env[33], s_code[33], s_env[33], code[512], scan[2048];
+	char list_code[200], list_env[200];
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	random_hex(in_code, 32);
+	random_hex(in_env, 32);
+	snprintf(code, sizeof(code),
+		 ZMARK "secret = '%s'\nimport os\nprint(len(secret + os.environ['ZSECRET']))\n",
+		 in_code);
+	memset(&req, 0, sizeof(req));
+	req.language = "python";
+	req.code = code;
+	env[0].name = "ZSECRET";
+	env[0].value = in_env;
+	req.env = env;
+	req.n_env = 1;
+	/* the first run: a zygote sandbox holds both markers */
+	for (double end = harness_now() + 10.0;;) {
+		harness_run(d, &req, &r);
+		assert_run_exited(&r, 0);
+		if (from_zygote(&r))
+			break;
+		if (harness_now() > end)
+			fail_msg("no sandbox from the zygote in 10 s");
+		harness_run_free(&r);
+		harness_sleep_ms(100);
+	}
+	assert_string_equal((const char *)r.out + 4, "64\n");
+	harness_run_free(&r);
+
+	/* later sandboxes (past the pool's two, so cloned after that run)
+	 * scan every readable mapping of their own memory for either marker;
+	 * they compare memory shifted by one against the shifted markers, so
+	 * the scanner itself never holds a marker */
+	shifted(in_code, s_code);
+	shifted(in_env, s_env);
+	/* the needles as lists of byte values: no string form of them either */
+	byte_list(s_code, list_code, sizeof(list_code));
+	byte_list(s_env, list_env, sizeof(list_env));
+	snprintf(scan, sizeof(scan),
+		 ZMARK "needles = [bytes([%s]), bytes([%s])]\n"
+		       "table = bytes((b + 1) %% 256 for b in range(256))\n"
+		       "found = 0\n"
+		       "scanned = 0\n"
+		       "with open('/proc/self/maps') as m:\n"
+		       "    maps = m.read().splitlines()\n"
+		       "mem = open('/proc/self/mem', 'rb', 0)\n"
+		       "for line in maps:\n"
+		       "    addr, perms = line.split()[:2]\n"
+		       "    if perms[0] != 'r' or line.endswith(('[vvar]', '[vsyscall]')):\n"
+		       "        continue\n"
+		       "    lo, hi = (int(x, 16) for x in addr.split('-'))\n"
+		       "    try:\n"
+		       "        mem.seek(lo)\n"
+		       "        data = mem.read(hi - lo)\n"
+		       "    except OSError:\n"
+		       "        continue\n"
+		       "    scanned += len(data)\n"
+		       "    data = data.translate(table)\n"
+		       "    for n in needles:\n"
+		       "        if n in data:\n"
+		       "            found += 1\n"
+		       "    del data\n"
+		       "print('found', found, 'scanned_mb', scanned >> 20 > 20)\n",
+		 list_code, list_env);
+	for (int i = 0; i < 3; i++) {
+		run_zygote(d, scan, &r);
+		if (strcmp((const char *)r.out + 4, "found 0 scanned_mb True\n") != 0) {
+			harness_run_print(&r);
+			fail_msg("an earlier request's code or environment is in a later sandbox's "
+				 "memory (or too little was scanned)");
+		}
+		harness_run_free(&r);
+	}
+}
+
+static void test_zygote_killed(void **state)
+{
+	struct daemon *d = *state;
+	struct run r = {0};
+	pid_t zyg, kids[16], again = 0;
+	size_t nkids;
+	double end;
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	run_zygote(d, ZMARK, &r);
+	harness_run_free(&r);
+	zyg = zygote_pid(d);
+	assert_true(zyg > 0);
+	end = harness_now() + 5.0;
+	while ((nkids = zygote_children(d, zyg, kids, 16)) < 1 && harness_now() < end)
+		harness_sleep_ms(50);
+	assert_true(nkids >= 1);
+	assert_int_equal(kill(zyg, SIGKILL), 0);
+	/* its sandboxes go with it (pid 1 of their parent pid namespace) */
+	end = harness_now() + 5.0;
+	for (size_t i = 0; i < nkids; i++)
+		while (harness_proc_alive(kids[i]))
+			if (harness_now() > end)
+				fail_msg("sandbox %d outlived its zygote", (int)kids[i]);
+			else
+				harness_sleep_ms(20);
+	/* the daemon stays up and python works: cold meanwhile, then from a
+	 * new zygote */
+	for (int i = 0; i < 5; i++) {
+		harness_run_code(d, "python", ZMARK "print(6 * 7)\n", &r);
+		assert_run_exited(&r, 0);
+		assert_non_null(strstr((const char *)r.out, "42\n"));
+		harness_run_free(&r);
+	}
+	end = harness_now() + 10.0;
+	while ((again = zygote_pid(d)) <= 0 || again == zyg) {
+		if (harness_now() > end) {
+			harness_daemon_dump_log(d);
+			fail_msg("no new zygote within 10 s");
+		}
+		harness_sleep_ms(100);
+	}
+	run_zygote(d, ZMARK "print(6 * 7)\n", &r);
+	assert_string_equal((const char *)r.out + 4, "42\n");
+	harness_run_free(&r);
+}
+
+/* --zygote-recycle 3: a new generation every 3 spawns; none fails. */
+static void test_recycle(void **state)
+{
+	struct daemon *d = *state;
+	struct run r = {0};
+	char first[64] = "";
+	bool differs = false;
+	int zygote_runs = 0;
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	/* (a new generation takes over once it has started: a few tenths of
+	 * a second with pandas, so this goes on for a while) */
+	for (double end = harness_now() + 20.0; !(differs && zygote_runs >= 8);) {
+		if (harness_now() > end)
+			break;
+		harness_sleep_ms(50);
+		harness_run_code(d, "python", ZMARK "print(hash('x'))\n", &r);
+		assert_run_exited(&r, 0);
+		if (from_zygote(&r)) {
+			zygote_runs++;
+			if (first[0] == '\0')
+				snprintf(first, sizeof(first), "%s", (const char *)r.out + 4);
+			else if (strcmp(first, (const char *)r.out + 4) != 0)
+				differs = true;
+		}
+		harness_run_free(&r);
+	}
+	if (!differs)
+		fail_msg("hash('x') was the same in %d zygote sandboxes across generations",
+			 zygote_runs);
+	/* a retired generation lives on while its sandboxes do (here: at
+	 * most the pool's two idle ones), then exits; the rest is checked by
+	 * test_zygote_gone after the daemon stops */
+	for (double end = harness_now() + 5.0;;) {
+		pid_t pids[16];
+		size_t n = harness_find_procs("/.capibox/zygote.py", pids, 16), ours = 0;
+		char *log = harness_daemon_log(d);
+		bool retired = strstr(log, "retired (its sandboxes are gone)") != NULL;
+
+		free(log);
+		for (size_t i = 0; i < n && i < 16; i++)
+			ours += harness_proc_uid(pids[i]) == d->uid_base + HARNESS_UID_COUNT;
+		if (ours <= 4 && retired)
+			break;
+		if (harness_now() > end)
+			fail_msg("%zu zygote generations run, retired one exited: %s", ours,
+				 retired ? "yes" : "no");
+		harness_sleep_ms(50);
+	}
+}
+
+/* After harness_test_daemon_stops: the zygote (outside the range it checks) is gone too. */
+static void test_zygote_gone(void **state)
+{
+	struct daemon *d = *state;
+	uid_t zuid = d->uid_base + HARNESS_UID_COUNT;
+	pid_t left[4];
+	size_t n = 0;
+
+	if (!harness_init())
+		skip();
+	for (double end = harness_now() + 2.0; harness_now() < end; harness_sleep_ms(20))
+		if ((n = harness_procs_in_uid_range(zuid, zuid + 1, left, 4)) == 0)
+			return;
+	fail_msg("%zu processes of the zygote's uid %u outlived capiboxd (pid %d)", n,
+		 (unsigned)zuid, (int)left[0]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_siblings_differ),
+		cmocka_unit_test(test_no_earlier_request_in_memory),
+		cmocka_unit_test(test_zygote_killed),
+		cmocka_unit_test(harness_test_daemon_stops),
+		cmocka_unit_test(test_zygote_gone),
+	};
+	const struct CMUnitTest recycle[] = {
+		cmocka_unit_test(test_recycle),
+		cmocka_unit_test(harness_test_daemon_stops),
+		cmocka_unit_test(test_zygote_gone),
+	};
+	int rc;
+
+	harness_init();
+	rc = cmocka_run_group_tests_name("zygote", tests, setup, harness_group_teardown);
+	rc += cmocka_run_group_tests_name("zygote_recycle", recycle, setup_recycle,
+					  harness_group_teardown);
+	return harness_finish(rc);
+}
