@@ -179,6 +179,14 @@ enum request_rc request_validate_execute(const struct config *cfg, struct exec_r
 				 e->name ? e->name : "");
 			return REQUEST_INVALID;
 		}
+		if (strncmp(e->name, "CAPIBOX_", 8) == 0) {
+			/* the runners take their own settings from such names */
+			snprintf(err, errlen,
+				 "env: name \"%.64s\" is reserved (names starting with CAPIBOX_ "
+				 "are capibox's own)",
+				 e->name);
+			return REQUEST_INVALID;
+		}
 		total += strlen(e->name) + (e->value ? strlen(e->value) : 0) + 2;
 	}
 	if (total > cfg->max_env_bytes) {
@@ -216,12 +224,6 @@ enum request_rc request_validate_execute(const struct config *cfg, struct exec_r
 	}
 	if (!check_limits(cfg, &req->limits, err, errlen))
 		return REQUEST_INVALID;
-	if (in_session && req->n_collect > 0) {
-		snprintf(err, errlen,
-			 "collect: not supported in a session (figures come back as artifacts "
-			 "on their own)");
-		return REQUEST_INVALID;
-	}
 	if (req->n_collect > COLLECT_MAX_GLOBS) {
 		snprintf(err, errlen, "collect: %zu globs exceeds the maximum %d", req->n_collect,
 			 COLLECT_MAX_GLOBS);

@@ -43,6 +43,7 @@
 #include "../runtime.h"
 #include "../sandbox/collect.h"
 #include "../sandbox/payload.h"
+#include "../sandbox/sandbox.h"
 #include "../supervisor/supervisor.h"
 
 #define CHUNK (64 * 1024) /* largest Output message */
@@ -151,7 +152,6 @@ struct warm {
 #define SESSION_GRACE_MS 2000 /* an interrupted cell's time to end before a restart */
 #define SESSION_TICK_MS 50    /* the io thread's clock while sessions exist */
 #define SESSION_TOMBS 64      /* ended sessions remembered (NOT_FOUND says why) */
-#define SESSION_ENV "CAPIBOX_SESSION"
 
 struct session {
 	char id[SESSION_ID_MAX];
@@ -1672,7 +1672,7 @@ static int session_take_locked(struct local_backend *lb, struct session *ss, cha
 	struct ipc_take *tk;
 	/* "1": the runner's own language; else the one it drives ("bash") */
 	const char *mode = ss->lang_rt == ss->runtime ? "1" : runtime_at((size_t)ss->lang_rt)->name;
-	size_t env_len = sizeof(SESSION_ENV "=") + strlen(mode);
+	size_t env_len = sizeof(SANDBOX_SESSION_ENV "=") + strlen(mode);
 	char *p;
 	int payload, rc = -1;
 
@@ -1707,7 +1707,7 @@ static int session_take_locked(struct local_backend *lb, struct session *ss, cha
 		p += snprintf(p, env_len - (size_t)(p - tk->env), "%s=%s", ss->env[i].name,
 			      ss->env[i].value) +
 		     1;
-	snprintf(p, env_len - (size_t)(p - tk->env), SESSION_ENV "=%s", mode);
+	snprintf(p, env_len - (size_t)(p - tk->env), SANDBOX_SESSION_ENV "=%s", mode);
 	if (lb->sock < 0 || ipc_send(lb->sock, tk, sizeof(*tk) + env_len, &payload, 1) < 0) {
 		snprintf(why, whylen, "starting the session's sandbox: %s",
 			 lb->sock < 0 ? "restarting" : strerror(errno));
@@ -2298,6 +2298,9 @@ static enum backend_rc local_execute_cell(struct local_backend *lb, const struct
 	}
 	for (size_t i = 0; i < req->n_files; i++)
 		len += 2 + strlen(req->files[i].path) + 4 + 8 + req->files[i].len;
+	len += 4;
+	for (size_t i = 0; i < req->n_collect; i++)
+		len += 2 + strlen(req->collect[i]);
 	len += req->code_len;
 	x = calloc(1, sizeof(*x));
 	f = malloc(4 + len);
@@ -2334,7 +2337,8 @@ static enum backend_rc local_execute_cell(struct local_backend *lb, const struct
 		return rc;
 	}
 	/* the frame: u32 length, 'C', u32 wall ms, u32 cpu ms, u32 files,
-	 * each file (u16 path length, path, u32 mode, u64 length, data), code */
+	 * each file (u16 path length, path, u32 mode, u64 length, data), u32
+	 * collect globs, each (u16 length, glob), code */
 	put_le32(f, (uint32_t)len);
 	f[4] = 'C';
 	x->wall_ms = req->wall_set || ss->limits.wall_time_ms == 0 ? req->limits.wall_time_ms :
@@ -2355,6 +2359,15 @@ static enum backend_rc local_execute_cell(struct local_backend *lb, const struct
 		off += 12;
 		memcpy(f + off, req->files[i].data, req->files[i].len);
 		off += req->files[i].len;
+	}
+	put_le32(f + off, (uint32_t)req->n_collect);
+	off += 4;
+	for (size_t i = 0; i < req->n_collect; i++) {
+		size_t gl = strlen(req->collect[i]);
+		f[off] = (uint8_t)gl;
+		f[off + 1] = (uint8_t)(gl >> 8);
+		memcpy(f + off + 2, req->collect[i], gl);
+		off += 2 + gl;
 	}
 	memcpy(f + off, req->code, req->code_len);
 	x->cell = f;

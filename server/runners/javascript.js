@@ -4,7 +4,8 @@
 // node is up and waiting on descriptor 3 for the one execution it will
 // become. The sandbox's init writes, once, the code's path and the
 // request's environment (path "\n", byte length "\n", then NAME=VALUE
-// entries each ended by NUL) and closes the pipe. Cold (`node runner.js
+// entries each ended by NUL) on that socket, which stays open (a session's
+// runner asks init there to collect files after a cell). Cold (`node runner.js
 // PATH`): a sandbox made for the request runs the code at PATH at once.
 // Either way this process then runs the code as `node path` would: as the
 // main module, argv[1] the path, the working directory /home/user.
@@ -409,9 +410,12 @@ if (process.argv.length > 2) {
   const gc = require('vm').runInNewContext('gc');
   v8.setFlagsFromString('--no-expose-gc');
   gc();
-  const chunks = [];
   const buf = Buffer.alloc(65536);
-  for (;;) {
+  let data = Buffer.alloc(0);
+  let need = -1;
+  let nl1 = -1;
+  let nl2 = -1;
+  while (data.length !== need) {
     let n;
     try {
       n = fs.readSync(3, buf, 0, buf.length, null);
@@ -419,14 +423,12 @@ if (process.argv.length > 2) {
       if (e.code === 'EAGAIN' || e.code === 'EINTR') continue;
       throw e;
     }
-    if (n === 0) break;
-    chunks.push(Buffer.from(buf.subarray(0, n)));
+    if (n === 0) process.exit(0); // the pool let this sandbox go unused (init is gone)
+    data = Buffer.concat([data, buf.subarray(0, n)]);
+    nl1 = data.indexOf(10);
+    nl2 = nl1 < 0 ? -1 : data.indexOf(10, nl1 + 1);
+    if (need < 0 && nl2 >= 0) need = nl2 + 1 + Number(data.subarray(nl1 + 1, nl2).toString());
   }
-  fs.closeSync(3);
-  const data = Buffer.concat(chunks);
-  if (data.length === 0) process.exit(0); // the pool let this sandbox go unused
-  const nl1 = data.indexOf(10);
-  const nl2 = data.indexOf(10, nl1 + 1);
   path = data.subarray(0, nl1).toString();
   const length = Number(data.subarray(nl1 + 1, nl2).toString());
   const env = data.subarray(nl2 + 1, nl2 + 1 + length);
@@ -441,6 +443,9 @@ if (process.argv.length > 2) {
     }
   }
   process.argv[1] = path;
+  // a session's runner keeps the socket to init: it asks there for files
+  // to be collected after a cell (see collect in runSession)
+  if (!sessionMode) fs.closeSync(3);
 }
 process.chdir('/home/user');
 if (sessionMode) {
@@ -481,25 +486,37 @@ function runSession() {
     const nFiles = body.readUInt32LE(8);
     let off = 12;
     let code = 0;
+    const files = [];
+    for (let i = 0; i < nFiles; i++) {
+      const plen = body.readUInt16LE(off);
+      const rel = body.subarray(off + 2, off + 2 + plen).toString();
+      off += 2 + plen;
+      const mode = body.readUInt32LE(off);
+      const size = Number(body.readBigUInt64LE(off + 4));
+      off += 12;
+      files.push({rel, mode, data: body.subarray(off, off + size)});
+      off += size;
+    }
+    const globs = [];
+    const nGlobs = body.readUInt32LE(off);
+    off += 4;
+    for (let i = 0; i < nGlobs; i++) {
+      const glen = body.readUInt16LE(off);
+      globs.push(body.subarray(off + 2, off + 2 + glen));
+      off += 2 + glen;
+    }
+    const src = body.subarray(off).toString();
     try {
-      for (let i = 0; i < nFiles; i++) {
-        const plen = body.readUInt16LE(off);
-        const rel = body.subarray(off + 2, off + 2 + plen).toString();
-        off += 2 + plen;
-        const mode = body.readUInt32LE(off);
-        const size = Number(body.readBigUInt64LE(off + 4));
-        off += 12;
-        const full = '/home/user/' + rel;
+      for (const f of files) {
+        const full = '/home/user/' + f.rel;
         fs.mkdirSync(require('path').dirname(full), {recursive: true});
-        fs.writeFileSync(full, body.subarray(off, off + size), {mode});
-        fs.chmodSync(full, mode);
-        off += size;
+        fs.writeFileSync(full, f.data, {mode: f.mode});
+        fs.chmodSync(full, f.mode);
       }
     } catch (e) {
       process.stderr.write('capibox: writing the cell\'s files: ' + e + '\n');
       code = 1;
     }
-    const src = body.subarray(off).toString();
     const t0 = process.cpuUsage();
     n += 1;
     if (code === 0) {
@@ -527,11 +544,33 @@ function runSession() {
         code = 1;
       }
     }
+    if (globs.length > 0) collect(globs);
     const used = process.cpuUsage(t0);
     const end = Buffer.alloc(12);
     end.writeInt32LE(code, 0);
     end.writeBigUInt64LE(BigInt(used.user + used.system), 4);
     sendOrExit('E', end);
+  }
+
+  // init sends the files matching the cell's collect globs on the events
+  // pipe (walking the working directory as after a one-shot run, never
+  // following a symlink); its answer comes before our 'E' frame, so the
+  // files arrive before the cell's end
+  function collect(globs) {
+    const body = Buffer.concat(globs.map((g) => Buffer.concat([g, Buffer.alloc(1)])));
+    const head = Buffer.alloc(5);
+    head.write('G', 0, 'latin1');
+    head.writeUInt32LE(body.length, 1);
+    let ok = false;
+    try {
+      let msg = Buffer.concat([head, body]);
+      while (msg.length > 0) msg = msg.subarray(fs.writeSync(3, msg));
+      const answer = Buffer.alloc(1);
+      ok = fs.readSync(3, answer, 0, 1, null) === 1 && answer[0] === 0x6b; // 'k'
+    } catch (e) {
+      ok = false;
+    }
+    if (!ok) process.stderr.write('capibox: collecting the cell\'s files failed\n');
   }
 
   async function drain() {

@@ -1,10 +1,14 @@
 # capibox runner for python.
 #
 # Warm (no argument): started by a pooled sandbox ahead of any request: the
-# interpreter is up and waiting on descriptor 3 for the one execution it
-# will become. The sandbox's init writes, once, the code's path and the
-# request's environment (path "\n", byte length "\n", then NAME=VALUE
-# entries each ended by NUL) and closes the pipe.
+# interpreter is up and waiting on descriptor 3 (a socket) for the one
+# execution it will become. The sandbox's init writes, once, the code's
+# path and the request's environment (path "\n", byte length "\n", then
+# NAME=VALUE entries each ended by NUL), the socket staying open. When the
+# program ends, this process closes its output and writes its exit code
+# back on that socket ('X', one byte), so init ends the run without waiting
+# for the interpreter's teardown; a session's cell asks init there to
+# collect files ('G').
 # Cold (`python3 -u runner.py PATH`): a sandbox made for the request runs
 # the code at PATH at once.
 #
@@ -28,18 +32,31 @@ import sys
 
 _capibox_cold = len(sys.argv) > 1
 _capibox_session = False
+_capibox_done = None  # warm: our socket to init (see _capibox_exit, _capibox_collect)
 
 
 def _capibox_wait():
     data = b""
-    while True:
+    need = -1
+    while len(data) != need:
         chunk = os.read(3, 65536)
         if not chunk:
-            break
+            os._exit(0)  # the pool let this sandbox go unused (init is gone)
         data += chunk
+        if need < 0 and data.count(b"\n") >= 2:
+            path, length, _ = data.split(b"\n", 2)
+            need = len(path) + len(length) + 2 + int(length)
+    global _capibox_done
+    # the same socket takes our "done" line to init: kept out of the
+    # program's way (descriptor 3 is free again, as in a cold run, and no
+    # exec'd child inherits it)
+    try:
+        import fcntl
+
+        _capibox_done = fcntl.fcntl(3, fcntl.F_DUPFD_CLOEXEC, 1000)
+    except OSError:
+        pass
     os.close(3)
-    if not data:
-        os._exit(0)  # the pool let this sandbox go unused
     path, length, rest = data.split(b"\n", 2)
     env = rest[: int(length)]
     global _capibox_session
@@ -65,6 +82,7 @@ else:
     # (threading: about 3 ms; json), and a frozen heap, so the collection
     # at exit only looks at the program's own objects (about 2 ms less).
     import _ast  # noqa: F401  (the split's exact path)
+    import fcntl  # noqa: F401
     import json  # noqa: F401
     import threading  # noqa: F401
 
@@ -72,6 +90,7 @@ else:
     gc.freeze()
     _capibox_path = _capibox_wait()
 del _capibox_wait
+_capibox_pid = os.getpid()
 os.chdir("/home/user")
 sys.argv = [_capibox_path]
 # as for a script run from its directory (PYTHONPATH, from the runtime
@@ -312,7 +331,41 @@ def _capibox_exit(code):
             stream.flush()
         except BaseException:  # noqa: B036
             pass
+    if _capibox_done is not None and os.getpid() == _capibox_pid:
+        # tell init the code ourselves, output closed first: it then ends
+        # the run without waiting for the kernel to free this interpreter
+        # (not from a child the program forked: its end is not the run's)
+        for fd in (0, 1, 2, _CAPIBOX_EVENTS):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.write(_capibox_done, b"X" + bytes((code & 0xFF,)))
+        except OSError:
+            pass
     os._exit(code)
+
+
+def _capibox_collect(globs):
+    """Has init send a session cell's files matching globs as artifacts.
+
+    init walks the working directory as after a one-shot run (never
+    following a symlink, never leaving it) and writes the artifact frames
+    on the events pipe itself; its answer comes before our 'E' frame, so
+    the files arrive before the cell's end.
+    """
+    body = b"".join(g + b"\0" for g in globs)
+    ok = False
+    if _capibox_done is not None:
+        try:
+            os.write(_capibox_done, b"G" + len(body).to_bytes(4, "little") + body)
+            ok = os.read(_capibox_done, 1) == b"k"
+        except OSError:
+            pass
+    if not ok:
+        sys.stderr.write("capibox: collecting the cell's files failed\n")
+        sys.stderr.flush()
 
 
 def _capibox_session_loop(lang):
@@ -440,26 +493,35 @@ def _capibox_session_loop(lang):
         cpu_ms = int.from_bytes(body[4:8], "little")
         nfiles = int.from_bytes(body[8:12], "little")
         off = 12
+        files = []
+        for _ in range(nfiles):
+            plen = int.from_bytes(body[off : off + 2], "little")
+            path = os.fsdecode(body[off + 2 : off + 2 + plen])
+            off += 2 + plen
+            mode = int.from_bytes(body[off : off + 4], "little")
+            size = int.from_bytes(body[off + 4 : off + 12], "little")
+            off += 12
+            files.append((path, mode, off, size))
+            off += size
+        globs = []
+        for _ in range(int.from_bytes(body[off : off + 4], "little")):
+            glen = int.from_bytes(body[off + 4 : off + 6], "little")
+            globs.append(body[off + 6 : off + 6 + glen])
+            off += 2 + glen
+        off += 4
+        src = body[off:]
         code = 0
         try:
-            for _ in range(nfiles):
-                plen = int.from_bytes(body[off : off + 2], "little")
-                path = os.fsdecode(body[off + 2 : off + 2 + plen])
-                off += 2 + plen
-                mode = int.from_bytes(body[off : off + 4], "little")
-                size = int.from_bytes(body[off + 4 : off + 12], "little")
-                off += 12
+            for path, mode, start, size in files:
                 full = os.path.join("/home/user", path)
                 os.makedirs(os.path.dirname(full), exist_ok=True)
                 fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(body[off : off + size])
+                    fh.write(body[start : start + size])
                 os.chmod(full, mode)
-                off += size
         except BaseException as e:  # noqa: B036
             sys.stderr.write("capibox: writing the cell's files: %r\n" % (e,))
             code = 1
-        src = body[off:]
         name = "<cell-%d>" % n
         t0 = cpu_now()
         with lock:
@@ -503,8 +565,9 @@ def _capibox_session_loop(lang):
             tb = e.__traceback__
             while tb is not None and tb.tb_frame.f_code.co_filename != name:
                 tb = tb.tb_next
-            if tb is not None:
-                e = e.with_traceback(tb)
+            # none of the cell's frames (a syntax error): no traceback, as
+            # python shows one for a file it cannot compile
+            e = e.with_traceback(tb)
             try:
                 sys.excepthook(type(e), e, e.__traceback__)
             except BaseException:  # noqa: B036
@@ -519,6 +582,8 @@ def _capibox_session_loop(lang):
             pass
         with lock:
             st["running"] = False
+        if globs:
+            _capibox_collect(globs)  # no interrupt comes now: the cell has ended
         used = int((cpu_now() - t0) * 1000000)
         frame = (13).to_bytes(4, "little") + b"E" + (code & 0xFFFFFFFF).to_bytes(4, "little")
         frame += used.to_bytes(8, "little")
@@ -561,8 +626,9 @@ except BaseException as _capibox_e:  # noqa: B036
     _tb = _capibox_e.__traceback__
     while _tb is not None and _tb.tb_frame.f_code.co_filename != _capibox_path:
         _tb = _tb.tb_next
-    if _tb is not None:
-        _capibox_e = _capibox_e.with_traceback(_tb)
+    # none of the program's frames (a syntax error): no traceback, as
+    # `python3 file` shows for a file it cannot compile
+    _capibox_e = _capibox_e.with_traceback(_tb)
     sys.excepthook(type(_capibox_e), _capibox_e, _capibox_e.__traceback__)
     _capibox_exit(1)
 _capibox_exit(0)

@@ -69,7 +69,8 @@ struct child {
 	const struct sandbox_spec *spec;
 	int report_fd;
 	int sync_fd;
-	int go_fd; /* warm: the runner's end of the go pipe (its fd 3) */
+	int go_fd;    /* warm: the runner's end of the go pipe (its fd 3) */
+	bool session; /* the take made the runner a session's (it loops over cells) */
 	char err[160];
 };
 
@@ -703,13 +704,24 @@ static void wait_for_take(struct child *c, pid_t runner, int go_w)
 		snprintf(c->err, sizeof(c->err), "prlimit: %s", strerror(errno));
 		child_fail(c, 92);
 	}
+	/* a session's runner keeps running cells: it may ask us to collect
+	 * files after each (wait_runner), which we send on the events pipe */
+	for (uint32_t off = 0; off < m->take.env_len;) {
+		const char *e = m->take.env + off;
+		size_t left = m->take.env_len - off, len = strnlen(e, left);
+		if (len > sizeof(SANDBOX_SESSION_ENV) &&
+		    memcmp(e, SANDBOX_SESSION_ENV "=", sizeof(SANDBOX_SESSION_ENV)) == 0)
+			c->session = true;
+		off += (uint32_t)len + 1;
+	}
 	snprintf(head, sizeof(head), "%s\n%u\n", path, m->take.env_len);
+	/* the runner reads exactly this much; the socket stays open both ways
+	 * for what it tells us later (wait_runner) */
 	if (write_full(go_w, head, strlen(head)) < 0 ||
 	    write_full(go_w, m->take.env, m->take.env_len) < 0) {
 		snprintf(c->err, sizeof(c->err), "go: %s", strerror(errno));
 		child_fail(c, 91);
 	}
-	close(go_w);
 	free(m);
 }
 
@@ -762,6 +774,131 @@ static void collect_files(struct child *c)
 	close(c->spec->events_fd);
 }
 
+/* Reads exactly len bytes from fd; false on EOF or error. */
+static bool read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = read(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/*
+ * A session's cell asked for files (the 'G' message: u32 length, then its
+ * globs, each ended by NUL): sends them on the events pipe as the one-shot
+ * collect does, then answers 'k' (or 'e': the pipe failed, or the message
+ * was not one we send). Processes of the session may still run while the
+ * walk does: collect.c's walk never follows a symlink or leaves the working
+ * directory whatever they do; what they change is their own files.
+ */
+static bool session_collect(struct child *c, int chan)
+{
+	static char body[COLLECT_MAX_GLOBS * (COLLECT_MAX_GLOB_LEN + 1)];
+	const char *globs[COLLECT_MAX_GLOBS];
+	struct collect_stats st;
+	size_t n = 0, off = 0;
+	uint32_t len;
+	char answer = 'e';
+	int home;
+
+	if (!read_full(chan, &len, sizeof(len)) || len > sizeof(body) ||
+	    !read_full(chan, body, len))
+		return false;
+	while (off < len && n < COLLECT_MAX_GLOBS) {
+		size_t gl = strnlen(body + off, len - off);
+		if (off + gl == len || collect_glob_check(body + off, gl) != NULL)
+			break; /* not NUL-ended, or not a glob the front lets through */
+		globs[n++] = body + off;
+		off += gl + 1;
+	}
+	home = open(SANDBOX_HOME, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (off == len && home >= 0 && c->spec->events_fd >= 0 &&
+	    collect_run(home, globs, n, c->spec->events_fd, COLLECT_BUDGET, &st) == 0)
+		answer = 'k';
+	if (home >= 0)
+		close(home);
+	return write_full(chan, &answer, 1) == 0;
+}
+
+/*
+ * Waits for the runner's end. A warm runner talks to us on the go socket
+ * (chan) once it has its take: 'X' and its exit code when a one-shot
+ * program ended (its output already closed, it is exiting: we need not
+ * wait for the kernel to tear the interpreter down, a few hundred
+ * microseconds of freeing memory here); 'G' when a session's cell wants
+ * files collected. Returns true with *status made from the code, or false
+ * with *status the runner's wait status once it is reaped (killed,
+ * crashed, a session's end, or no message). The code is the program's to
+ * forge, like its exit code: forging it only ends its own run early.
+ */
+static bool wait_runner(struct child *c, pid_t runner, int chan, int *status)
+{
+	sigset_t chld;
+	int sfd = -1;
+
+	if (chan >= 0) {
+		/* SIGCHLD is blocked (inherited from the supervisor) */
+		sigemptyset(&chld);
+		sigaddset(&chld, SIGCHLD);
+		sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+		if (sfd < 0)
+			chan = -1; /* fall back to waiting */
+	}
+	while (chan >= 0) {
+		struct pollfd p[2] = {{.fd = chan, .events = POLLIN},
+				      {.fd = sfd, .events = POLLIN}};
+		struct signalfd_siginfo si;
+		unsigned char msg[2];
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[0].revents != 0) {
+			if (!read_full(chan, msg, 1))
+				break; /* EOF: the runner is gone or let go of us */
+			if (msg[0] == 'X' && read_full(chan, msg + 1, 1)) {
+				close(sfd);
+				*status = msg[1] << 8; /* as W_EXITCODE(code, 0) */
+				return true;
+			}
+			if (msg[0] == 'G' && c->session && session_collect(c, chan))
+				continue;
+			break; /* not a message of ours: wait for the reap */
+		}
+		while (read(sfd, &si, sizeof(si)) > 0)
+			;
+		for (;;) {
+			pid_t w = waitpid(-1, status, WNOHANG);
+			if (w == runner) {
+				close(sfd);
+				return false;
+			}
+			if (w <= 0)
+				break;
+		}
+	}
+	if (sfd >= 0)
+		close(sfd);
+	for (;;) {
+		pid_t w = waitpid(-1, status, 0);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 || w == runner)
+			break; /* w < 0: no children left (cannot happen before the runner) */
+	}
+	return false;
+}
+
 /*
  * pid 1 of the sandbox: set up, start the runner, reap, report. Returns
  * only in the runner of a zygote's sandbox (which then goes back to Python).
@@ -799,8 +936,10 @@ static void run_init(struct child *c)
 		if (!c->spec->at_once)
 			(void)setpriority(PRIO_PROCESS, 0, 19);
 		/* exec_sync: its write end is close-on-exec in the runner, so its
-		 * EOF says the runner has set its limits and exec'd */
-		if (pipe2(go, O_CLOEXEC) < 0 || pipe2(exec_sync, O_CLOEXEC) < 0) {
+		 * EOF says the runner has set its limits and exec'd. go is a
+		 * socket: the take goes down it, the runner's "done" line up */
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) < 0 ||
+		    pipe2(exec_sync, O_CLOEXEC) < 0) {
 			snprintf(c->err, sizeof(c->err), "go pipe: %s", strerror(errno));
 			child_fail(c, 98);
 		}
@@ -838,7 +977,7 @@ static void run_init(struct child *c)
 		close(exec_sync[0]);
 		/* the interpreter starts while we wait for a request */
 		wait_for_take(c, runner, go_w);
-		if (c->spec->events_fd >= 0 && collect_globs == NULL)
+		if (c->spec->events_fd >= 0 && collect_globs == NULL && !c->session)
 			close(c->spec->events_fd);
 	}
 	/* user code runs with our uid: make sure it cannot trace or signal us
@@ -847,15 +986,37 @@ static void run_init(struct child *c)
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	report(c->report_fd, &r);
 
-	for (;;) {
-		pid_t p = waitpid(-1, &status, 0);
-		if (p < 0 && errno == EINTR)
-			continue;
-		if (p < 0)
-			break; /* no children left (cannot happen before the runner) */
-		if (p == runner)
-			break;
+	/* files to collect: their walk needs every process gone first, so the
+	 * early end buys nothing (collect_files reaps them all) */
+	if (go_w >= 0 && collect_globs != NULL) {
+		close(go_w);
+		go_w = -1;
 	}
+	if (wait_runner(c, runner, go_w, &status)) {
+		/* the runner is exiting: end everything else now. After kill(-1)
+		 * no process of ours returns to user space (a fork racing with it
+		 * fails, its parent having SIGKILL pending), so no code of the
+		 * sandbox runs from here: the front may be told. Reaping follows;
+		 * our own exit then ends the pid namespace. */
+		(void)kill(-1, SIGKILL);
+		memset(&r, 0, sizeof(r));
+		r.type = SANDBOX_REPORT_DONE;
+		r.wstatus = status;
+		r.utime_us = runner_cpu_ms(runner) * 1000;
+		report(c->report_fd, &r);
+		for (;;) {
+			pid_t p;
+			(void)kill(-1, SIGKILL);
+			p = waitpid(-1, NULL, 0);
+			if (p < 0 && errno == EINTR)
+				continue;
+			if (p < 0)
+				break;
+		}
+		_exit(0);
+	}
+	if (go_w >= 0)
+		close(go_w);
 	memset(&r, 0, sizeof(r));
 	r.type = SANDBOX_REPORT_EXIT;
 	r.wstatus = status;

@@ -26,6 +26,9 @@
 #define SANDBOX_GID 1000
 #define SANDBOX_HOME "/home/user"
 #define SANDBOX_CODE_DIR "/.capibox"
+/* in a take's environment: the runner becomes a session's (its value: the
+ * cells' language); the front sets it, requests may not (request.c) */
+#define SANDBOX_SESSION_ENV "CAPIBOX_SESSION"
 
 struct sandbox_spec {
 	const struct runtime *rt;
@@ -45,8 +48,8 @@ struct sandbox_spec {
 	 * returns 0, or -1 with a message in err */
 	int (*before_release)(void *arg, pid_t pid, bool in_cgroup, char *err, size_t errlen);
 	void *hook_arg;
-	int cgroup_fd;	/* cgroup v2 directory to clone into, or -1 */
-	bool warm;	/* pooled: start the runtime's warm runner, wait for a take */
+	int cgroup_fd; /* cgroup v2 directory to clone into, or -1 */
+	bool warm;     /* pooled: start the runtime's warm runner, wait for a take */
 	int control_fd; /* warm: init's end of the take socket */
 	/* mounts_setup: build the zygote's root (its proc stays unmasked, so
 	 * that its children may mount theirs); in a sandbox: cloned by the
@@ -62,6 +65,10 @@ enum sandbox_report_type {
 	SANDBOX_REPORT_EXIT = 2,  /* runner ended: wstatus, rusage */
 	SANDBOX_REPORT_ERROR = 3, /* a setup step failed: step, err, msg */
 	SANDBOX_REPORT_WARM = 4,  /* pooled: runner starting, init waits for the take */
+	/* the runner said it is exiting (wstatus) and init has killed every
+	 * other process: no code of the sandbox runs any more, though its
+	 * processes are still being torn down (rusage: CPU only) */
+	SANDBOX_REPORT_DONE = 5,
 };
 
 /* One record on the report pipe, init -> supervisor. */

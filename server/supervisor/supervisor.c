@@ -15,7 +15,6 @@
  */
 #include "supervisor.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -75,6 +74,8 @@ struct slot {
 	struct exec_limits limits;
 	enum exec_reason kill_reason;
 	bool ready, got_exit, got_error;
+	bool done;	  /* init reported DONE: nothing of it runs any more */
+	bool exited_sent; /* EXITED went out (at DONE); the reap only cleans up */
 	struct sandbox_report exit_rep;
 	char errmsg[160];
 	uint64_t t_spawn_ns, t_ready_ns;
@@ -743,6 +744,11 @@ static void read_reports(struct sup *s, struct slot *sl)
 			sl->exit_rep = r;
 			sl->got_exit = true;
 			break;
+		case SANDBOX_REPORT_DONE:
+			sl->exit_rep = r;
+			sl->got_exit = true;
+			sl->done = true;
+			break;
 		case SANDBOX_REPORT_ERROR:
 			snprintf(sl->errmsg, sizeof(sl->errmsg), "%s", r.msg);
 			sl->got_error = true;
@@ -756,20 +762,26 @@ static void read_reports(struct sup *s, struct slot *sl)
 	}
 }
 
-static void finish_slot(struct sup *s, struct slot *sl, int init_status)
+/*
+ * Sends EXITED for sl: what it reported, its cgroup's figures, why it ended.
+ * Called when nothing of the sandbox runs any more: at its reap, or earlier
+ * when init reported DONE (its processes are then being torn down, which
+ * the client need not wait for; the slot is freed at the reap).
+ */
+static void send_exited_slot(struct sup *s, struct slot *sl, int init_status)
 {
 	struct ipc_exited x;
 	struct cg_usage use;
 	uint64_t end = now_ns();
 	const struct sandbox_report *r = &sl->exit_rep;
 
-	if (sl->report_fd >= 0)
-		read_reports(s, sl);
+	sl->exited_sent = true;
 	memset(&x, 0, sizeof(x));
 	x.type = IPC_EXITED;
 	x.id = sl->id;
 	x.wall_time_us = (end - (sl->ready ? sl->t_ready_ns : sl->t_spawn_ns)) / 1000;
-	/* every process of the sandbox is gone: the cgroup's figures are final */
+	/* no code of the sandbox runs any more: the cgroup's figures are final
+	 * (but for the teardown of what was killed) */
 	cg_read_usage(sl->id, &use);
 	if (sl->got_exit) {
 		x.cpu_time_us = r->utime_us + r->stime_us;
@@ -841,9 +853,17 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 		snprintf(x.message, sizeof(x.message),
 			 "sandbox init ended unexpectedly (status %#x)", (unsigned)init_status);
 	}
-	cg_destroy(sl->id);
 	send_msg(s, &x, sizeof(x));
+}
 
+/* Frees sl once its init is reaped: every process of it is gone. */
+static void finish_slot(struct sup *s, struct slot *sl, int init_status)
+{
+	if (sl->report_fd >= 0)
+		read_reports(s, sl);
+	if (!sl->exited_sent)
+		send_exited_slot(s, sl, init_status);
+	cg_destroy(sl->id);
 	if (sl->report_fd >= 0) {
 		epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->report_fd, NULL);
 		close(sl->report_fd);
@@ -862,54 +882,13 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 	update_tick(s);
 }
 
-/* Every thread of pid to priority 0 (we are root: raising it is allowed). */
-static void unnice_threads(pid_t pid)
-{
-	char path[64];
-	struct dirent *de;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	d = opendir(path);
-	if (d == NULL)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		char *end;
-		long tid = strtol(de->d_name, &end, 10);
-		if (*end == '\0' && tid > 0)
-			(void)setpriority(PRIO_PROCESS, (id_t)tid, 0);
-	}
-	closedir(d);
-}
-
 /*
- * A pooled sandbox waited at the lowest priority (sandbox.c): its init and
- * runner, and every thread of them, get the normal one back.
+ * A pooled sandbox waited at the lowest priority (sandbox.c): every thread
+ * of it gets the normal one back. All of them, and nothing else, run as
+ * its own host uid: one call reaches them (we are root: raising is allowed),
+ * where walking /proc for its processes and threads took about 50 us.
  */
-static void unnice_sandbox(pid_t init)
-{
-	char path[64], buf[256], *p, *end;
-	ssize_t n;
-	int fd;
-
-	unnice_threads(init);
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)init, (int)init);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	for (p = buf;; p = end) {
-		long pid = strtol(p, &end, 10);
-		if (end == p)
-			break;
-		if (pid > 0)
-			unnice_threads((pid_t)pid);
-	}
-}
+static void unnice_sandbox(uint32_t host_uid) { (void)setpriority(PRIO_USER, host_uid, 0); }
 
 /*
  * A request for a pooled sandbox: its cgroup limits become the request's,
@@ -930,7 +909,7 @@ static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int p
 	sl->t_take_ns = now_ns();
 	sl->limits = m->take.limits;
 	sl->cpu_base_us = cg_cpu_us(sl->id);
-	unnice_sandbox(sl->pid);
+	unnice_sandbox(sl->host_uid);
 	if (cg_set_limits(sl->id, sl->limits.memory_bytes, sl->limits.max_processes, err,
 			  sizeof(err)) < 0) {
 		snprintf(sl->errmsg, sizeof(sl->errmsg), "%.150s", err);
@@ -1067,7 +1046,10 @@ void supervisor_main(const struct config *cfg, int sock)
 	snprintf(s.root_dir, sizeof(s.root_dir), "%s/root", cfg->state_dir);
 	if (mkdir(s.root_dir, 0755) < 0 && errno != EEXIST)
 		fatal("mkdir %s", s.root_dir);
-	s.nslots = cfg->max_live < cfg->uid_count ? cfg->max_live : cfg->uid_count;
+	/* twice the front's count: a sandbox whose EXITED went out at its DONE
+	 * keeps its slot (and host uid) until its init is reaped, while the
+	 * front may already have started the next one */
+	s.nslots = cfg->max_live < cfg->uid_count / 2 ? 2 * cfg->max_live : cfg->uid_count;
 	s.slots = calloc(s.nslots, sizeof(*s.slots));
 	if (s.slots == NULL)
 		fatal("calloc");
@@ -1148,9 +1130,12 @@ void supervisor_main(const struct config *cfg, int sock)
 					;
 				reap(&s);
 			} else if (idx < s.nslots && s.slots[idx].used) {
-				if (k == EV_REPORT && s.slots[idx].report_fd >= 0)
-					read_reports(&s, &s.slots[idx]);
-				else if (k == EV_TIMER)
+				if (k == EV_REPORT && s.slots[idx].report_fd >= 0) {
+					struct slot *sl = &s.slots[idx];
+					read_reports(&s, sl);
+					if (sl->used && sl->done && !sl->exited_sent)
+						send_exited_slot(&s, sl, 0);
+				} else if (k == EV_TIMER)
 					handle_timer(&s.slots[idx]);
 				else if (k == EV_PIDFD)
 					/* a zygote's sandbox: its init and every process

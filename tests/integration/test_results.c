@@ -880,23 +880,26 @@ static void test_descriptors_at_exec(void **state)
 				   "    except OSError:\n"
 				   "        return False\n"
 				   "print([fd for fd in range(1024) if ok(fd)], "
-				   "stat.S_ISFIFO(os.fstat(4).st_mode), os.get_inheritable(4))\n";
+				   "stat.S_ISFIFO(os.fstat(4).st_mode), os.get_inheritable(4), "
+				   "ok(1000) and (stat.S_ISSOCK(os.fstat(1000).st_mode), "
+				   "os.get_inheritable(1000)))\n";
 	struct daemon *d = *state;
 	struct run r = {0};
 	struct events e;
 
 	HARNESS_REQUIRE(d);
 	/* the program gets 0, 1, 2 and the events pipe as 4, nothing else of
-	 * the server: warm (the go pipe, 3, is closed before the code runs)
-	 * and cold */
+	 * the server: cold, and warm, where the go socket moves from 3 to 1000
+	 * (close-on-exec: no program it runs inherits it), the runner's to tell
+	 * the sandbox's init that the program has ended */
 	run_py(d, code, &r, &e);
 	assert_run_exited(&r, 0);
-	assert_run_stdout(&r, "[0, 1, 2, 4] True True\n");
+	assert_run_stdout(&r, "[0, 1, 2, 4, 1000] True True (True, False)\n");
 	events_free(&e);
 	harness_run_free(&r);
 	run_env(d, "python", code, "PYTHONHASHSEED", "1", &r, &e);
 	assert_run_exited(&r, 0);
-	assert_run_stdout(&r, "[0, 1, 2, 4] True True\n");
+	assert_run_stdout(&r, "[0, 1, 2, 4] True True False\n");
 	events_free(&e);
 	harness_run_free(&r);
 	/* which descriptors bash holds open (a builtin test: nothing forked or

@@ -446,6 +446,98 @@ static void test_files(void **state)
 	close_session(d, s.id);
 }
 
+/* What a cell's collect returned (the hook of a run). */
+struct collected {
+	char paths[512];     /* "path:size " per file, in order */
+	bool after_finished; /* an artifact came after Finished */
+};
+
+static int collect_hook(const struct capibox_event *ev, struct run *r, void *arg)
+{
+	struct collected *c = arg;
+	size_t n = strlen(c->paths);
+
+	if (ev->kind == CAPIBOX_EVENT_ARTIFACT && ev->u.artifact.eof)
+		snprintf(c->paths + n, sizeof(c->paths) - n, "%s:%llu ", ev->u.artifact.path,
+			 (unsigned long long)ev->u.artifact.size);
+	if (ev->kind == CAPIBOX_EVENT_ARTIFACT)
+		c->after_finished |= r->n_finished > 0;
+	return 0;
+}
+
+/*
+ * collect in a session, in each language: files the cell wrote come back
+ * before the cell's Finished, a planted symlink (to a file, to a directory)
+ * is never followed, the session goes on, and a background process still
+ * running does not stop the walk.
+ */
+static void test_collect_in_session(void **state)
+{
+	static const char *const globs[] = {"**/*.txt", "**/*.csv", "link/*"};
+	static const struct {
+		const char *language, *code;
+	} cases[] = {
+		{"python", "import os, subprocess\n"
+			   "open('a.txt', 'w').write('hello')\n"
+			   "os.makedirs('d/e', exist_ok=True)\n"
+			   "open('d/e/b.csv', 'w').write('x,y\\n1,2\\n')\n"
+			   "os.symlink('/etc/passwd', 'p.txt')\n"
+			   "os.symlink('/etc', 'link')\n"
+			   "bg = subprocess.Popen(['sleep', '30'])\n"},
+		{"bash", "printf hello > a.txt; mkdir -p d/e; printf 'x,y\\n1,2\\n' > d/e/b.csv\n"
+			 "ln -s /etc/passwd p.txt; ln -s /etc link; sleep 30 &\n"},
+		{"javascript", "const fs = require('fs');\n"
+			       "fs.writeFileSync('a.txt', 'hello');\n"
+			       "fs.mkdirSync('d/e', {recursive: true});\n"
+			       "fs.writeFileSync('d/e/b.csv', 'x,y\\n1,2\\n');\n"
+			       "fs.symlinkSync('/etc/passwd', 'p.txt');\n"
+			       "fs.symlinkSync('/etc', 'link');\n"},
+	};
+	struct daemon *d = *state;
+
+	HARNESS_REQUIRE(d);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct capibox_session_request sreq = {.language = cases[i].language};
+		struct capibox_exec_request req = {.language = "", .deadline_ms = 30000};
+		struct collected c;
+		struct capibox_session s;
+		struct run r = {0};
+
+		memset(&c, 0, sizeof(c));
+		open_session(d, &sreq, &s);
+		req.session_id = s.id;
+		req.code = cases[i].code;
+		req.collect = globs;
+		req.n_collect = 3;
+		r.hook = collect_hook;
+		r.hook_arg = &c;
+		harness_run(d, &req, &r);
+		assert_run_exited(&r, 0);
+		if (strcmp(c.paths, "a.txt:5 d/e/b.csv:8 ") != 0 || c.after_finished) {
+			harness_run_print(&r);
+			fail_msg("%s: collected \"%s\"%s", cases[i].language, c.paths,
+				 c.after_finished ? ", after Finished" : "");
+		}
+		harness_run_free(&r);
+		/* nothing matches: nothing comes, and the session goes on */
+		memset(&c, 0, sizeof(c));
+		req.code = strcmp(cases[i].language, "python") == 0 ? "print(41 + 1)" : "echo 42";
+		if (strcmp(cases[i].language, "javascript") == 0)
+			req.code = "console.log(41 + 1)";
+		req.collect = globs + 2;
+		req.n_collect = 1;
+		memset(&r, 0, sizeof(r));
+		r.hook = collect_hook;
+		r.hook_arg = &c;
+		harness_run(d, &req, &r);
+		assert_run_exited(&r, 0);
+		assert_run_stdout(&r, "42\n");
+		assert_string_equal(c.paths, "");
+		harness_run_free(&r);
+		close_session(d, s.id);
+	}
+}
+
 static void test_bash_session(void **state)
 {
 	struct daemon *d = *state;
@@ -611,6 +703,7 @@ int main(void)
 		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_bash_session),
 		cmocka_unit_test(test_javascript_session),
+		cmocka_unit_test(test_collect_in_session),
 		cmocka_unit_test(test_cancel_running_and_waiting),
 		cmocka_unit_test(test_output_limit),
 		cmocka_unit_test(test_left_open_at_shutdown),

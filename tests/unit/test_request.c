@@ -75,7 +75,7 @@ static void test_env(void **state)
 {
 	struct exec_request r = base();
 	struct exec_env bad[] = {{"A=B", "x"}}, empty[] = {{"", "x"}}, ok[] = {{"MY_VAR", "a=b"}},
-			space[] = {{"A B", "x"}};
+			space[] = {{"A B", "x"}}, reserved[] = {{"CAPIBOX_SESSION", "1"}};
 	(void)state;
 	r.env = bad;
 	r.n_env = 1;
@@ -86,6 +86,11 @@ static void test_env(void **state)
 	assert_non_null(strstr(err, "env"));
 	r.env = space;
 	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_INVALID);
+	/* the runners' own settings come in the take's environment under
+	 * these names: a request may not set them */
+	r.env = reserved;
+	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_INVALID);
+	assert_non_null(strstr(err, "env: name \"CAPIBOX_SESSION\" is reserved"));
 	r.env = ok;
 	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_OK);
 }
@@ -148,7 +153,7 @@ static void test_files(void **state)
 }
 
 /* A cell of a session: its id has a form, its language may be left out (the
- * session has one), and collect is not served there. */
+ * session has one), and its collect globs follow the one-shot rules. */
 static void test_session_fields(void **state)
 {
 	struct exec_request r = base();
@@ -168,8 +173,10 @@ static void test_session_fields(void **state)
 	r.session_id = "s1";
 	r.collect = &glob;
 	r.n_collect = 1;
+	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_OK);
+	glob = "../x";
 	assert_int_equal(request_validate_execute(&cfg, &r, err, sizeof(err)), REQUEST_INVALID);
-	assert_non_null(strstr(err, "collect"));
+	assert_non_null(strstr(err, "collect[0]"));
 	/* without a session, the language is still required */
 	r = base();
 	r.language = "";
