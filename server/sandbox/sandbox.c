@@ -460,7 +460,7 @@ static void run_runner(struct child *c)
 	char code_path[128], runner_path[128], *argv[RUNTIME_MAX_ARGS], msg[160];
 	char **env;
 	sigset_t none;
-	uint64_t cpu_s = (l->cpu_time_ms + 999) / 1000;
+	uint64_t cpu_s = (l->cpu_time_ms + 999) / 1000 + (spec->cpu_backstop ? 1 : 0);
 
 	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR, spec->rt->file_name);
 	snprintf(runner_path, sizeof(runner_path), "%s/%s", SANDBOX_CODE_DIR,
@@ -696,7 +696,8 @@ static void wait_for_take(struct child *c, pid_t runner, int go_w)
 	/* RLIMIT_CPU counts the runner's whole life: add what its start took,
 	 * which is not the request's (the cgroup check, which bills only the
 	 * request, is the precise one; this is the backstop) */
-	cpu_s = (l->cpu_time_ms + runner_cpu_ms(runner) + 999) / 1000;
+	cpu_s = (l->cpu_time_ms + runner_cpu_ms(runner) + 999) / 1000 +
+		(c->spec->cpu_backstop ? 1 : 0);
 	if (set_limit_of(runner, RLIMIT_FSIZE, l->max_file_bytes, l->max_file_bytes) < 0 ||
 	    set_limit_of(runner, RLIMIT_CPU, cpu_s, cpu_s + 1) < 0 ||
 	    set_limit_of(runner, RLIMIT_NPROC, (uint64_t)l->max_processes + 1,

@@ -50,6 +50,11 @@ struct sandbox_spec {
 	void *hook_arg;
 	int cgroup_fd; /* cgroup v2 directory to clone into, or -1 */
 	bool warm;     /* pooled: start the runtime's warm runner, wait for a take */
+	/* the supervisor checks the CPU limit on the sandbox's cgroup (exact,
+	 * every 100 ms): RLIMIT_CPU is then a backstop a second later, as the
+	 * kernel's per-process count can run ahead of the cgroup's under load
+	 * (it charges whole ticks) and would end a run early */
+	bool cpu_backstop;
 	int control_fd; /* warm: init's end of the take socket */
 	/* mounts_setup: build the zygote's root (its proc stays unmasked, so
 	 * that its children may mount theirs); in a sandbox: cloned by the

@@ -108,6 +108,8 @@ static const char *at_root(char *buf, size_t len, const char *rel)
 	return buf;
 }
 
+bool cg_cpu_accounted(void) { return mode == CG_V2 || (mode == CG_V1 && have_cpu); }
+
 static void remove_dir(const char *dir);
 
 /* Removes groups left by supervisors that are gone (a crash, a kill -9). */

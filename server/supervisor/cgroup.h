@@ -59,6 +59,9 @@ void cg_read_usage(uint64_t id, struct cg_usage *u);
 /* CPU time used so far by sandbox id's group, in microseconds (0 if unknown). */
 uint64_t cg_cpu_us(uint64_t id);
 
+/* Whether cg_cpu_us reads anything: then the CPU limit is checked on it. */
+bool cg_cpu_accounted(void);
+
 /* Removes sandbox id's group; its processes must be gone. */
 void cg_destroy(uint64_t id);
 

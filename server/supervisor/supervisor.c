@@ -582,6 +582,7 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	spec.stderr_fd = fds[3];
 	spec.events_fd = fds[4];
 
+	spec.cpu_backstop = cg_cpu_accounted();
 	spec.before_release = attach_cgroup;
 	spec.hook_arg = (void *)sp;
 	spec.control_fd = -1;

@@ -257,7 +257,12 @@ static void test_take_applies_the_request_limits(void **state)
 	req.limits.cpu_time_ms = 2500;
 	r = run_req(&req);
 	assert_true(r->warm);
-	assert_string_equal(r->out, "(123456, 123456) (3, 4)\n");
+	/* RLIMIT_CPU: 2.5 s rounded up, plus the runner's start, which is
+	 * not the request's; a second more where the cgroup's CPU time is
+	 * checked (it is then only a backstop) */
+	if (strcmp(r->out, "(123456, 123456) (3, 4)\n") != 0 &&
+	    strcmp(r->out, "(123456, 123456) (4, 5)\n") != 0)
+		fail_msg("limits in the sandbox: %s", r->out);
 	assert_int_equal(r->res.reason, EXEC_REASON_MEMORY_LIMIT);
 	assert_true(r->res.peak_memory_bytes <= 64ULL << 20);
 	free(r);
