@@ -1484,6 +1484,7 @@ static struct warm *warm_take_locked(struct local_backend *lb, int rt,
 				     const struct exec_request *req)
 {
 	const char *names[256];
+	struct warm *oldest = NULL;
 
 	if (req->n_env > 256)
 		return NULL;
@@ -1496,12 +1497,15 @@ static struct warm *warm_take_locked(struct local_backend *lb, int rt,
 		pool_missed_locked(lb, rt);
 		return NULL;
 	}
+	/* the oldest (the list is newest first): no sandbox waits in the pool
+	 * for long, so a retired zygote generation, which lives on until its
+	 * sandboxes are gone (ZYGOTE.md), gives way soon */
 	for (struct warm *w = lb->warm_head; w; w = w->next)
-		if (w->runtime == rt && w->ready && req->stdin_len <= w->stdin_cap) {
-			warm_unlink_locked(lb, w);
-			return w;
-		}
-	return NULL;
+		if (w->runtime == rt && w->ready && req->stdin_len <= w->stdin_cap)
+			oldest = w;
+	if (oldest != NULL)
+		warm_unlink_locked(lb, oldest);
+	return oldest;
 }
 
 /*
