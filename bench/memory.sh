@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idle memory: RSS and PSS (from /proc/PID/smaps_rollup) of capiboxd, its
-# supervisor ("capiboxd: supervisor") and each idle warm sandbox (its
-# "capibox-init" plus the runner under it), per runtime, once the pools
+# supervisor ("capiboxd: supervisor"), the python zygote when there is one,
+# and each idle warm sandbox (its "capibox-init" plus the runner under it:
+# the supervisor's children, or the zygote's), per runtime, once the pools
 # are full and nothing runs.
 #
 #   sudo bench/memory.sh [BUILD_DIR] [capiboxd flags...]
@@ -21,6 +22,13 @@ start_daemon m 2550000 "$@"
 wait_pools "$addr_m"
 # one execution first, so the figures include what a first request loads
 "$build/capibox" -a "$addr_m" exec -l bash -c 'true'
+# cycle the python pool, so that its idle sandboxes are refills (the first
+# ones may be started before the zygote is ready)
+for i in 1 2 3; do
+	"$bench" -a "$addr_m" -j 8 -n 16 -w 0 >/dev/null
+	wait_pools "$addr_m"
+	sleep 0.5
+done
 wait_pools "$addr_m"
 sleep 1
 sup=$(supervisor_of "$pid_m")
@@ -42,7 +50,11 @@ printf '%-44s %8s %8s\n' process "RSS MiB" "PSS MiB"
 row "capiboxd (pid $pid_m)" "$pid_m"
 row "supervisor (pid $sup)" "$sup"
 row "capiboxd + supervisor" "$pid_m" "$sup"
-for init in $(pgrep -P "$sup" -x capibox-init); do
+zygotes=$(pgrep -P "$sup" -f '/.capibox/zygote.py' || true)
+for z in $zygotes; do
+	row "python zygote (pid $z)" "$z"
+done
+for init in $(pgrep -P "$sup" -x capibox-init) $(for z in $zygotes; do pgrep -P "$z" -x capibox-init; done); do
 	kids=$(pgrep -P "$init" | tr '\n' ' ')
 	runner=$(for k in $kids; do tr '\0' ' ' <"/proc/$k/cmdline"; done)
 	case $runner in
