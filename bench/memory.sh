@@ -23,12 +23,9 @@ wait_pools "$addr_m"
 # one execution first, so the figures include what a first request loads
 "$build/capibox" -a "$addr_m" exec -l bash -c 'true'
 # cycle the python pool, so that its idle sandboxes are refills (the first
-# ones may be started before the zygote is ready)
-for i in 1 2 3; do
-	"$bench" -a "$addr_m" -j 8 -n 16 -w 0 >/dev/null
-	wait_pools "$addr_m"
-	sleep 0.5
-done
+# ones may be started before the zygote is ready); one at a time with a
+# pause, so the pool does not grow past its target
+"$bench" -a "$addr_m" -n 8 -w 0 --pause 200 >/dev/null
 wait_pools "$addr_m"
 sleep 1
 sup=$(supervisor_of "$pid_m")
