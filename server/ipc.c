@@ -20,17 +20,17 @@ void ipc_socketpair(int sv[2])
 	}
 }
 
-int ipc_send(int sock, const void *msg, size_t len, const int *fds, size_t nfds)
+int ipc_send_packet(int sock, const void *buf, size_t len, const int *fds, size_t nfds)
 {
-	struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * IPC_SPAWN_FDS)];
+		char buf[CMSG_SPACE(sizeof(int) * IPC_MAX_FDS)];
 		struct cmsghdr align;
 	} ctl;
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 	ssize_t n;
 
-	if (nfds > IPC_SPAWN_FDS || len > IPC_MAX_PACKET) {
+	if (nfds > IPC_MAX_FDS) {
 		errno = EINVAL;
 		return -1;
 	}
@@ -55,6 +55,15 @@ int ipc_send(int sock, const void *msg, size_t len, const int *fds, size_t nfds)
 		return -1;
 	}
 	return 0;
+}
+
+int ipc_send(int sock, const void *msg, size_t len, const int *fds, size_t nfds)
+{
+	if (nfds > IPC_SPAWN_FDS || len > IPC_MAX_PACKET) {
+		errno = EINVAL;
+		return -1;
+	}
+	return ipc_send_packet(sock, msg, len, fds, nfds);
 }
 
 /* n "NAME=value\0" entries filling exactly len bytes (of avail that follow). */

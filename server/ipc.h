@@ -120,6 +120,17 @@ void ipc_socketpair(int sv[2]);
 __attribute__((warn_unused_result)) int ipc_send(int sock, const void *msg, size_t len,
 						 const int *fds, size_t nfds);
 
+/* The most descriptors ipc_send_packet passes in one packet. */
+#define IPC_MAX_FDS 8
+
+/*
+ * ipc_send without the front/supervisor protocol's bounds: len bytes of buf
+ * and at most IPC_MAX_FDS descriptors as one packet on a SOCK_SEQPACKET
+ * socket (the zygote's protocol uses it too). 0, or -1 with errno.
+ */
+__attribute__((warn_unused_result)) int ipc_send_packet(int sock, const void *buf, size_t len,
+							const int *fds, size_t nfds);
+
 /*
  * Receives one packet into buf (IPC_MAX_PACKET bytes). Returns its length, 0
  * when the peer closed. Checks the packet against its type's layout and

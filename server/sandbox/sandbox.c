@@ -1173,38 +1173,12 @@ fail:
 #define CLONE_PIDFD 0x00001000
 #endif
 
+_Static_assert(ZYGOTE_SPAWN_FDS <= IPC_MAX_FDS, "a spawn's descriptors fit one packet");
+
 /* One packet with nfds (<= ZYGOTE_SPAWN_FDS) descriptors; 0 or -1 (errno). */
 static int zyg_send(int sock, const struct zygote_msg *m, const int *fds, size_t nfds)
 {
-	struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * ZYGOTE_SPAWN_FDS)];
-		struct cmsghdr align;
-	} ctl;
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	ssize_t n;
-
-	if (nfds > 0) {
-		struct cmsghdr *cm;
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	}
-	do {
-		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -1;
-	if ((size_t)n != sizeof(*m)) {
-		errno = EMSGSIZE;
-		return -1;
-	}
-	return 0;
+	return ipc_send_packet(sock, m, sizeof(*m), fds, nfds);
 }
 
 /*
