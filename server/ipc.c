@@ -140,47 +140,61 @@ const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
 	return "unknown packet type";
 }
 
-ssize_t ipc_read(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS], const char **why)
+ssize_t ipc_recv_packet(int sock, void *buf, size_t len, int *fds, size_t maxfds, size_t *nfds,
+			const char **bad)
 {
-	struct iovec iov = {.iov_base = buf, .iov_len = IPC_MAX_PACKET};
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * IPC_SPAWN_FDS)];
+		char buf[CMSG_SPACE(sizeof(int) * (IPC_MAX_FDS + 1))];
 		struct cmsghdr align;
 	} ctl;
 	struct msghdr mh = {.msg_iov = &iov,
 			    .msg_iovlen = 1,
 			    .msg_control = ctl.buf,
 			    .msg_controllen = sizeof(ctl.buf)};
-	size_t nfds = 0;
-	const char *bad = NULL;
 	ssize_t n;
 
+	*nfds = 0;
+	*bad = NULL;
 	do {
 		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
 	} while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		if (errno == ECONNRESET)
-			return 0; /* the peer is gone: same as EOF */
-		*why = strerror(errno);
+	if (n < 0)
 		return -1;
-	}
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 		size_t k;
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-			bad = "unexpected control message";
+			*bad = "unexpected control message";
 			continue;
 		}
 		k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		for (size_t j = 0; j < k; j++) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof(int));
-			if (nfds < IPC_SPAWN_FDS)
-				fds[nfds++] = fd;
-			else {
+			if (*nfds < maxfds) {
+				fds[(*nfds)++] = fd;
+			} else {
 				close(fd);
-				bad = "too many descriptors";
+				*bad = "too many descriptors";
 			}
 		}
+	}
+	if (*bad == NULL && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		*bad = "truncated packet";
+	return n;
+}
+
+ssize_t ipc_read(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS], const char **why)
+{
+	const char *bad;
+	size_t nfds;
+	ssize_t n = ipc_recv_packet(sock, buf, IPC_MAX_PACKET, fds, IPC_SPAWN_FDS, &nfds, &bad);
+
+	if (n < 0) {
+		if (errno == ECONNRESET)
+			return 0; /* the peer is gone: same as EOF */
+		*why = strerror(errno);
+		return -1;
 	}
 	if (n == 0) {
 		/* EOF, or an empty packet that carried descriptors: either way
@@ -189,8 +203,6 @@ ssize_t ipc_read(int sock, union ipc_msg *buf, int fds[IPC_SPAWN_FDS], const cha
 			close(fds[j]);
 		return 0;
 	}
-	if (bad == NULL && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-		bad = "truncated packet";
 	if (bad == NULL)
 		bad = ipc_check(buf, (size_t)n, nfds);
 	if (bad != NULL) {

@@ -132,6 +132,17 @@ __attribute__((warn_unused_result)) int ipc_send_packet(int sock, const void *bu
 							const int *fds, size_t nfds);
 
 /*
+ * Receives one packet of at most len bytes into buf, and its descriptors
+ * (CLOEXEC, at most maxfds <= IPC_MAX_FDS) into fds, *nfds of them. Returns
+ * its length, 0 at EOF, or -1 with errno. *bad is NULL, or what was wrong
+ * with it (truncated, too many descriptors, which are then closed, another
+ * control message): the caller decides, and closes fds, what it rejects.
+ */
+__attribute__((warn_unused_result)) ssize_t ipc_recv_packet(int sock, void *buf, size_t len,
+							    int *fds, size_t maxfds, size_t *nfds,
+							    const char **bad);
+
+/*
  * Receives one packet into buf (IPC_MAX_PACKET bytes). Returns its length, 0
  * when the peer closed. Checks the packet against its type's layout and
  * fds received against the type (IPC_SPAWN: exactly IPC_SPAWN_FDS, TAKE 1,

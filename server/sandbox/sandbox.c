@@ -1183,45 +1183,20 @@ static int zyg_send(int sock, const struct zygote_msg *m, const int *fds, size_t
 
 /*
  * One packet into m with its descriptors (CLOEXEC) into fds; *nfds their
- * number. Returns the packet's length, 0 at EOF, -1 (errno). A packet of
- * another size or with more descriptors than fit is returned as is, its
- * extra descriptors closed: the caller checks.
+ * number. Returns the packet's length, 0 at EOF, -1 (errno). A packet that
+ * was not whole (truncated, too many descriptors: the extra ones closed)
+ * comes back with a length no packet has: the caller checks, and closes
+ * what it rejects.
  */
 static ssize_t zyg_recv(int sock, struct zygote_msg *m, int *fds, size_t *nfds)
 {
-	struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * (ZYGOTE_SPAWN_FDS + 1))];
-		struct cmsghdr align;
-	} ctl;
-	struct msghdr mh = {.msg_iov = &iov,
-			    .msg_iovlen = 1,
-			    .msg_control = ctl.buf,
-			    .msg_controllen = sizeof(ctl.buf)};
+	const char *bad;
 	ssize_t n;
 
-	*nfds = 0;
 	memset(m, 0, sizeof(*m));
-	do {
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -1;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
-		size_t k;
-		int *p = (int *)(void *)CMSG_DATA(cm);
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < k; i++) {
-			if (*nfds < ZYGOTE_SPAWN_FDS)
-				fds[(*nfds)++] = p[i];
-			else
-				close(p[i]);
-		}
-	}
-	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
-		return (ssize_t)sizeof(*m) + 1; /* wrong size, whatever it was */
+	n = ipc_recv_packet(sock, m, sizeof(*m), fds, ZYGOTE_SPAWN_FDS, nfds, &bad);
+	if (n > 0 && bad != NULL)
+		return (ssize_t)sizeof(*m) + 1;
 	return n;
 }
 
