@@ -394,10 +394,12 @@ const WARM_UP = '#!/usr/bin/env node\n\'use strict\';\nconst fs = require(\'fs\'
 
 let path;
 let sessionMode = false;
+let warm = false;
 if (process.argv.length > 2) {
   path = process.argv[2];
   process.argv.splice(1, 2, path);
 } else {
+  warm = true;
   for (let i = 0; i < 3; i++) captureLast(WARM_UP);
   // Then a full collection, now: garbage of the start and the warm-up left
   // for later is collected after the take (a scavenge, about 0.6 ms on
@@ -443,9 +445,9 @@ if (process.argv.length > 2) {
     }
   }
   process.argv[1] = path;
-  // a session's runner keeps the socket to init: it asks there for files
-  // to be collected after a cell (see collect in runSession)
-  if (!sessionMode) fs.closeSync(3);
+  // the socket to init stays open: a session's runner asks there for files
+  // to be collected after a cell (collect in runSession), a one-shot one
+  // says there that the program has ended (tellEnd)
 }
 process.chdir('/home/user');
 if (sessionMode) {
@@ -457,6 +459,45 @@ if (sessionMode) {
   // module has run when the next tick, the unhooking, comes)
   process.nextTick(require('module').runMain);
   process.nextTick(hookMain(path));
+  if (warm) tellEnd();
+}
+
+/*
+ * A warm one-shot run tells the sandbox's init when the program has ended,
+ * as python.py does: once node has emitted 'exit' (every listener of the
+ * program's has run, its output is written: stdout and stderr to pipes are
+ * synchronous here), the output descriptors are closed and 'X' and the
+ * exit code go on the go socket (descriptor 3). init then ends the run at
+ * once; node's own teardown (the isolate, the loop: several milliseconds)
+ * comes after `finished`. Not for an uncaught exception (or rejection):
+ * node emits 'exit' before it prints the error, so stderr must stay open,
+ * and init waits for the reap, as it does when a signal kills node.
+ */
+function tellEnd() {
+  const emit = process.emit;
+  let fatal = false;
+  process.on('uncaughtExceptionMonitor', () => {
+    fatal = true;
+  });
+  process.emit = function (event, ...args) {
+    const r = emit.apply(this, [event, ...args]);
+    if (event === 'exit' && !fatal) {
+      const code = Number(process.exitCode !== undefined ? process.exitCode : args[0]) | 0;
+      for (const fd of [1, 2, EVENTS]) {
+        try {
+          fs.closeSync(fd);
+        } catch (e) {
+          // already closed by the program: nothing to end
+        }
+      }
+      try {
+        fs.writeSync(3, Buffer.from([0x58, code & 0xff])); // 'X'
+      } catch (e) {
+        // init waits for the reap instead
+      }
+    }
+    return r;
+  };
 }
 
 // The session loop. A cell's wall and CPU limits bound its synchronous
