@@ -87,6 +87,52 @@ static void test_exit_code(void **state)
 	harness_run_free(&r);
 }
 
+/*
+ * The end of a program as the runner tells init (a warm run ends at once,
+ * docs/pools.md): what the program does as it ends still counts, and
+ * nothing but the program itself ends it.
+ */
+static void test_end_of_program(void **state)
+{
+	struct daemon *d = *state;
+	struct run r = {0};
+
+	HARNESS_REQUIRE(d);
+	/* python: atexit output arrives; a forked child running to its end
+	 * does not end the run (its parent prints after it) */
+	harness_run_code(d, "python",
+			 "import atexit, os\n"
+			 "atexit.register(lambda: print('atexit'))\n"
+			 "pid = os.fork()\n"
+			 "if pid == 0:\n"
+			 "    print('child', flush=True)\n"
+			 "else:\n"
+			 "    os.waitpid(pid, 0)\n"
+			 "    print('parent')\n",
+			 &r);
+	assert_run_exited(&r, 0);
+	assert_run_stdout(&r, "child\natexit\nparent\natexit\n");
+	harness_run_free(&r);
+	/* javascript: an 'exit' listener's output and exit code count */
+	harness_run_code(
+		d, "javascript",
+		"process.on('exit', () => { console.log('bye'); process.exitCode = 5; });\n"
+		"console.log('hi');\n",
+		&r);
+	assert_run_exited(&r, 5);
+	assert_run_stdout(&r, "hi\nbye\n");
+	harness_run_free(&r);
+	/* node prints an uncaught exception, or rejection, after 'exit' */
+	harness_run_code(d, "javascript", "throw new Error('boom');\n", &r);
+	assert_run_exited(&r, 1);
+	assert_non_null(strstr((char *)r.err, "Error: boom"));
+	harness_run_free(&r);
+	harness_run_code(d, "javascript", "Promise.reject(new Error('late'));\n", &r);
+	assert_run_exited(&r, 1);
+	assert_non_null(strstr((char *)r.err, "Error: late"));
+	harness_run_free(&r);
+}
+
 static void test_signal_kill(void **state)
 {
 	struct daemon *d = *state;
@@ -478,6 +524,7 @@ int main(void)
 		cmocka_unit_test(test_javascript_hello),
 		cmocka_unit_test(test_bash_hello),
 		cmocka_unit_test(test_exit_code),
+		cmocka_unit_test(test_end_of_program),
 		cmocka_unit_test(test_signal_kill),
 		cmocka_unit_test(test_wall_timeout_busy),
 		cmocka_unit_test(test_wall_timeout_sleeping),
