@@ -368,6 +368,33 @@ def _capibox_collect(globs):
         sys.stderr.flush()
 
 
+def _capibox_status(e):
+    """The exit status a SystemExit gives, as python's: None 0, an int
+    itself (its low byte), anything else printed to stderr and 1."""
+    c = e.code
+    if c is None:
+        return 0
+    if isinstance(c, int):
+        return c & 0xFF
+    sys.stderr.write(str(c) + "\n")
+    return 1
+
+
+def _capibox_report(e, filename):
+    """Prints an uncaught exception as python does for the program in
+    filename: the traceback from the program's first frame (none of this
+    file's); no traceback when no frame is the program's (a syntax error,
+    shown as python shows it for a file it cannot compile)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    e = e.with_traceback(tb)
+    try:
+        sys.excepthook(type(e), e, e.__traceback__)
+    except BaseException:  # noqa: B036
+        pass
+
+
 def _capibox_session_loop(lang):
     """Runs cells until the server closes the control pipe (never returns).
 
@@ -553,25 +580,9 @@ def _capibox_session_loop(lang):
                         _capibox_result(value)
                     del value
         except SystemExit as e:
-            c = e.code
-            if c is None:
-                code = 0
-            elif isinstance(c, int):
-                code = c & 0xFF
-            else:
-                sys.stderr.write(str(c) + "\n")
-                code = 1
+            code = _capibox_status(e)
         except BaseException as e:  # noqa: B036
-            tb = e.__traceback__
-            while tb is not None and tb.tb_frame.f_code.co_filename != name:
-                tb = tb.tb_next
-            # none of the cell's frames (a syntax error): no traceback, as
-            # python shows one for a file it cannot compile
-            e = e.with_traceback(tb)
-            try:
-                sys.excepthook(type(e), e, e.__traceback__)
-            except BaseException:  # noqa: B036
-                pass
+            _capibox_report(e, name)
             code = 1
             del e
         try:
@@ -613,22 +624,8 @@ try:
             _capibox_result(_capibox_value)
         del _capibox_value
 except SystemExit as _capibox_e:
-    # the exit status sys.exit() gives: None 0, an int itself, else the
-    # object printed to stderr and 1
-    _capibox_c = _capibox_e.code
-    if _capibox_c is None:
-        _capibox_c = 0
-    elif not isinstance(_capibox_c, int):
-        sys.stderr.write(str(_capibox_c) + "\n")
-        _capibox_c = 1
-    _capibox_exit(_capibox_c & 0xFF)
+    _capibox_exit(_capibox_status(_capibox_e))
 except BaseException as _capibox_e:  # noqa: B036
-    _tb = _capibox_e.__traceback__
-    while _tb is not None and _tb.tb_frame.f_code.co_filename != _capibox_path:
-        _tb = _tb.tb_next
-    # none of the program's frames (a syntax error): no traceback, as
-    # `python3 file` shows for a file it cannot compile
-    _capibox_e = _capibox_e.with_traceback(_tb)
-    sys.excepthook(type(_capibox_e), _capibox_e, _capibox_e.__traceback__)
+    _capibox_report(_capibox_e, _capibox_path)
     _capibox_exit(1)
 _capibox_exit(0)
