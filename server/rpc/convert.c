@@ -239,23 +239,44 @@ void convert_file(const Capibox__V1__File *m, struct exec_file *out)
 	out->mode = m->mode;
 }
 
+/*
+ * Clears out and fills its request's files (converted) and room for n_env
+ * environment entries, which the caller fills: ExecuteRequest and
+ * CreateSessionRequest carry both, their env entries as two generated
+ * types. Returns 0, or -1 out of memory (out freed).
+ */
+static int convert_files_env(struct convert_exec *out, Capibox__V1__File *const *files,
+			     size_t n_files, size_t n_env)
+{
+	memset(out, 0, sizeof(*out));
+	if (n_files) {
+		out->files = calloc(n_files, sizeof(out->files[0]));
+		if (out->files == NULL)
+			goto fail;
+	}
+	if (n_env) {
+		out->env = calloc(n_env, sizeof(out->env[0]));
+		if (out->env == NULL)
+			goto fail;
+	}
+	for (size_t i = 0; i < n_files; i++)
+		convert_file(files[i], &out->files[i]);
+	out->req.files = out->files;
+	out->req.n_files = n_files;
+	out->req.env = out->env;
+	out->req.n_env = n_env;
+	return 0;
+fail:
+	convert_exec_free(out);
+	return -1;
+}
+
 int convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert_exec *out)
 {
 	struct exec_request *req = &out->req;
 
-	memset(out, 0, sizeof(*out));
-	if (m->n_files) {
-		out->files = calloc(m->n_files, sizeof(out->files[0]));
-		if (out->files == NULL)
-			goto fail;
-	}
-	if (m->n_env) {
-		out->env = calloc(m->n_env, sizeof(out->env[0]));
-		if (out->env == NULL)
-			goto fail;
-	}
-	for (size_t i = 0; i < m->n_files; i++)
-		convert_file(m->files[i], &out->files[i]);
+	if (convert_files_env(out, m->files, m->n_files, m->n_env) < 0)
+		return -1;
 	for (size_t i = 0; i < m->n_env; i++) {
 		out->env[i].name = m->env[i]->key;
 		out->env[i].value = m->env[i]->value;
@@ -263,10 +284,6 @@ int convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert
 	req->language = m->language;
 	req->code = m->code;
 	req->code_len = strlen(m->code); /* no NULs: convert_scan_execute ran first */
-	req->files = out->files;
-	req->n_files = m->n_files;
-	req->env = out->env;
-	req->n_env = m->n_env;
 	req->stdin_data = m->stdin.data;
 	req->stdin_len = m->stdin.len;
 	convert_limits(m->limits, &req->limits);
@@ -280,9 +297,6 @@ int convert_execute_request(const Capibox__V1__ExecuteRequest *m, struct convert
 	req->session_id = m->session_id;
 	req->request_id = m->request_id;
 	return 0;
-fail:
-	convert_exec_free(out);
-	return -1;
 }
 
 int convert_scan_create_session(const uint8_t *buf, size_t len, char *err, size_t errlen)
@@ -316,19 +330,8 @@ int convert_create_session_request(const Capibox__V1__CreateSessionRequest *m,
 {
 	struct exec_request *req = &out->req;
 
-	memset(out, 0, sizeof(*out));
-	if (m->n_files) {
-		out->files = calloc(m->n_files, sizeof(out->files[0]));
-		if (out->files == NULL)
-			goto fail;
-	}
-	if (m->n_env) {
-		out->env = calloc(m->n_env, sizeof(out->env[0]));
-		if (out->env == NULL)
-			goto fail;
-	}
-	for (size_t i = 0; i < m->n_files; i++)
-		convert_file(m->files[i], &out->files[i]);
+	if (convert_files_env(out, m->files, m->n_files, m->n_env) < 0)
+		return -1;
 	for (size_t i = 0; i < m->n_env; i++) {
 		out->env[i].name = m->env[i]->key;
 		out->env[i].value = m->env[i]->value;
@@ -336,15 +339,8 @@ int convert_create_session_request(const Capibox__V1__CreateSessionRequest *m,
 	req->language = m->language;
 	req->code = "#"; /* a session has no code of its own; validation wants some */
 	req->code_len = 1;
-	req->files = out->files;
-	req->n_files = m->n_files;
-	req->env = out->env;
-	req->n_env = m->n_env;
 	convert_limits(m->limits, &req->limits);
 	return 0;
-fail:
-	convert_exec_free(out);
-	return -1;
 }
 
 enum request_rc convert_decode_execute(const struct config *cfg, const uint8_t *buf, size_t len,
