@@ -121,7 +121,7 @@ __attribute__((warn_unused_result)) int ipc_send(int sock, const void *msg, size
 						 const int *fds, size_t nfds);
 
 /* The most descriptors ipc_send_packet passes in one packet. */
-#define IPC_MAX_FDS 8
+#define IPC_MAX_FDS 12
 
 /*
  * ipc_send without the front/supervisor protocol's bounds: len bytes of buf

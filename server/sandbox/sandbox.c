@@ -116,6 +116,12 @@ static int step_wait_maps(struct child *c)
 		STEP_FAIL(c, "supervisor went away");
 	}
 	close(c->sync_fd);
+	/* cgroup v1: join our groups ourselves, before anything runs */
+	for (unsigned i = 0; i < c->spec->n_cgroup_tasks; i++) {
+		if (write(c->spec->cgroup_tasks[i], "0", 1) != 1)
+			STEP_FAIL(c, "join the sandbox's cgroup");
+		close(c->spec->cgroup_tasks[i]);
+	}
 	return 0;
 }
 
@@ -1100,7 +1106,10 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_
 			      spec->stdout_fd,
 			      spec->stderr_fd,
 			      spec->events_fd >= 0 ? spec->events_fd : rep[1],
-			      spec->warm ? spec->control_fd : rep[1]};
+			      spec->warm ? spec->control_fd : rep[1],
+			      spec->n_cgroup_tasks > 0 ? spec->cgroup_tasks[0] : rep[1],
+			      spec->n_cgroup_tasks > 1 ? spec->cgroup_tasks[1] : rep[1],
+			      spec->n_cgroup_tasks > 2 ? spec->cgroup_tasks[2] : rep[1]};
 		/* a copy of the supervisor: drop everything of it (its IPC socket,
 		 * other sandboxes' pipes, epoll and timers) but what we need */
 		close_all_but(keep, sizeof(keep) / sizeof(keep[0]));
@@ -1173,9 +1182,9 @@ fail:
 #define CLONE_PIDFD 0x00001000
 #endif
 
-_Static_assert(ZYGOTE_SPAWN_FDS <= IPC_MAX_FDS, "a spawn's descriptors fit one packet");
+_Static_assert(ZYGOTE_SPAWN_MAX_FDS <= IPC_MAX_FDS, "a spawn's descriptors fit one packet");
 
-/* One packet with nfds (<= ZYGOTE_SPAWN_FDS) descriptors; 0 or -1 (errno). */
+/* One packet with nfds (<= ZYGOTE_SPAWN_MAX_FDS) descriptors; 0 or -1 (errno). */
 static int zyg_send(int sock, const struct zygote_msg *m, const int *fds, size_t nfds)
 {
 	return ipc_send_packet(sock, m, sizeof(*m), fds, nfds);
@@ -1194,7 +1203,7 @@ static ssize_t zyg_recv(int sock, struct zygote_msg *m, int *fds, size_t *nfds)
 	ssize_t n;
 
 	memset(m, 0, sizeof(*m));
-	n = ipc_recv_packet(sock, m, sizeof(*m), fds, ZYGOTE_SPAWN_FDS, nfds, &bad);
+	n = ipc_recv_packet(sock, m, sizeof(*m), fds, ZYGOTE_SPAWN_MAX_FDS, nfds, &bad);
 	if (n > 0 && bad != NULL)
 		return (ssize_t)sizeof(*m) + 1;
 	return n;
@@ -1445,7 +1454,7 @@ static pid_t pidfd_pid(int pidfd)
 pid_t sandbox_zygote_spawn(int zsock, const struct sandbox_spec *spec, uint32_t uid_index,
 			   uint64_t id, int *report_fd, int *pidfd, char *err, size_t errlen)
 {
-	int rep[2] = {-1, -1}, sync[2] = {-1, -1}, got[ZYGOTE_SPAWN_FDS], fd = -1;
+	int rep[2] = {-1, -1}, sync[2] = {-1, -1}, got[ZYGOTE_SPAWN_MAX_FDS], fd = -1;
 	struct zygote_msg m;
 	struct pollfd p = {.fd = zsock, .events = POLLIN};
 	size_t ngot = 0;
@@ -1465,11 +1474,14 @@ pid_t sandbox_zygote_spawn(int zsock, const struct sandbox_spec *spec, uint32_t 
 	m.tmpfs_bytes = spec->tmpfs_bytes;
 	m.limits = spec->limits;
 	m.at_once = spec->at_once;
+	m.n_cgroup = spec->n_cgroup_tasks;
 	{
-		int fds[ZYGOTE_SPAWN_FDS] = {spec->stdin_fd,  spec->stdout_fd, spec->stderr_fd,
-					     spec->events_fd, rep[1],	       spec->control_fd,
-					     sync[0]};
-		if (zyg_send(zsock, &m, fds, ZYGOTE_SPAWN_FDS) < 0) {
+		int fds[ZYGOTE_SPAWN_MAX_FDS] = {spec->stdin_fd,  spec->stdout_fd, spec->stderr_fd,
+						 spec->events_fd, rep[1],	   spec->control_fd,
+						 sync[0]};
+		for (unsigned i = 0; i < spec->n_cgroup_tasks; i++)
+			fds[ZYGOTE_SPAWN_FDS + i] = spec->cgroup_tasks[i];
+		if (zyg_send(zsock, &m, fds, ZYGOTE_SPAWN_FDS + spec->n_cgroup_tasks) < 0) {
 			snprintf(err, errlen, "zygote: send: %s", strerror(errno));
 			rc = -2;
 			goto out;
@@ -1537,17 +1549,15 @@ out:
 }
 
 /* In the zygote's new child: becomes its init. Returns only in its runner. */
-static void zygote_child(const struct zygote_msg *m, int *fds)
+static void zygote_child(const struct zygote_msg *m, int *fds, size_t nfds)
 {
 	static struct sandbox_spec spec;
 	struct child c;
 	sigset_t mask;
-	int keep[ZYGOTE_SPAWN_FDS];
 
-	memcpy(keep, fds, sizeof(keep));
 	/* nothing of the zygote's: not its socket, not its stderr (the
 	 * supervisor's log) */
-	close_all_but(keep, ZYGOTE_SPAWN_FDS);
+	close_all_but(fds, nfds);
 	if (open("/dev/null", O_RDWR) != 0 || dup2(0, 1) != 1 || dup2(0, 2) != 2)
 		_exit(1);
 	/* init's signals as the supervisor's clone has them: default
@@ -1575,6 +1585,9 @@ static void zygote_child(const struct zygote_msg *m, int *fds)
 	spec.warm = true;
 	spec.zygote = true;
 	spec.at_once = m->at_once != 0;
+	spec.n_cgroup_tasks = m->n_cgroup;
+	for (unsigned i = 0; i < m->n_cgroup; i++)
+		spec.cgroup_tasks[i] = fds[ZYGOTE_SPAWN_FDS + i];
 	memset(&c, 0, sizeof(c));
 	c.spec = &spec;
 	c.report_fd = fds[4];
@@ -1627,7 +1640,7 @@ int sandbox_zygote_serve(int sock, void (*before_fork)(void), void (*after_fork_
 	if (zyg_send(sock, &m, NULL, 0) < 0)
 		return -1;
 	for (;;) {
-		int fds[ZYGOTE_SPAWN_FDS], pidfd = -1;
+		int fds[ZYGOTE_SPAWN_MAX_FDS], pidfd = -1;
 		const char *what = NULL;
 		const struct runtime *rt;
 		size_t nfds = 0;
@@ -1640,7 +1653,8 @@ int sandbox_zygote_serve(int sock, void (*before_fork)(void), void (*after_fork_
 		if (n < 0)
 			return -1;
 		rt = runtime_at(m.runtime);
-		if (n != (ssize_t)sizeof(m) || m.type != ZYGOTE_SPAWN || nfds != ZYGOTE_SPAWN_FDS ||
+		if (n != (ssize_t)sizeof(m) || m.type != ZYGOTE_SPAWN ||
+		    m.n_cgroup > SANDBOX_CGROUP_FDS || nfds != ZYGOTE_SPAWN_FDS + m.n_cgroup ||
 		    rt == NULL || rt->runner == NULL || m.uid_index == 0) {
 			for (size_t i = 0; i < nfds; i++)
 				close(fds[i]);
@@ -1653,7 +1667,7 @@ int sandbox_zygote_serve(int sock, void (*before_fork)(void), void (*after_fork_
 		pid = syscall(SYS_clone, ZYGOTE_FLAGS | CLONE_PIDFD | SIGCHLD, NULL, &pidfd, NULL,
 			      NULL);
 		if (pid == 0) {
-			zygote_child(&m, fds);
+			zygote_child(&m, fds, nfds);
 			return 1; /* the runner */
 		}
 		e = errno;

@@ -30,6 +30,8 @@
  * cells' language); the front sets it, requests may not (request.c) */
 #define SANDBOX_SESSION_ENV "CAPIBOX_SESSION"
 
+#define SANDBOX_CGROUP_FDS 3
+
 struct sandbox_spec {
 	const struct runtime *rt;
 	struct exec_limits limits;
@@ -49,7 +51,12 @@ struct sandbox_spec {
 	int (*before_release)(void *arg, pid_t pid, bool in_cgroup, char *err, size_t errlen);
 	void *hook_arg;
 	int cgroup_fd; /* cgroup v2 directory to clone into, or -1 */
-	bool warm;     /* pooled: start the runtime's warm runner, wait for a take */
+	/* cgroup v1: the `tasks` files of the sandbox's groups, opened by the
+	 * supervisor; init writes "0" to each when released, joining them
+	 * before it runs anything (cgroup.h, cg_open_tasks) */
+	int cgroup_tasks[SANDBOX_CGROUP_FDS];
+	unsigned n_cgroup_tasks;
+	bool warm; /* pooled: start the runtime's warm runner, wait for a take */
 	/* the supervisor checks the CPU limit on the sandbox's cgroup (exact,
 	 * every 100 ms): RLIMIT_CPU is then a backstop a second later, as the
 	 * kernel's per-process count can run ahead of the cgroup's under load
@@ -123,8 +130,10 @@ enum zygote_msg_type {
 	ZYGOTE_FAILED,	  /* zygote -> supervisor: could not (err, msg) */
 };
 
-/* stdin, stdout, stderr, events (w), report (w), control (init's end), go (r) */
+/* stdin, stdout, stderr, events (w), report (w), control (init's end), go (r);
+ * then n_cgroup cgroup `tasks` files */
 #define ZYGOTE_SPAWN_FDS 7
+#define ZYGOTE_SPAWN_MAX_FDS (ZYGOTE_SPAWN_FDS + SANDBOX_CGROUP_FDS)
 
 struct zygote_msg {
 	uint32_t type;
@@ -132,7 +141,7 @@ struct zygote_msg {
 	uint32_t uid_index; /* the child's uid in the zygote's user namespace (>= 1) */
 	int32_t err;	    /* ZYGOTE_FAILED: errno */
 	uint32_t at_once;   /* ZYGOTE_SPAWN: spec.at_once */
-	uint32_t reserved;
+	uint32_t n_cgroup;  /* ZYGOTE_SPAWN: spec.cgroup_tasks, after the others */
 	uint64_t id;
 	uint64_t tmpfs_bytes;
 	struct exec_limits limits;

@@ -327,6 +327,31 @@ int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen)
 	return 0;
 }
 
+int cg_open_tasks(uint64_t id, int fds[CG_TASK_FDS])
+{
+	char dir[256], path[320];
+	int n = 0;
+
+	if (mode != CG_V1)
+		return 0;
+	for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
+		if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
+			continue;
+		group_path(dir, sizeof(dir), v1_ctrls[i], id);
+		snprintf(path, sizeof(path), "%s/tasks", dir);
+		fds[n] = open(path, O_WRONLY | O_CLOEXEC);
+		if (fds[n] < 0) {
+			int e = errno;
+			while (n > 0)
+				close(fds[--n]);
+			errno = e;
+			return -1;
+		}
+		n++;
+	}
+	return n;
+}
+
 int cg_open(uint64_t id)
 {
 	char dir[256];

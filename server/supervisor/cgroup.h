@@ -50,6 +50,17 @@ __attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *
  */
 int cg_open(uint64_t id);
 
+/*
+ * cgroup v1: opens the `tasks` file of each of sandbox id's groups
+ * (O_WRONLY, CLOEXEC) into fds. A process that writes "0" to them moves
+ * itself, which the kernel does without the global lock a write of a pid
+ * takes (that lock waits for an RCU grace period, milliseconds); the open
+ * by root is what permits the write. Returns how many (0 on v2 or without
+ * cgroups), or -1 with errno.
+ */
+#define CG_TASK_FDS 3
+int cg_open_tasks(uint64_t id, int fds[CG_TASK_FDS]);
+
 /* cgroup v2: kills every process in sandbox id's group (cgroup.kill); no-op on v1. */
 void cg_kill(uint64_t id);
 

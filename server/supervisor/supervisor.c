@@ -544,6 +544,7 @@ static int zygote_take_at_once(const struct ipc_spawn *sp, int ctl, int payload_
 static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
 {
 	bool into_cgroup = false, via_zygote;
+	int tasks = 0;
 	int ctl[2] = {-1, -1}, pidfd = -1;
 	struct sandbox_spec spec;
 	struct slot *sl = NULL;
@@ -608,6 +609,20 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
+	}
+	/* cgroup v1: init joins its groups itself (cg_open_tasks), not
+	 * through attach_cgroup's write of its pid */
+	tasks = cg_open_tasks(sp->id, spec.cgroup_tasks);
+	if (tasks < 0) {
+		snprintf(err, sizeof(err), "open the cgroup's tasks: %s", strerror(errno));
+		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
+		cg_destroy(sp->id);
+		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
+		goto out;
+	}
+	if (tasks > 0) {
+		spec.n_cgroup_tasks = (unsigned)tasks;
+		spec.before_release = NULL;
 	}
 	pid = -1;
 	if (via_zygote) {
@@ -691,6 +706,8 @@ out:
 	/* the child has its own copies; ours would keep the pipes open */
 	for (int i = 0; i < IPC_SPAWN_FDS; i++)
 		close(fds[i]);
+	for (int i = 0; i < tasks; i++)
+		close(spec.cgroup_tasks[i]);
 	for (int i = 0; i < 2; i++)
 		if (ctl[i] >= 0)
 			close(ctl[i]);
