@@ -105,7 +105,7 @@ const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
 	case IPC_SPAWN:
 		if (len < sizeof(struct ipc_spawn) || nfds != IPC_SPAWN_FDS)
 			return "bad SPAWN size or descriptors";
-		if (m->spawn.warm > 1)
+		if (m->spawn.warm > 1 || m->spawn.preloaded > 1)
 			return "bad SPAWN mode";
 		return check_env(m->spawn.env, m->spawn.env_len, m->spawn.n_env,
 				 len - sizeof(struct ipc_spawn));
@@ -117,6 +117,12 @@ const char *ipc_check(const union ipc_msg *m, size_t len, size_t nfds)
 	case IPC_WARM:
 		if (len != sizeof(struct ipc_warm) || nfds != 0)
 			return "bad WARM size";
+		return NULL;
+	case IPC_ZYGOTE:
+		if (len != sizeof(struct ipc_zygote) || nfds != 0)
+			return "bad ZYGOTE size";
+		if (m->zygote.preloaded_serves > 1)
+			return "bad ZYGOTE state";
 		return NULL;
 	case IPC_KILL:
 		if (len != sizeof(struct ipc_kill) || nfds != 0)

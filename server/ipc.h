@@ -24,6 +24,7 @@ enum ipc_type {
 	IPC_EXITED,    /* supervisor -> front: the sandbox is gone */
 	IPC_WARM,      /* supervisor -> front: a pooled sandbox waits for code */
 	IPC_TAKE,      /* front -> supervisor -> init: run this in a pooled sandbox (1 fd) */
+	IPC_ZYGOTE,    /* supervisor -> front: whether the preloaded zygote serves */
 };
 
 #define IPC_MAX_RUNTIMES 16
@@ -48,7 +49,9 @@ struct ipc_spawn {
 	struct exec_limits limits;
 	uint64_t tmpfs_bytes;
 	uint32_t warm; /* 1: a pooled sandbox, started ahead (payload unused) */
-	uint32_t reserved;
+	/* 1: code that imports what the preloaded zygote has loaded: a
+	 * clone of it when it serves (docs/ZYGOTE.md) */
+	uint32_t preloaded;
 	uint32_t n_env;	  /* entries in env */
 	uint32_t env_len; /* bytes of env that follow */
 	char env[];	  /* n_env "NAME=value\0" strings */
@@ -58,6 +61,12 @@ struct ipc_warm {
 	uint32_t type;
 	uint32_t reserved;
 	uint64_t id;
+};
+
+/* Sent at each change: the front routes code to it only while it serves. */
+struct ipc_zygote {
+	uint32_t type;
+	uint32_t preloaded_serves; /* 0 or 1 */
 };
 
 /* The request for a pooled sandbox; the payload memfd travels with it. */
@@ -105,6 +114,7 @@ union ipc_msg {
 	struct ipc_exited exited;
 	struct ipc_warm warm;
 	struct ipc_take take;
+	struct ipc_zygote zygote;
 };
 
 /* Largest packet: a spawn with the biggest environment. */

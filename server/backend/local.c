@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../imports.h"
 #include "../log.h"
 #include "../request.h"
 #include "../runtime.h"
@@ -216,6 +217,9 @@ struct local_backend {
 	unsigned warm_idle[IPC_MAX_RUNTIMES];
 	unsigned warm_starting[IPC_MAX_RUNTIMES];
 	bool warm_failing[IPC_MAX_RUNTIMES]; /* the last one died starting: refill on demand */
+	/* the supervisor's preloaded python zygote serves (IPC_ZYGOTE): code
+	 * that imports its modules goes there, not to the pool */
+	bool preloaded_serves;
 	/* Adaptive size: a request that finds the pool empty raises want
 	 * (up to pool_max); calm (no miss for cfg->pool_idle_ms) lowers it
 	 * back to pool_target, one sandbox every POOL_TICK_MS. */
@@ -1013,6 +1017,7 @@ static void supervisor_lost(struct local_backend *lb, const char *why)
 	close(lb->sock);
 	lb->sock = -1;		  /* execute() sees it and fails the run cleanly */
 	warm_drop_all_locked(lb); /* their sandboxes died with the supervisor */
+	lb->preloaded_serves = false;
 	old_pid = lb->sup_pid;
 	stopping = lb->stop;
 	pthread_mutex_unlock(&lb->mu);
@@ -1308,8 +1313,8 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 		supervisor_lost(lb, "it exited");
 		return;
 	}
-	if (len < 0 ||
-	    (msg->type != IPC_STARTED && msg->type != IPC_EXITED && msg->type != IPC_WARM)) {
+	if (len < 0 || (msg->type != IPC_STARTED && msg->type != IPC_EXITED &&
+			msg->type != IPC_WARM && msg->type != IPC_ZYGOTE)) {
 		char reason[160];
 		snprintf(reason, sizeof(reason), "malformed message: %s",
 			 len < 0 ? why : "unexpected packet type");
@@ -1317,7 +1322,9 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 		return;
 	}
 	pthread_mutex_lock(&lb->mu);
-	if (msg->type == IPC_WARM) {
+	if (msg->type == IPC_ZYGOTE) {
+		lb->preloaded_serves = msg->zygote.preloaded_serves != 0;
+	} else if (msg->type == IPC_WARM) {
 		struct warm *w = warm_find_locked(lb, msg->warm.id);
 		struct session *ss = w == NULL ? session_by_sbx_locked(lb, msg->warm.id) : NULL;
 		if (ss != NULL && ss->await_warm) {
@@ -2436,6 +2443,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	size_t env_len = 0;
 	enum backend_rc rc = BACKEND_INTERNAL;
 	struct warm *w = NULL;
+	bool preloaded;
 
 	if (req->session_id != NULL && req->session_id[0] != '\0')
 		return local_execute_cell(lb, req, sink, arg, out, err, errlen);
@@ -2483,7 +2491,12 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	x->can_emit = true;
 	x->fd[0] = x->fd[1] = x->fd[EV_PIPE] = -1;
 	x->max_output = req->limits.max_output_bytes;
-	w = warm_take_locked(lb, rt, req);
+	/* code that imports numpy or pandas: a clone of the zygote that has
+	 * them, made for it, beats a lean pooled sandbox (docs/ZYGOTE.md) */
+	preloaded = lb->preloaded_serves && strcmp(runtime_at((size_t)rt)->name, "python") == 0 &&
+		    imports_any(req->code, req->code_len, lb->cfg->zygote_preload);
+	if (!preloaded)
+		w = warm_take_locked(lb, rt, req);
 	if (w != NULL) {
 		int stdin_w = w->stdin_w;
 		/* live at once, in the same critical section that took it from
@@ -2542,6 +2555,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	sp->id = x->id;
 	sp->limits = req->limits;
 	sp->tmpfs_bytes = lb->cfg->tmpfs_bytes;
+	sp->preloaded = preloaded;
 	sp->n_env = (uint32_t)req->n_env;
 	sp->env_len = (uint32_t)env_len;
 	pack_env(req, sp->env);

@@ -97,6 +97,26 @@ struct zygote {
 	unsigned gen;
 };
 
+/*
+ * The python zygotes: the lean one (nothing preloaded) makes the pool's
+ * sandboxes, the preloaded one (numpy, pandas) the sandboxes of code that
+ * imports them (the front says which, IPC_SPAWN's preloaded). Each has its
+ * own host uid, generations and restart backoff.
+ */
+enum zkind { ZK_LEAN, ZK_PRELOADED, ZK_N };
+
+struct zkind_state {
+	bool on;
+	const char *name;    /* for the log */
+	const char *preload; /* "": the lean one */
+	uint32_t uid;
+	/* cur serves, next is starting (a recycle or a restart) */
+	struct zygote cur, next;
+	unsigned gen;
+	unsigned backoff_ms;
+	int timer; /* a restart's backoff, or a start's deadline */
+};
+
 #define ZYGOTE_BACKOFF_MIN_MS 1000
 #define ZYGOTE_BACKOFF_MAX_MS 30000
 /* a zygote not ready by then is stuck (it takes well under a second) */
@@ -113,18 +133,13 @@ struct sup {
 	struct slot *slots;
 	unsigned nslots;
 	unsigned live;
-	/* the python zygote: cur serves, next is starting (a recycle or a
-	 * restart), old ones wait for their last sandboxes */
-	bool zyg_on;
-	int zyg_rt;
+	int zyg_rt; /* the python runtime's index */
 	int zyg_so_fd;
-	uint32_t zyg_uid;
-	struct zygote zyg_cur, zyg_next;
+	struct zkind_state zk[ZK_N];
+	bool told_preloaded; /* what the front was last told (IPC_ZYGOTE) */
+	/* retired generations of either kind wait for their last sandboxes */
 	pid_t *zyg_old; /* n_old: one per slot is enough, each live one holds a sandbox */
 	unsigned n_old;
-	unsigned zyg_gen;
-	unsigned zyg_backoff_ms;
-	int zyg_timer;
 };
 
 static uint64_t now_ns(void)
@@ -226,21 +241,41 @@ static int attach_cgroup(void *arg, pid_t pid, bool in_cgroup, char *err, size_t
 	return cg_attach(sp->id, pid, err, errlen);
 }
 
-/* ---- the python zygote (docs/ZYGOTE.md) ------------------------------------ */
+/* ---- the python zygotes (docs/ZYGOTE.md) ------------------------------------ */
 
-static void zygote_schedule(struct sup *s);
-static void zygote_arm(struct sup *s, unsigned ms);
+static void zygote_schedule(struct sup *s, enum zkind k);
+static void zygote_arm(struct sup *s, enum zkind k, unsigned ms);
 static void zygote_kill(struct sup *s, struct zygote *z);
 
-/* True when warm sandboxes of runtime rt come from a serving zygote. */
-static bool zygote_serves(const struct sup *s, uint32_t rt)
+/* True when zygote kind k can clone a sandbox now. */
+static bool zygote_serves(const struct sup *s, enum zkind k)
 {
-	return s->zyg_on && (int)rt == s->zyg_rt && s->zyg_cur.ready && s->zyg_cur.sock >= 0;
+	const struct zkind_state *zk = &s->zk[k];
+	return zk->on && zk->cur.ready && zk->cur.sock >= 0;
 }
 
-/* Starts a zygote generation into z (its READY comes on its socket). */
-static void zygote_launch(struct sup *s, struct zygote *z)
+/* Tells the front when the preloaded zygote starts or stops serving. */
+static void zygote_tell(struct sup *s)
 {
+	bool serves = zygote_serves(s, ZK_PRELOADED);
+	struct ipc_zygote m = {.type = IPC_ZYGOTE, .preloaded_serves = serves};
+
+	if (serves == s->told_preloaded)
+		return;
+	s->told_preloaded = serves;
+	send_msg(s, &m, sizeof(m));
+}
+
+/* The epoll index of zygote z of kind k: kind * 2 + (0 cur, 1 next). */
+static unsigned zygote_index(const struct sup *s, enum zkind k, const struct zygote *z)
+{
+	return (unsigned)k * 2 + (z == &s->zk[k].cur ? 0 : 1);
+}
+
+/* Starts a zygote generation of kind k into z (its READY comes on its socket). */
+static void zygote_launch(struct sup *s, enum zkind k, struct zygote *z)
+{
+	struct zkind_state *zk = &s->zk[k];
 	struct sandbox_spec spec;
 	char err[200];
 	int sock = -1;
@@ -255,23 +290,21 @@ static void zygote_launch(struct sup *s, struct zygote *z)
 	spec.events_fd = spec.control_fd = spec.cgroup_fd = -1;
 	/* slot idx is uid idx + 1 of the zygote's namespace = host uid_base + idx,
 	 * the uid the slot has without a zygote */
-	pid = sandbox_zygote_start(&spec, s->zyg_uid, s->cfg->uid_base, s->nslots, s->zyg_so_fd,
-				   s->cfg->zygote_preload ? s->cfg->zygote_preload : "", &sock, err,
-				   sizeof(err));
+	pid = sandbox_zygote_start(&spec, zk->uid, s->cfg->uid_base, s->nslots, s->zyg_so_fd,
+				   zk->preload, &sock, err, sizeof(err));
 	if (pid < 0) {
-		log_warnx("zygote: %s", err);
-		zygote_schedule(s);
+		log_warnx("%s zygote: %s", zk->name, err);
+		zygote_schedule(s, k);
 		return;
 	}
 	memset(z, 0, sizeof(*z));
 	z->pid = pid;
 	z->sock = sock;
-	z->gen = ++s->zyg_gen;
-	/* which generation: the slot index in the event says cur (0) or next (1) */
-	ep_add(s, sock, EV_ZYGOTE, z == &s->zyg_cur ? 0 : 1);
-	zygote_arm(s, ZYGOTE_START_MS);
-	log_info("zygote generation %u starting (pid %d, host uid %u)", z->gen, (int)pid,
-		 s->zyg_uid);
+	z->gen = ++zk->gen;
+	ep_add(s, sock, EV_ZYGOTE, zygote_index(s, k, z));
+	zygote_arm(s, k, ZYGOTE_START_MS);
+	log_info("%s zygote generation %u starting (pid %d, host uid %u)", zk->name, z->gen,
+		 (int)pid, zk->uid);
 }
 
 /* Drops z's socket: a serving zygote sees EOF and stops serving. */
@@ -313,59 +346,70 @@ static void zygote_retire(struct sup *s, struct zygote *z)
 	z->sock = -1;
 }
 
-/* The zygote timer: a restart's backoff, or a start's deadline. */
-static void zygote_arm(struct sup *s, unsigned ms)
+static void zygote_arm(struct sup *s, enum zkind k, unsigned ms)
 {
 	struct itimerspec it = {0};
 
 	it.it_value.tv_sec = ms / 1000;
 	it.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
-	if (timerfd_settime(s->zyg_timer, 0, &it, NULL) < 0)
+	if (timerfd_settime(s->zk[k].timer, 0, &it, NULL) < 0)
 		fatal("timerfd_settime");
 }
 
 /* A restart after a failure, with backoff (1 s doubling to 30 s). */
-static void zygote_schedule(struct sup *s)
+static void zygote_schedule(struct sup *s, enum zkind k)
 {
-	unsigned ms = s->zyg_backoff_ms * 2;
+	struct zkind_state *zk = &s->zk[k];
+	unsigned ms = zk->backoff_ms * 2;
 
 	if (ms < ZYGOTE_BACKOFF_MIN_MS)
 		ms = ZYGOTE_BACKOFF_MIN_MS;
 	if (ms > ZYGOTE_BACKOFF_MAX_MS)
 		ms = ZYGOTE_BACKOFF_MAX_MS;
-	s->zyg_backoff_ms = ms;
-	zygote_arm(s, ms);
-	log_info("zygote: restart in %u ms; python pools start interpreters meanwhile", ms);
+	zk->backoff_ms = ms;
+	zygote_arm(s, k, ms);
+	log_info("%s zygote: restart in %u ms; %s", zk->name, ms,
+		 k == ZK_LEAN ? "python sandboxes come from the other zygote or start "
+				"interpreters meanwhile" :
+				"code that imports its modules runs in lean sandboxes meanwhile");
 }
 
-static void zygote_timer(struct sup *s)
+static void zygote_timer(struct sup *s, enum zkind k)
 {
+	struct zkind_state *zk = &s->zk[k];
 	struct zygote *stuck = NULL;
 	uint64_t ticks;
 
-	if (read(s->zyg_timer, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+	if (read(zk->timer, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		fatal("timerfd read");
-	if (s->zyg_cur.pid > 0 && !s->zyg_cur.ready)
-		stuck = &s->zyg_cur;
-	else if (s->zyg_next.pid > 0 && !s->zyg_next.ready)
-		stuck = &s->zyg_next;
+	if (zk->cur.pid > 0 && !zk->cur.ready)
+		stuck = &zk->cur;
+	else if (zk->next.pid > 0 && !zk->next.ready)
+		stuck = &zk->next;
 	if (stuck != NULL) {
 		/* reap() schedules the next attempt */
-		log_warnx("zygote generation %u: not ready after %d s: killed", stuck->gen,
-			  ZYGOTE_START_MS / 1000);
+		log_warnx("%s zygote generation %u: not ready after %d s: killed", zk->name,
+			  stuck->gen, ZYGOTE_START_MS / 1000);
 		zygote_kill(s, stuck);
-	} else if (s->zyg_cur.pid == 0 && s->zyg_next.pid == 0) {
-		zygote_launch(s, &s->zyg_cur);
+	} else if (zk->cur.pid == 0 && zk->next.pid == 0) {
+		zygote_launch(s, k, &zk->cur);
 	}
+	zygote_tell(s);
 }
 
-/* A packet (or EOF) from zygote which (0 cur, 1 next). */
-static void zygote_event(struct sup *s, unsigned which)
+/* A packet (or EOF) from the zygote at epoll index idx (zygote_index). */
+static void zygote_event(struct sup *s, unsigned idx)
 {
-	struct zygote *z = which == 0 ? &s->zyg_cur : &s->zyg_next;
+	enum zkind k = (enum zkind)(idx / 2);
+	struct zkind_state *zk;
+	struct zygote *z;
 	struct zygote_msg m;
 	ssize_t n;
 
+	if (k >= ZK_N)
+		return;
+	zk = &s->zk[k];
+	z = idx % 2 == 0 ? &zk->cur : &zk->next;
 	if (z->sock < 0)
 		return;
 	do {
@@ -375,28 +419,32 @@ static void zygote_event(struct sup *s, unsigned which)
 		return;
 	if (n == (ssize_t)sizeof(m) && m.type == ZYGOTE_READY && !z->ready) {
 		z->ready = true;
-		log_info("zygote generation %u ready", z->gen);
-		if (z == &s->zyg_next) {
+		log_info("%s zygote generation %u ready", zk->name, z->gen);
+		if (z == &zk->next) {
 			/* the new generation takes over; the old one drains */
-			zygote_retire(s, &s->zyg_cur);
+			zygote_retire(s, &zk->cur);
 			epoll_ctl(s->ep, EPOLL_CTL_DEL, z->sock, NULL);
-			s->zyg_cur = *z;
-			ep_add(s, s->zyg_cur.sock, EV_ZYGOTE, 0);
+			zk->cur = *z;
+			ep_add(s, zk->cur.sock, EV_ZYGOTE, zygote_index(s, k, &zk->cur));
 			memset(z, 0, sizeof(*z));
 			z->sock = -1;
 		}
+		zygote_tell(s);
 		return;
 	}
 	/* EOF (it died: reap() says why) or a packet nobody asked for */
 	if (n != 0)
-		log_warnx("zygote generation %u: unexpected packet: killed", z->gen);
+		log_warnx("%s zygote generation %u: unexpected packet: killed", zk->name, z->gen);
 	zygote_kill(s, z);
+	zygote_tell(s);
 }
 
 /* pid was reaped: if it was a zygote, say so and replace it if needed. */
 static void zygote_reaped(struct sup *s, pid_t pid, int status)
 {
+	struct zkind_state *zk = NULL;
 	struct zygote *z = NULL;
+	enum zkind k;
 
 	for (unsigned i = 0; i < s->n_old; i++)
 		if (s->zyg_old[i] == pid) {
@@ -404,50 +452,63 @@ static void zygote_reaped(struct sup *s, pid_t pid, int status)
 			log_info("zygote pid %d retired (its sandboxes are gone)", (int)pid);
 			return;
 		}
-	if (s->zyg_cur.pid == pid)
-		z = &s->zyg_cur;
-	else if (s->zyg_next.pid == pid)
-		z = &s->zyg_next;
+	for (k = ZK_LEAN; k < ZK_N && z == NULL; k++) {
+		zk = &s->zk[k];
+		if (zk->cur.pid == pid)
+			z = &zk->cur;
+		else if (zk->next.pid == pid)
+			z = &zk->next;
+	}
 	if (z == NULL)
 		return;
+	k--; /* the loop went one past */
 	if (WIFSIGNALED(status))
-		log_warnx("zygote generation %u died: signal %d", z->gen, WTERMSIG(status));
+		log_warnx("%s zygote generation %u died: signal %d", zk->name, z->gen,
+			  WTERMSIG(status));
 	else
-		log_warnx("zygote generation %u exited: status %d", z->gen, WEXITSTATUS(status));
+		log_warnx("%s zygote generation %u exited: status %d", zk->name, z->gen,
+			  WEXITSTATUS(status));
 	zygote_close(s, z);
 	memset(z, 0, sizeof(*z));
 	z->sock = -1;
-	if (s->zyg_cur.pid == 0 && s->zyg_next.pid == 0)
-		zygote_schedule(s);
+	if (zk->cur.pid == 0 && zk->next.pid == 0)
+		zygote_schedule(s, k);
+	zygote_tell(s);
 }
 
-/* At start: whether a zygote can serve, and its first generation. */
+/* At start: whether zygotes can serve, and their first generations. */
 static void zygote_init(struct sup *s)
 {
 	char path[PATH_MAX + 32], *slash;
+	const char *preload = s->cfg->zygote_preload ? s->cfg->zygote_preload : "";
 	ssize_t n;
 
 	s->zyg_so_fd = -1;
-	s->zyg_cur.sock = s->zyg_next.sock = -1;
+	for (enum zkind k = ZK_LEAN; k < ZK_N; k++) {
+		struct zkind_state *zk = &s->zk[k];
+		zk->cur.sock = zk->next.sock = -1;
+		zk->name = k == ZK_LEAN ? "lean" : "preloaded";
+		zk->preload = k == ZK_LEAN ? "" : preload;
+		/* each its own host uid, just past the sandbox range */
+		zk->uid = s->cfg->uid_base + s->cfg->uid_count + (uint32_t)k;
+		zk->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		if (zk->timer < 0)
+			fatal("timerfd_create");
+		ep_add(s, zk->timer, EV_ZTIMER, (unsigned)k);
+	}
 	/* a retired generation lives while one of its sandboxes does (a
 	 * pooled one, a session's): at most one per slot */
-	s->n_old = s->nslots + 1;
+	s->n_old = s->nslots + ZK_N;
 	s->zyg_old = calloc(s->n_old, sizeof(pid_t));
 	if (s->zyg_old == NULL)
 		fatal("calloc");
-	s->zyg_timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (s->zyg_timer < 0)
-		fatal("timerfd_create");
-	ep_add(s, s->zyg_timer, EV_ZTIMER, 0);
 	s->zyg_rt = runtime_find("python");
 	if (!s->cfg->zygote || s->zyg_rt < 0)
 		return;
-	/* its own host uid: the one just past the sandbox range */
-	if ((uint64_t)s->cfg->uid_base + s->cfg->uid_count >= UINT32_MAX) {
-		log_warnx("zygote: off: no host uid past the sandbox range");
+	if ((uint64_t)s->cfg->uid_base + s->cfg->uid_count + ZK_N > UINT32_MAX) {
+		log_warnx("zygote: off: no host uids past the sandbox range");
 		return;
 	}
-	s->zyg_uid = s->cfg->uid_base + s->cfg->uid_count;
 	/* the extension sits next to us (the build directory, or where the
 	 * binaries are installed) */
 	n = readlink("/proc/self/exe", path, PATH_MAX);
@@ -465,24 +526,32 @@ static void zygote_init(struct sup *s)
 		log_warn("zygote: off: %s (sanitizer builds do not build it)", path);
 		return;
 	}
-	s->zyg_on = true;
-	log_info("zygote: on (preload \"%s\", a new generation every %u spawns)",
-		 s->cfg->zygote_preload ? s->cfg->zygote_preload : "", s->cfg->zygote_recycle);
-	zygote_launch(s, &s->zyg_cur);
+	s->zk[ZK_LEAN].on = true;
+	s->zk[ZK_PRELOADED].on = preload[0] != '\0';
+	log_info("zygote: on (a lean zygote for the pool%s%s%s, a new generation every %u "
+		 "spawns)",
+		 s->zk[ZK_PRELOADED].on ? " and one preloading \"" : "", preload,
+		 s->zk[ZK_PRELOADED].on ? "\" for code that imports it" : "",
+		 s->cfg->zygote_recycle);
+	for (enum zkind k = ZK_LEAN; k < ZK_N; k++)
+		if (s->zk[k].on)
+			zygote_launch(s, k, &s->zk[k].cur);
 }
 
 /* At exit: every zygote goes, with its sandboxes, before we do. */
 static void zygote_shutdown(struct sup *s)
 {
-	pid_t *pids = calloc(s->n_old + 2, sizeof(pid_t));
+	pid_t *pids = calloc(s->n_old + 2 * ZK_N, sizeof(pid_t));
 	unsigned n = 0;
 
 	if (pids == NULL)
 		fatal("calloc");
-	if (s->zyg_cur.pid > 0)
-		pids[n++] = s->zyg_cur.pid;
-	if (s->zyg_next.pid > 0)
-		pids[n++] = s->zyg_next.pid;
+	for (enum zkind k = ZK_LEAN; k < ZK_N; k++) {
+		if (s->zk[k].cur.pid > 0)
+			pids[n++] = s->zk[k].cur.pid;
+		if (s->zk[k].next.pid > 0)
+			pids[n++] = s->zk[k].next.pid;
+	}
 	for (unsigned i = 0; i < s->n_old; i++)
 		if (s->zyg_old[i] > 0)
 			pids[n++] = s->zyg_old[i];
@@ -508,6 +577,23 @@ static bool zygote_cold_ok(const struct ipc_spawn *sp)
 		p += strlen(p) + 1;
 	}
 	return runtime_warm_env_ok(runtime_at(sp->runtime), names, sp->n_env) != 0;
+}
+
+/*
+ * Which zygote clones a python sandbox (ZK_N: none serves): code that
+ * imports the preloaded modules gets the preloaded one, the rest the lean
+ * one; either stands in while the other restarts.
+ */
+static enum zkind zygote_choose(const struct sup *s, bool preloaded)
+{
+	enum zkind first = preloaded ? ZK_PRELOADED : ZK_LEAN;
+	enum zkind other = preloaded ? ZK_LEAN : ZK_PRELOADED;
+
+	if (zygote_serves(s, first))
+		return first;
+	if (zygote_serves(s, other))
+		return other;
+	return ZK_N;
 }
 
 /*
@@ -544,6 +630,7 @@ static int zygote_take_at_once(const struct ipc_spawn *sp, int ctl, int payload_
 static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
 {
 	bool into_cgroup = false, via_zygote;
+	enum zkind zk = ZK_N;
 	int tasks = 0;
 	int ctl[2] = {-1, -1}, pidfd = -1;
 	struct sandbox_spec spec;
@@ -587,10 +674,12 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	spec.before_release = attach_cgroup;
 	spec.hook_arg = (void *)sp;
 	spec.control_fd = -1;
-	/* python from the zygote: pooled sandboxes, and cold requests that a
-	 * pooled sandbox could serve (the pool was empty) */
-	via_zygote =
-		fds[4] >= 0 && zygote_serves(s, sp->runtime) && (sp->warm || zygote_cold_ok(sp));
+	/* python from a zygote: pooled sandboxes, and cold requests that a
+	 * pooled sandbox could serve (the pool was empty, or the code imports
+	 * what the preloaded zygote has) */
+	if (fds[4] >= 0 && (int)sp->runtime == s->zyg_rt && (sp->warm || zygote_cold_ok(sp)))
+		zk = zygote_choose(s, sp->preloaded != 0);
+	via_zygote = zk != ZK_N;
 	if (sp->warm || via_zygote) {
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0) {
 			snprintf(err, sizeof(err), "socketpair: %s", strerror(errno));
@@ -626,7 +715,7 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	}
 	pid = -1;
 	if (via_zygote) {
-		struct zygote *z = &s->zyg_cur;
+		struct zygote *z = &s->zk[zk].cur;
 		struct sandbox_spec zs = spec;
 		zs.warm = true;
 		zs.at_once = !sp->warm;
@@ -647,8 +736,10 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 			pid = -1;
 		} else if (pid == -2) {
 			/* the zygote misbehaved: replace it; this one starts as today */
-			log_warnx("zygote generation %u: %s: restarting it", z->gen, err);
+			log_warnx("%s zygote generation %u: %s: restarting it", s->zk[zk].name,
+				  z->gen, err);
 			zygote_kill(s, z); /* reap() schedules its restart */
+			zygote_tell(s);
 			pid = -1;
 		} else if (pid < 0) {
 			log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
@@ -656,9 +747,9 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 			send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 			goto out;
 		} else {
-			s->zyg_backoff_ms = 0; /* it works */
-			if (++z->spawns >= s->cfg->zygote_recycle && s->zyg_next.pid == 0)
-				zygote_launch(s, &s->zyg_next); /* a new generation */
+			s->zk[zk].backoff_ms = 0; /* it works */
+			if (++z->spawns >= s->cfg->zygote_recycle && s->zk[zk].next.pid == 0)
+				zygote_launch(s, zk, &s->zk[zk].next); /* a new generation */
 		}
 	}
 	if (pid < 0) {
@@ -1141,7 +1232,8 @@ void supervisor_main(const struct config *cfg, int sock)
 			} else if (k == EV_ZYGOTE) {
 				zygote_event(&s, idx);
 			} else if (k == EV_ZTIMER) {
-				zygote_timer(&s);
+				if (idx < ZK_N)
+					zygote_timer(&s, (enum zkind)idx);
 			} else if (k == EV_SIGNAL) {
 				struct signalfd_siginfo si;
 				while (read(s.sigfd, &si, sizeof(si)) > 0)

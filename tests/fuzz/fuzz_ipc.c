@@ -119,6 +119,7 @@ static void read_accepted(const union ipc_msg *m, size_t len, size_t nfds)
 		FUZZ_CHECK(len >= sizeof(m->spawn) && nfds == IPC_SPAWN_FDS,
 			   "SPAWN len %zu fds %zu", len, nfds);
 		FUZZ_CHECK(m->spawn.warm <= 1, "warm %u", m->spawn.warm);
+		FUZZ_CHECK(m->spawn.preloaded <= 1, "preloaded %u", m->spawn.preloaded);
 		read_env(m->spawn.env, m->spawn.env_len, m->spawn.n_env, len - sizeof(m->spawn));
 		break;
 	case IPC_TAKE:
@@ -127,6 +128,12 @@ static void read_accepted(const union ipc_msg *m, size_t len, size_t nfds)
 		break;
 	case IPC_WARM:
 		FUZZ_CHECK(len == sizeof(m->warm) && nfds == 0, "WARM len %zu fds %zu", len, nfds);
+		break;
+	case IPC_ZYGOTE:
+		FUZZ_CHECK(len == sizeof(m->zygote) && nfds == 0, "ZYGOTE len %zu fds %zu", len,
+			   nfds);
+		FUZZ_CHECK(m->zygote.preloaded_serves <= 1, "serves %u",
+			   m->zygote.preloaded_serves);
 		break;
 	case IPC_KILL:
 		FUZZ_CHECK(len == sizeof(m->kill) && nfds == 0, "KILL len %zu fds %zu", len, nfds);

@@ -176,6 +176,7 @@ static void seeds_ipc(void)
 	struct ipc_spawn *sp = calloc(1, sizeof(*sp) + sizeof(env) - 1);
 	struct ipc_take *tk = calloc(1, sizeof(*tk) + sizeof(env) - 1);
 	struct ipc_warm warm = {.type = IPC_WARM, .id = 9};
+	struct ipc_zygote zyg = {.type = IPC_ZYGOTE, .preloaded_serves = 1};
 	struct ipc_kill kill = {.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = 7};
 	struct ipc_started started = {.type = IPC_STARTED, .pid = 1234, .id = 7, .start_us = 900};
 	struct ipc_exited exited;
@@ -227,6 +228,7 @@ static void seeds_ipc(void)
 	free(tk);
 
 	put_ipc("warm", 0, &warm, sizeof(warm));
+	put_ipc("zygote", 0, &zyg, sizeof(zyg));
 	put_ipc("kill", 0, &kill, sizeof(kill));
 	put_ipc("started", 0, &started, sizeof(started));
 	memset(&exited, 0, sizeof(exited));

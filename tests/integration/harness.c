@@ -273,8 +273,8 @@ int harness_daemon_start(struct daemon *d, const struct daemon_opts *opts)
 	 * Binaries of one run differ by slot; runs from other checkouts on
 	 * the same machine (another build dir) most likely differ by pid.
 	 */
-	d->uid_base = 3000000u +
-		      ((unsigned)(getpid() % 100) * 8u + opts->uid_slot % 8u) * HARNESS_UID_COUNT;
+	d->uid_base = 3000000u + ((unsigned)(getpid() % 100) * 8u + opts->uid_slot % 8u) *
+					 (HARNESS_UID_COUNT + HARNESS_UID_GAP);
 	snprintf(d->secret, sizeof(d->secret), "s3cr3t-%ld-%ld", (long)getpid(), (long)time(NULL));
 	snprintf(grace, sizeof(grace), "%u", opts->grace_s ? opts->grace_s : 2);
 	snprintf(uid_base, sizeof(uid_base), "%u", (unsigned)d->uid_base);

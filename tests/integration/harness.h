@@ -30,6 +30,9 @@
 
 /* Size of a daemon's sandbox host uid range (the server's default uid count). */
 #define HARNESS_UID_COUNT 65536u
+/* between two test daemons' ranges: the uids just past a range are its
+ * zygotes' (one per kind, docs/ZYGOTE.md), never another daemon's sandboxes */
+#define HARNESS_UID_GAP 16u
 
 struct daemon_opts {
 	unsigned grace_s;  /* --grace; 0 = 2 */

@@ -1,16 +1,17 @@
 /*
- * The python zygote (docs/ZYGOTE.md): warm python sandboxes are clones of
- * one interpreter that has imported numpy and pandas. What a clone shares
- * with its siblings must be only what ZYGOTE.md lists:
+ * The python zygotes (docs/ZYGOTE.md): warm python sandboxes are clones of
+ * a lean interpreter, and code that imports numpy or pandas runs in a clone
+ * of one that has imported them. What a clone shares with its siblings must
+ * be only what ZYGOTE.md lists:
  *   - siblings have different host uids and different random values;
  *   - a later sandbox finds nothing of an earlier request in its memory;
  *   - killing the zygote ends its sandboxes, not the daemon, and python
  *     keeps working (cold meanwhile, then from a restarted zygote);
  *   - a new generation (--zygote-recycle 3) has a new hash secret, and
  *     executions across the switch all succeed.
- * A sandbox made by the zygote is recognised from inside: numpy is already
- * imported when the program starts (a warm runner made by exec imports
- * nothing of the kind).
+ * A sandbox made by a zygote is recognised from inside: the zygote's
+ * extension module is loaded (a runner made by exec has none), and the
+ * preloaded one's by pandas being imported before the program imports it.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -30,8 +31,11 @@
 
 static struct daemon daemon_;
 
-/* the first line of every probe: "Z 1" when the sandbox is the zygote's */
-#define ZMARK "import sys\nprint('Z', int('numpy' in sys.modules))\n"
+/* the first line of every probe: "Z 1" when the sandbox is a zygote's */
+#define ZMARK "import sys\nprint('Z', int('_capibox_zygote' in sys.modules))\n"
+/* ... "Z 1" when it is the preloaded zygote's (the code imports numpy:
+ * the front sends it there) */
+#define PMARK "import sys\nprint('Z', int('pandas' in sys.modules))\nimport numpy\n"
 
 static int setup(void **state)
 {
@@ -93,14 +97,20 @@ static void run_zygote(struct daemon *d, const char *code, struct run *r)
 	}
 }
 
-/* The zygote's pid (its command line names zygote.py), or 0. */
-static pid_t zygote_pid(const struct daemon *d)
+/* The host uid of the lean zygote (kind 0) or the preloaded one (1). */
+static uid_t zygote_uid(const struct daemon *d, unsigned kind)
+{
+	return d->uid_base + HARNESS_UID_COUNT + kind;
+}
+
+/* The pid of zygote kind (its command line names zygote.py), or 0. */
+static pid_t zygote_pid(const struct daemon *d, unsigned kind)
 {
 	pid_t pids[8];
 	size_t n = harness_find_procs("/.capibox/zygote.py", pids, 8);
 
 	for (size_t i = 0; i < n && i < 8; i++)
-		if (harness_proc_uid(pids[i]) == d->uid_base + HARNESS_UID_COUNT)
+		if (harness_proc_uid(pids[i]) == zygote_uid(d, kind))
 			return pids[i];
 	return 0;
 }
@@ -148,11 +158,12 @@ static void test_siblings_differ(void **state)
 
 	HARNESS_REQUIRE(d);
 	require_zygote(d);
-	/* the values of four zygote sandboxes: all different */
-	while (nseen < 4) {
+	/* the values of four sandboxes of each zygote: all different */
+	while (nseen < 8) {
 		run_zygote(d,
-			   ZMARK
-			   "import random, numpy\nprint(random.random(), numpy.random.rand())\n",
+			   nseen < 4 ? PMARK "import random\nprint(random.random(), "
+					     "numpy.random.rand())\n" :
+				       ZMARK "import random\nprint(random.random())\n",
 			   &r);
 		snprintf(seen[nseen], sizeof(seen[nseen]), "%s", (const char *)r.out + 4);
 		for (size_t i = 0; i < nseen; i++)
@@ -167,10 +178,15 @@ static void test_siblings_differ(void **state)
 	/* host side: the zygote runs as the uid just past the range; its
 	 * idle sandboxes (the pool refilled from it) each have their own uid
 	 * inside the range */
-	zyg = zygote_pid(d);
+	zyg = zygote_pid(d, 0);
 	if (zyg <= 0) {
 		harness_daemon_dump_log(d);
-		fail_msg("no zygote process with host uid %u", d->uid_base + HARNESS_UID_COUNT);
+		fail_msg("no zygote process with host uid %u", (unsigned)zygote_uid(d, 0));
+	}
+	if (zygote_pid(d, 1) <= 0) {
+		harness_daemon_dump_log(d);
+		fail_msg("no preloaded zygote process with host uid %u",
+			 (unsigned)zygote_uid(d, 1));
 	}
 	end = harness_now() + 5.0;
 	while ((nkids = zygote_children(d, zyg, kids, 16)) < 2 && harness_now() < end)
@@ -185,6 +201,34 @@ static void test_siblings_differ(void **state)
 				fail_msg("sandboxes %d and %d share host uid %u", (int)kids[i],
 					 (int)kids[j], (unsigned)u);
 	}
+}
+
+/* Code that imports numpy or pandas runs in the preloaded zygote's clone,
+ * the rest in the lean pool's, which has neither loaded. */
+static void test_routing(void **state)
+{
+	struct daemon *d = *state;
+	struct run r = {0};
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	run_zygote(d, ZMARK "print(int('numpy' in sys.modules), int('pandas' in sys.modules))\n",
+		   &r);
+	assert_string_equal((const char *)r.out + 4, "0 0\n");
+	harness_run_free(&r);
+	run_zygote(
+		d,
+		"import sys\nprint('Z', int('pandas' in sys.modules))\n"
+		"from pandas import DataFrame\n"
+		"print(DataFrame({'k': [0, 1, 0], 'v': [1, 2, 3]}).groupby('k').v.sum().tolist())\n",
+		&r);
+	assert_string_equal((const char *)r.out + 4, "[4, 2]\n");
+	harness_run_free(&r);
+	run_zygote(
+		d,
+		"import sys\nprint('Z', int('pandas' in sys.modules))\npd = __import__('pandas')\n",
+		&r);
+	harness_run_free(&r);
 }
 
 /* A random lowercase hex string of n characters. */
@@ -217,21 +261,23 @@ static void byte_list(const char *s, char *out, size_t len)
 		o += (size_t)snprintf(out + o, len - o, "%d,", (unsigned char)*s);
 }
 
-static void test_no_earlier_request_in_memory(void **state)
+/*
+ * A request to the zygote that mark (ZMARK, PMARK) selects holds two
+ * markers; later sandboxes of that zygote, which at least min_mb MiB of
+ * readable memory, find neither.
+ */
+static void no_earlier_request(struct daemon *d, const char *mark, int min_mb)
 {
-	struct daemon *d = *state;
 	struct capibox_exec_request req;
 	struct capibox_env env[1];
 	struct run r = {0};
 	char in_code[33], in_env[33], s_code[33], s_env[33], code[512], scan[2048];
 	char list_code[200], list_env[200];
 
-	HARNESS_REQUIRE(d);
-	require_zygote(d);
 	random_hex(in_code, 32);
 	random_hex(in_env, 32);
 	snprintf(code, sizeof(code),
-		 ZMARK "secret = '%s'\nimport os\nprint(len(secret + os.environ['ZSECRET']))\n",
+		 "%ssecret = '%s'\nimport os\nprint(len(secret + os.environ['ZSECRET']))\n", mark,
 		 in_code);
 	memset(&req, 0, sizeof(req));
 	req.language = "python";
@@ -264,31 +310,31 @@ static void test_no_earlier_request_in_memory(void **state)
 	byte_list(s_code, list_code, sizeof(list_code));
 	byte_list(s_env, list_env, sizeof(list_env));
 	snprintf(scan, sizeof(scan),
-		 ZMARK "needles = [bytes([%s]), bytes([%s])]\n"
-		       "table = bytes((b + 1) %% 256 for b in range(256))\n"
-		       "found = 0\n"
-		       "scanned = 0\n"
-		       "with open('/proc/self/maps') as m:\n"
-		       "    maps = m.read().splitlines()\n"
-		       "mem = open('/proc/self/mem', 'rb', 0)\n"
-		       "for line in maps:\n"
-		       "    addr, perms = line.split()[:2]\n"
-		       "    if perms[0] != 'r' or line.endswith(('[vvar]', '[vsyscall]')):\n"
-		       "        continue\n"
-		       "    lo, hi = (int(x, 16) for x in addr.split('-'))\n"
-		       "    try:\n"
-		       "        mem.seek(lo)\n"
-		       "        data = mem.read(hi - lo)\n"
-		       "    except OSError:\n"
-		       "        continue\n"
-		       "    scanned += len(data)\n"
-		       "    data = data.translate(table)\n"
-		       "    for n in needles:\n"
-		       "        if n in data:\n"
-		       "            found += 1\n"
-		       "    del data\n"
-		       "print('found', found, 'scanned_mb', scanned >> 20 > 20)\n",
-		 list_code, list_env);
+		 "%sneedles = [bytes([%s]), bytes([%s])]\n"
+		 "table = bytes((b + 1) %% 256 for b in range(256))\n"
+		 "found = 0\n"
+		 "scanned = 0\n"
+		 "with open('/proc/self/maps') as m:\n"
+		 "    maps = m.read().splitlines()\n"
+		 "mem = open('/proc/self/mem', 'rb', 0)\n"
+		 "for line in maps:\n"
+		 "    addr, perms = line.split()[:2]\n"
+		 "    if perms[0] != 'r' or line.endswith(('[vvar]', '[vsyscall]')):\n"
+		 "        continue\n"
+		 "    lo, hi = (int(x, 16) for x in addr.split('-'))\n"
+		 "    try:\n"
+		 "        mem.seek(lo)\n"
+		 "        data = mem.read(hi - lo)\n"
+		 "    except OSError:\n"
+		 "        continue\n"
+		 "    scanned += len(data)\n"
+		 "    data = data.translate(table)\n"
+		 "    for n in needles:\n"
+		 "        if n in data:\n"
+		 "            found += 1\n"
+		 "    del data\n"
+		 "print('found', found, 'scanned_mb', scanned >> 20 > %d)\n",
+		 mark, list_code, list_env, min_mb);
 	for (int i = 0; i < 3; i++) {
 		run_zygote(d, scan, &r);
 		if (strcmp((const char *)r.out + 4, "found 0 scanned_mb True\n") != 0) {
@@ -298,6 +344,17 @@ static void test_no_earlier_request_in_memory(void **state)
 		}
 		harness_run_free(&r);
 	}
+}
+
+static void test_no_earlier_request_in_memory(void **state)
+{
+	struct daemon *d = *state;
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	/* a lean interpreter maps about 16 MiB, one with pandas 60 */
+	no_earlier_request(d, ZMARK, 8);
+	no_earlier_request(d, PMARK, 20);
 }
 
 static void test_zygote_killed(void **state)
@@ -312,7 +369,7 @@ static void test_zygote_killed(void **state)
 	require_zygote(d);
 	run_zygote(d, ZMARK, &r);
 	harness_run_free(&r);
-	zyg = zygote_pid(d);
+	zyg = zygote_pid(d, 0);
 	assert_true(zyg > 0);
 	end = harness_now() + 5.0;
 	while ((nkids = zygote_children(d, zyg, kids, 16)) < 1 && harness_now() < end)
@@ -336,7 +393,7 @@ static void test_zygote_killed(void **state)
 		harness_run_free(&r);
 	}
 	end = harness_now() + 10.0;
-	while ((again = zygote_pid(d)) <= 0 || again == zyg) {
+	while ((again = zygote_pid(d, 0)) <= 0 || again == zyg) {
 		if (harness_now() > end) {
 			harness_daemon_dump_log(d);
 			fail_msg("no new zygote within 10 s");
@@ -345,6 +402,31 @@ static void test_zygote_killed(void **state)
 	}
 	run_zygote(d, ZMARK "print(6 * 7)\n", &r);
 	assert_string_equal((const char *)r.out + 4, "42\n");
+	harness_run_free(&r);
+
+	/* the preloaded one: code that imports numpy runs meanwhile (in a
+	 * lean sandbox), then in a clone of its successor */
+	run_zygote(d, PMARK, &r);
+	harness_run_free(&r);
+	zyg = zygote_pid(d, 1);
+	assert_true(zyg > 0);
+	assert_int_equal(kill(zyg, SIGKILL), 0);
+	for (int i = 0; i < 3; i++) {
+		harness_run_code(d, "python", PMARK "print(numpy.arange(7).sum())\n", &r);
+		assert_run_exited(&r, 0);
+		assert_non_null(strstr((const char *)r.out, "\n21\n"));
+		harness_run_free(&r);
+	}
+	end = harness_now() + 10.0;
+	while ((again = zygote_pid(d, 1)) <= 0 || again == zyg) {
+		if (harness_now() > end) {
+			harness_daemon_dump_log(d);
+			fail_msg("no new preloaded zygote within 10 s");
+		}
+		harness_sleep_ms(100);
+	}
+	run_zygote(d, PMARK "print(numpy.arange(7).sum())\n", &r);
+	assert_string_equal((const char *)r.out + 4, "21\n");
 	harness_run_free(&r);
 }
 
@@ -390,7 +472,7 @@ static void test_recycle(void **state)
 
 		free(log);
 		for (size_t i = 0; i < n && i < 16; i++)
-			ours += harness_proc_uid(pids[i]) == d->uid_base + HARNESS_UID_COUNT;
+			ours += harness_proc_uid(pids[i]) == zygote_uid(d, 0);
 		if (ours <= 4 && retired)
 			break;
 		if (harness_now() > end)
@@ -404,22 +486,23 @@ static void test_recycle(void **state)
 static void test_zygote_gone(void **state)
 {
 	struct daemon *d = *state;
-	uid_t zuid = d->uid_base + HARNESS_UID_COUNT;
+	uid_t zuid = zygote_uid(d, 0);
 	pid_t left[4];
 	size_t n = 0;
 
 	if (!harness_init())
 		skip();
 	for (double end = harness_now() + 2.0; harness_now() < end; harness_sleep_ms(20))
-		if ((n = harness_procs_in_uid_range(zuid, zuid + 1, left, 4)) == 0)
+		if ((n = harness_procs_in_uid_range(zuid, zuid + 2, left, 4)) == 0)
 			return;
-	fail_msg("%zu processes of the zygote's uid %u outlived capiboxd (pid %d)", n,
+	fail_msg("%zu processes of the zygotes' uids %u and up outlived capiboxd (pid %d)", n,
 		 (unsigned)zuid, (int)left[0]);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_routing),
 		cmocka_unit_test(test_siblings_differ),
 		cmocka_unit_test(test_no_earlier_request_in_memory),
 		cmocka_unit_test(test_zygote_killed),
