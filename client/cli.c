@@ -1155,6 +1155,30 @@ enum {
 	{"server-name", required_argument, NULL, OPT_SERVER_NAME}
 /* clang-format on */
 
+/* The resource limits exec and session take. */
+/* clang-format off */
+#define LIMIT_LONGOPTS                                             \
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},         \
+	{"cpu", required_argument, NULL, OPT_CPU},                 \
+	{"memory", required_argument, NULL, OPT_MEMORY},           \
+	{"procs", required_argument, NULL, OPT_PROCS},             \
+	{"max-output", required_argument, NULL, OPT_MAX_OUTPUT}
+/* clang-format on */
+
+/* Handles a limit option of command cmd into l; false when c is not one. */
+static bool limit_option(const char *cmd, int c, const char *arg, struct capibox_limits *l)
+{
+	switch (c) {
+	case OPT_TIMEOUT: l->wall_time_ms = opt_u32(cmd, "--timeout", arg); return true;
+	case OPT_CPU: l->cpu_time_ms = opt_u32(cmd, "--cpu", arg); return true;
+	case OPT_MEMORY: l->memory_bytes = opt_bytes(cmd, "--memory", arg); return true;
+	case OPT_PROCS: l->max_processes = opt_u32(cmd, "--procs", arg); return true;
+	case OPT_MAX_OUTPUT: l->max_output_bytes = opt_bytes(cmd, "--max-output", arg); return true;
+	case OPT_MAX_FILE: l->max_file_bytes = opt_bytes(cmd, "--max-file", arg); return true;
+	default: return false;
+	}
+}
+
 /* Handles a connection option; false when c is not one. */
 static bool conn_option(int c, const char *arg)
 {
@@ -1184,11 +1208,7 @@ static int cmd_exec(int argc, char *argv[])
 	static const struct option longopts[] = {
 		{"language", required_argument, NULL, 'l'},
 		{"code", required_argument, NULL, 'c'},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{"cpu", required_argument, NULL, OPT_CPU},
-		{"memory", required_argument, NULL, OPT_MEMORY},
-		{"procs", required_argument, NULL, OPT_PROCS},
-		{"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+		LIMIT_LONGOPTS,
 		{"max-file", required_argument, NULL, OPT_MAX_FILE},
 		{"env", required_argument, NULL, 'e'},
 		{"stdin", required_argument, NULL, OPT_STDIN},
@@ -1227,22 +1247,6 @@ static int cmd_exec(int argc, char *argv[])
 		switch (c) {
 		case 'l': a.req.language = optarg; break;
 		case 'c': code_arg = optarg; break;
-		case OPT_TIMEOUT:
-			a.req.limits.wall_time_ms = opt_u32("exec", "--timeout", optarg);
-			break;
-		case OPT_CPU: a.req.limits.cpu_time_ms = opt_u32("exec", "--cpu", optarg); break;
-		case OPT_MEMORY:
-			a.req.limits.memory_bytes = opt_bytes("exec", "--memory", optarg);
-			break;
-		case OPT_PROCS:
-			a.req.limits.max_processes = opt_u32("exec", "--procs", optarg);
-			break;
-		case OPT_MAX_OUTPUT:
-			a.req.limits.max_output_bytes = opt_bytes("exec", "--max-output", optarg);
-			break;
-		case OPT_MAX_FILE:
-			a.req.limits.max_file_bytes = opt_bytes("exec", "--max-file", optarg);
-			break;
 		case 'e': exec_add_env(&a, optarg); break;
 		case OPT_STDIN: stdin_text = optarg; break;
 		case OPT_STDIN_FILE: stdin_file = optarg; break;
@@ -1268,7 +1272,8 @@ static int cmd_exec(int argc, char *argv[])
 		case OPT_WAIT: opt_wait_for_ready = true; break;
 		case 'h': fputs(usage_exec, stdout); return 0;
 		default:
-			if (!conn_option(c, optarg))
+			if (!conn_option(c, optarg) &&
+			    !limit_option("exec", c, optarg, &a.req.limits))
 				bad_option("exec", argv, c);
 		}
 	}
@@ -1571,11 +1576,7 @@ static int cmd_session(int argc, char *argv[])
 		{"idle", required_argument, NULL, OPT_IDLE},
 		{"file", required_argument, NULL, 'f'},
 		{"env", required_argument, NULL, 'e'},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{"cpu", required_argument, NULL, OPT_CPU},
-		{"memory", required_argument, NULL, OPT_MEMORY},
-		{"procs", required_argument, NULL, OPT_PROCS},
-		{"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+		LIMIT_LONGOPTS,
 		{"json", no_argument, NULL, OPT_JSON},
 		{"deadline", required_argument, NULL, OPT_DEADLINE},
 		{"target", required_argument, NULL, 'a'},
@@ -1617,19 +1618,6 @@ static int cmd_session(int argc, char *argv[])
 		case OPT_IDLE: sr.idle_timeout_s = opt_u32("session", "--idle", optarg); break;
 		case 'f': exec_add_file(&a, optarg); break;
 		case 'e': exec_add_env(&a, optarg); break;
-		case OPT_TIMEOUT:
-			sr.limits.wall_time_ms = opt_u32("session", "--timeout", optarg);
-			break;
-		case OPT_CPU: sr.limits.cpu_time_ms = opt_u32("session", "--cpu", optarg); break;
-		case OPT_MEMORY:
-			sr.limits.memory_bytes = opt_bytes("session", "--memory", optarg);
-			break;
-		case OPT_PROCS:
-			sr.limits.max_processes = opt_u32("session", "--procs", optarg);
-			break;
-		case OPT_MAX_OUTPUT:
-			sr.limits.max_output_bytes = opt_bytes("session", "--max-output", optarg);
-			break;
 		case OPT_JSON: json = true; break;
 		case OPT_DEADLINE:
 			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
@@ -1643,7 +1631,8 @@ static int cmd_session(int argc, char *argv[])
 		case OPT_WAIT: opt_wait_for_ready = true; break;
 		case 'h': fputs(usage_session, stdout); return 0;
 		default:
-			if (!conn_option(c, optarg))
+			if (!conn_option(c, optarg) &&
+			    !limit_option("session", c, optarg, &sr.limits))
 				bad_option("session", argv, c);
 		}
 	}
@@ -2377,13 +2366,6 @@ static int cmd_analyze(int argc, char *argv[])
 			break;
 		case OPT_CODE_FILE: code_file = optarg; break;
 		case OPT_ARTIFACT_DIR: artifact_dir = optarg; break;
-		case OPT_TIMEOUT:
-			a.req.limits.wall_time_ms = opt_u32("analyze", "--timeout", optarg);
-			break;
-		case OPT_CPU: a.req.limits.cpu_time_ms = opt_u32("analyze", "--cpu", optarg); break;
-		case OPT_MEMORY:
-			a.req.limits.memory_bytes = opt_bytes("analyze", "--memory", optarg);
-			break;
 		case OPT_REQUEST_ID: a.req.request_id = optarg; break;
 		case OPT_DEADLINE:
 			if (!parse_number(optarg, false, INT64_MAX / 1000, &v) || v == 0)
@@ -2398,7 +2380,8 @@ static int cmd_analyze(int argc, char *argv[])
 		case OPT_WAIT: opt_wait_for_ready = true; break;
 		case 'h': fputs(usage_analyze, stdout); return 0;
 		default:
-			if (!conn_option(c, optarg))
+			if (!conn_option(c, optarg) &&
+			    !limit_option("analyze", c, optarg, &a.req.limits))
 				bad_option("analyze", argv, c);
 		}
 	}
