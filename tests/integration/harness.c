@@ -1303,3 +1303,14 @@ void harness_temp_entries(struct names *ns)
 		closedir(dir);
 	}
 }
+
+void harness_piece_set(struct harness_piece *p, const struct capibox_event *ev)
+{
+	snprintf(p->path, sizeof(p->path), "%s", ev->u.artifact.path);
+	snprintf(p->mime, sizeof(p->mime), "%s", ev->u.artifact.mime_type);
+	p->offset = ev->u.artifact.offset;
+	p->size = ev->u.artifact.size;
+	p->len = ev->u.artifact.len;
+	p->eof = ev->u.artifact.eof;
+	p->truncated = ev->u.artifact.truncated;
+}

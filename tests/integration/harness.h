@@ -141,6 +141,18 @@ struct run_chunk {
 };
 
 struct run;
+/* What one artifact event said (not its bytes). */
+struct harness_piece {
+	char path[256];
+	char mime[64];
+	uint64_t offset, size;
+	size_t len;
+	bool eof, truncated;
+};
+
+/* Fills p from artifact event ev. */
+void harness_piece_set(struct harness_piece *p, const struct capibox_event *ev);
+
 /* Called for each event after it is recorded; non-zero cancels the call. */
 typedef int (*run_hook)(const struct capibox_event *ev, struct run *r, void *arg);
 

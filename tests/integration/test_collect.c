@@ -35,15 +35,6 @@ static int setup(void **state)
 #define MAX_PIECES 256
 #define MAX_FILES 16
 
-struct piece {
-	char path[256];
-	char mime[64];
-	uint64_t offset, size;
-	size_t len;
-	bool eof, truncated;
-	bool passwd; /* its bytes hold a line of /etc/passwd */
-};
-
 struct file {
 	char path[256];
 	uint8_t *data;
@@ -56,7 +47,8 @@ struct file {
 struct arts {
 	bool keep_data; /* reassemble files (off for the budget test) */
 	int n_pieces;
-	struct piece pieces[MAX_PIECES];
+	struct harness_piece pieces[MAX_PIECES];
+	bool passwd[MAX_PIECES]; /* a piece's bytes hold a line of /etc/passwd */
 	int n_files;
 	struct file files[MAX_FILES];
 	uint64_t bytes;
@@ -86,16 +78,10 @@ static int hook(const struct capibox_event *ev, struct run *r, void *arg)
 	if (a->n_pieces == 0)
 		a->t_first = harness_now() - r->t0;
 	if (a->n_pieces < MAX_PIECES) {
-		struct piece *p = &a->pieces[a->n_pieces];
-		snprintf(p->path, sizeof(p->path), "%s", ev->u.artifact.path);
-		snprintf(p->mime, sizeof(p->mime), "%s", ev->u.artifact.mime_type);
-		p->offset = ev->u.artifact.offset;
-		p->size = ev->u.artifact.size;
-		p->len = ev->u.artifact.len;
-		p->eof = ev->u.artifact.eof;
-		p->truncated = ev->u.artifact.truncated;
-		p->passwd = ev->u.artifact.len >= 5 &&
-			    memmem(ev->u.artifact.content, ev->u.artifact.len, "root:", 5) != NULL;
+		harness_piece_set(&a->pieces[a->n_pieces], ev);
+		a->passwd[a->n_pieces] =
+			ev->u.artifact.len >= 5 &&
+			memmem(ev->u.artifact.content, ev->u.artifact.len, "root:", 5) != NULL;
 	}
 	a->n_pieces++;
 	a->bytes += ev->u.artifact.len;
@@ -144,7 +130,7 @@ static void run_collect(struct daemon *d, const char *language, const char *code
 static void print_pieces(const struct arts *a)
 {
 	for (int i = 0; i < a->n_pieces && i < MAX_PIECES; i++) {
-		const struct piece *p = &a->pieces[i];
+		const struct harness_piece *p = &a->pieces[i];
 		print_message("  piece %s %s offset %llu len %zu size %llu%s%s\n", p->path, p->mime,
 			      (unsigned long long)p->offset, p->len, (unsigned long long)p->size,
 			      p->eof ? " eof" : "", p->truncated ? " truncated" : "");
@@ -249,7 +235,7 @@ static void test_symlinks_and_fifo(void **state)
 	assert_run_exited(&r, 0);
 	expect_files(&a, want, 1);
 	for (int i = 0; i < a.n_pieces; i++)
-		assert_false(a.pieces[i].passwd);
+		assert_false(a.passwd[i]);
 	assert_true(r.wall_time_us < 10 * 1000 * 1000ULL); /* the FIFO did not block */
 	arts_free(&a);
 	harness_run_free(&r);
@@ -299,7 +285,7 @@ static void test_budget(void **state)
 	struct daemon *d = *state;
 	struct run r = {0};
 	struct arts a;
-	const struct piece *last;
+	const struct harness_piece *last;
 
 	HARNESS_REQUIRE(d);
 	run_collect(d, "bash", code, globs, 1, false, &r, &a);

@@ -31,14 +31,6 @@ static int setup(void **state)
 
 #define MAX_ITEMS 80
 
-struct piece {
-	char path[256];
-	char mime[64];
-	uint64_t offset, size;
-	size_t len;
-	bool eof, truncated;
-};
-
 /* What a run's result and artifact events said, recorded by the hook. */
 struct events {
 	int n_results;
@@ -47,7 +39,7 @@ struct events {
 	char mime[MAX_ITEMS][64];
 	size_t out_len_at_result; /* stdout bytes seen when the first result came */
 	int n_pieces;		  /* artifact events (more than MAX_ITEMS are counted only) */
-	struct piece pieces[MAX_ITEMS];
+	struct harness_piece pieces[MAX_ITEMS];
 	uint64_t artifact_bytes;
 	uint8_t *file; /* the first artifact file, reassembled */
 	size_t file_len;
@@ -75,16 +67,8 @@ static int hook(const struct capibox_event *ev, struct run *r, void *arg)
 		e->after_finished |= r->n_finished > 0;
 	} else if (ev->kind == CAPIBOX_EVENT_ARTIFACT) {
 		const char *first = e->n_pieces > 0 ? e->pieces[0].path : ev->u.artifact.path;
-		if (e->n_pieces < MAX_ITEMS) {
-			struct piece *p = &e->pieces[e->n_pieces];
-			snprintf(p->path, sizeof(p->path), "%s", ev->u.artifact.path);
-			snprintf(p->mime, sizeof(p->mime), "%s", ev->u.artifact.mime_type);
-			p->offset = ev->u.artifact.offset;
-			p->size = ev->u.artifact.size;
-			p->len = ev->u.artifact.len;
-			p->eof = ev->u.artifact.eof;
-			p->truncated = ev->u.artifact.truncated;
-		}
+		if (e->n_pieces < MAX_ITEMS)
+			harness_piece_set(&e->pieces[e->n_pieces], ev);
 		if (e->n_pieces == 0)
 			e->file_ok = true;
 		if (strcmp(first, ev->u.artifact.path) == 0 && e->file_ok &&
