@@ -17,6 +17,7 @@
  * live are ignored, so stale epoll events cannot touch freed memory.
  */
 #include "local.h"
+#include "result.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -445,188 +446,6 @@ static uint64_t get_le64(const uint8_t *p)
 	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
 }
 
-static void js_skip_ws(const uint8_t **p, const uint8_t *end)
-{
-	while (*p < end && (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r'))
-		(*p)++;
-}
-
-static int js_hex4(const uint8_t *p, const uint8_t *end, unsigned *out)
-{
-	unsigned v = 0;
-
-	if (end - p < 4)
-		return -1;
-	for (int i = 0; i < 4; i++) {
-		uint8_t c = p[i];
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
-		else
-			return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-static size_t utf8_put(unsigned cp, char *o)
-{
-	if (cp < 0x80) {
-		o[0] = (char)cp;
-		return 1;
-	}
-	if (cp < 0x800) {
-		o[0] = (char)(0xc0 | (cp >> 6));
-		o[1] = (char)(0x80 | (cp & 0x3f));
-		return 2;
-	}
-	if (cp < 0x10000) {
-		o[0] = (char)(0xe0 | (cp >> 12));
-		o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		o[2] = (char)(0x80 | (cp & 0x3f));
-		return 3;
-	}
-	o[0] = (char)(0xf0 | (cp >> 18));
-	o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-	o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-	o[3] = (char)(0x80 | (cp & 0x3f));
-	return 4;
-}
-
-/*
- * Decodes the JSON string at *p (its opening quote) into a new
- * NUL-terminated buffer; NUL and lone surrogates become '?' (the text goes
- * on as a C string; other invalid UTF-8 is cleaned by the rpc layer).
- * Returns NULL when it is not a well-formed string (or out of memory).
- */
-static char *js_string(const uint8_t **pp, const uint8_t *end)
-{
-	const uint8_t *p = *pp;
-	char *out, *o;
-
-	if (p >= end || *p != '"')
-		return NULL;
-	p++;
-	/* decoding never makes a string longer than its escaped form */
-	out = o = malloc((size_t)(end - p) + 1);
-	if (out == NULL)
-		return NULL;
-	for (;;) {
-		unsigned cp;
-		uint8_t c;
-		if (p >= end)
-			goto bad;
-		c = *p++;
-		if (c == '"')
-			break;
-		if (c < 0x20)
-			goto bad; /* raw control characters are not JSON */
-		if (c != '\\') {
-			*o++ = (char)c;
-			continue;
-		}
-		if (p >= end)
-			goto bad;
-		c = *p++;
-		switch (c) {
-		case '"':
-		case '\\':
-		case '/': *o++ = (char)c; continue;
-		case 'b': *o++ = '\b'; continue;
-		case 'f': *o++ = '\f'; continue;
-		case 'n': *o++ = '\n'; continue;
-		case 'r': *o++ = '\r'; continue;
-		case 't': *o++ = '\t'; continue;
-		case 'u': break;
-		default: goto bad;
-		}
-		if (js_hex4(p, end, &cp) < 0)
-			goto bad;
-		p += 4;
-		if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-			unsigned lo;
-			if (js_hex4(p + 2, end, &lo) < 0)
-				goto bad;
-			if (lo >= 0xdc00 && lo <= 0xdfff) {
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-				p += 6;
-			}
-		}
-		if (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
-			cp = '?';
-		o += utf8_put(cp, o);
-	}
-	*o = '\0';
-	*pp = p;
-	return out;
-bad:
-	free(out);
-	return NULL;
-}
-
-/*
- * Parses a result frame's JSON object {"text": str, "json": str|null,
- * "mime_type": str} (each key at most once, no others). Returns NULL and
- * fills the strings (caller frees them), or what is wrong.
- */
-static const char *parse_result(const uint8_t *p, const uint8_t *end, char **text, char **json,
-				char **mime)
-{
-	js_skip_ws(&p, end);
-	if (p >= end || *p != '{')
-		return "result: not a JSON object";
-	p++;
-	js_skip_ws(&p, end);
-	if (p < end && *p == '}')
-		p++;
-	else
-		for (;;) {
-			char *key, **slot;
-			js_skip_ws(&p, end);
-			key = js_string(&p, end);
-			if (key == NULL)
-				return "result: bad key";
-			slot = strcmp(key, "text") == 0	     ? text :
-			       strcmp(key, "json") == 0	     ? json :
-			       strcmp(key, "mime_type") == 0 ? mime :
-							       NULL;
-			free(key);
-			if (slot == NULL)
-				return "result: unknown key";
-			if (*slot != NULL)
-				return "result: repeated key";
-			js_skip_ws(&p, end);
-			if (p >= end || *p != ':')
-				return "result: expected ':'";
-			p++;
-			js_skip_ws(&p, end);
-			if (slot == json && end - p >= 4 && memcmp(p, "null", 4) == 0)
-				p += 4; /* stays NULL */
-			else if ((*slot = js_string(&p, end)) == NULL)
-				return "result: bad string value";
-			js_skip_ws(&p, end);
-			if (p < end && *p == ',') {
-				p++;
-				continue;
-			}
-			if (p < end && *p == '}') {
-				p++;
-				break;
-			}
-			return "result: expected ',' or '}'";
-		}
-	js_skip_ws(&p, end);
-	if (p != end)
-		return "result: bytes after the object";
-	if (*text == NULL)
-		return "result: no text";
-	return NULL;
-}
-
 /*
  * Parses an artifact frame and, if it is to be delivered, fills a (whose
  * path points into x->ev). Returns NULL (*deliver says whether to), or
@@ -736,7 +555,7 @@ static void events_frame(struct local_exec *x)
 	bool deliver = false, result = false;
 
 	if (f[0] == 'R') {
-		bad = parse_result(f + 1, f + e->frame_len, &text, &json, &mime);
+		bad = result_parse(f + 1, e->frame_len - 1, &text, &json, &mime);
 		result = true;
 		deliver = bad == NULL && e->results < EV_MAX_RESULTS && x->sink->result != NULL;
 		if (bad == NULL)

@@ -704,7 +704,9 @@ static void test_hostile_frames(void **state)
 		{"frame(b'R', b'not json')", "result: not a JSON object"},
 		{"frame(b'R', b'{\"text\": \"a\", \"evil\": 1}')", "result: unknown key"},
 		{"frame(b'R', b'{\"json\": null}')", "result: no text"},
-		{"frame(b'R', b'{\"text\": \"a\\x01\"}')", "result: bad string value"},
+		{"frame(b'R', b'{\"text\": 1}')", "result: bad string value"},
+		{"frame(b'R', b'{\"text\": \"a\"} x')", "result: not a JSON object"},
+		{"frame(b'R', b'{\"text\": \"a\"')", "result: not a JSON object"},
 		{"art('../x', 0, 1, 1, b'x')", "artifact: bad path"},
 		{"art('/etc/x', 0, 1, 1, b'x')", "artifact: bad path"},
 		{"art('a/../../x', 0, 1, 1, b'x')", "artifact: bad path"},
@@ -752,12 +754,13 @@ static void test_frames_cleaned_and_capped(void **state)
 	char *code;
 
 	HARNESS_REQUIRE(d);
-	/* text that is not UTF-8 arrives cleaned; a default MIME type */
+	/* text that is not UTF-8 arrives cleaned (a NUL as '?', a lone
+	 * surrogate as U+FFFD); a default MIME type */
 	code = raw_frames("frame(b'R', b'{\"text\": \"a\\xffb\\\\u0000c\\\\ud800\"}')");
 	run_py(d, code, &r, &e);
 	free(code);
 	assert_run_exited(&r, 0);
-	expect_one_result(&r, &e, "a?b?c?", "");
+	expect_one_result(&r, &e, "a?b?c\xef\xbf\xbd", "");
 	events_free(&e);
 	harness_run_free(&r);
 
