@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idle memory: RSS and PSS (from /proc/PID/smaps_rollup) of capiboxd, its
-# supervisor ("capiboxd: supervisor"), the python zygote when there is one,
+# supervisor ("capiboxd: supervisor"), the python zygotes when there are,
 # and each idle warm sandbox (its "capibox-init" plus the runner under it:
 # the supervisor's children, or the zygote's), per runtime, once the pools
 # are full and nothing runs.
@@ -49,7 +49,9 @@ row "supervisor (pid $sup)" "$sup"
 row "capiboxd + supervisor" "$pid_m" "$sup"
 zygotes=$(pgrep -P "$sup" -f '/.capibox/zygote.py' || true)
 for z in $zygotes; do
-	row "python zygote (pid $z)" "$z"
+	# the argument names the preload: "-" for the lean zygote
+	kind=$(tr '\0' ' ' <"/proc/$z/cmdline" | awk '{print $NF}')
+	row "python zygote $kind (pid $z)" "$z"
 done
 for init in $(pgrep -P "$sup" -x capibox-init) $(for z in $zygotes; do pgrep -P "$z" -x capibox-init; done); do
 	kids=$(pgrep -P "$init" | tr '\n' ' ')
