@@ -1196,9 +1196,11 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 			 * v2), that takes a lock every fork and exit on the
 			 * machine waits for (an RCU grace period), which would
 			 * stall the run it replaces. On v1 sandboxes join their
-			 * groups themselves; refilling at the take made no
-			 * difference there (print(1) back to back 3.06 against
-			 * 3.19 ms p50, nearly every run warm either way) */
+			 * groups themselves, but refilling at the take still
+			 * lost: the refill's clone and setup compete with the
+			 * run for the CPU (print(1) after a 50 ms pause 3.4 to
+			 * 3.6 ms p50 against 1.9 to 2.3; back to back 3.06
+			 * against 3.19, nearly every run warm either way) */
 			warm_refill_locked(lb);
 		}
 	}
