@@ -357,11 +357,38 @@ static void test_no_earlier_request_in_memory(void **state)
 	no_earlier_request(d, PMARK, 20);
 }
 
+/*
+ * After zygote kind (pid dead) was killed: code (ZMARK or PMARK first)
+ * prints out five times meanwhile, a new zygote of that kind comes within
+ * 10 s, and then a sandbox of it runs code.
+ */
+static void replaced(struct daemon *d, unsigned kind, pid_t dead, const char *code, const char *out)
+{
+	struct run r = {0};
+	pid_t again;
+
+	for (int i = 0; i < 5; i++) {
+		harness_run_code(d, "python", code, &r);
+		assert_run_exited(&r, 0);
+		assert_non_null(strstr((const char *)r.out, out));
+		harness_run_free(&r);
+	}
+	for (double end = harness_now() + 10.0; (again = zygote_pid(d, kind)) <= 0 || again == dead;
+	     harness_sleep_ms(100))
+		if (harness_now() > end) {
+			harness_daemon_dump_log(d);
+			fail_msg("no new zygote of kind %u within 10 s", kind);
+		}
+	run_zygote(d, code, &r);
+	assert_string_equal((const char *)r.out + 4, out);
+	harness_run_free(&r);
+}
+
 static void test_zygote_killed(void **state)
 {
 	struct daemon *d = *state;
 	struct run r = {0};
-	pid_t zyg, kids[16], again = 0;
+	pid_t zyg, kids[16];
 	size_t nkids;
 	double end;
 
@@ -386,23 +413,7 @@ static void test_zygote_killed(void **state)
 				harness_sleep_ms(20);
 	/* the daemon stays up and python works: cold meanwhile, then from a
 	 * new zygote */
-	for (int i = 0; i < 5; i++) {
-		harness_run_code(d, "python", ZMARK "print(6 * 7)\n", &r);
-		assert_run_exited(&r, 0);
-		assert_non_null(strstr((const char *)r.out, "42\n"));
-		harness_run_free(&r);
-	}
-	end = harness_now() + 10.0;
-	while ((again = zygote_pid(d, 0)) <= 0 || again == zyg) {
-		if (harness_now() > end) {
-			harness_daemon_dump_log(d);
-			fail_msg("no new zygote within 10 s");
-		}
-		harness_sleep_ms(100);
-	}
-	run_zygote(d, ZMARK "print(6 * 7)\n", &r);
-	assert_string_equal((const char *)r.out + 4, "42\n");
-	harness_run_free(&r);
+	replaced(d, 0, zyg, ZMARK "print(6 * 7)\n", "42\n");
 
 	/* the preloaded one: code that imports numpy runs meanwhile (in a
 	 * lean sandbox), then in a clone of its successor */
@@ -411,23 +422,7 @@ static void test_zygote_killed(void **state)
 	zyg = zygote_pid(d, 1);
 	assert_true(zyg > 0);
 	assert_int_equal(kill(zyg, SIGKILL), 0);
-	for (int i = 0; i < 3; i++) {
-		harness_run_code(d, "python", PMARK "print(numpy.arange(7).sum())\n", &r);
-		assert_run_exited(&r, 0);
-		assert_non_null(strstr((const char *)r.out, "\n21\n"));
-		harness_run_free(&r);
-	}
-	end = harness_now() + 10.0;
-	while ((again = zygote_pid(d, 1)) <= 0 || again == zyg) {
-		if (harness_now() > end) {
-			harness_daemon_dump_log(d);
-			fail_msg("no new preloaded zygote within 10 s");
-		}
-		harness_sleep_ms(100);
-	}
-	run_zygote(d, PMARK "print(numpy.arange(7).sum())\n", &r);
-	assert_string_equal((const char *)r.out + 4, "21\n");
-	harness_run_free(&r);
+	replaced(d, 1, zyg, PMARK "print(numpy.arange(7).sum())\n", "21\n");
 }
 
 /* --zygote-recycle 3: a new generation every 3 spawns; none fails. */
