@@ -105,6 +105,9 @@ struct local_exec {
 	bool have_exit, finished_sent;
 	struct ipc_exited exited;
 	int fd[NPIPES];
+	/* armed in epoll (EPOLLIN, one-shot) and not fired since: re-arming
+	 * it again would be a wasted epoll_ctl */
+	bool armed[NPIPES];
 	uint64_t bytes[2];
 	uint64_t max_output;
 	bool output_limited;
@@ -263,14 +266,21 @@ static void exec_free(struct local_exec *x)
 	free(x);
 }
 
-/* Re-arms the open pipes (one-shot). Caller holds mu. */
+/*
+ * Re-arms the open pipes (one-shot) that are not armed already: a pipe
+ * whose event has not fired since it was last armed needs nothing. Caller
+ * holds mu.
+ */
 static void arm_pipes(struct local_exec *x)
 {
 	for (int i = 0; i < NPIPES; i++) {
 		struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT,
 					 .data.u64 = x->id * NPIPES + (uint64_t)i};
-		if (x->fd[i] >= 0 && epoll_ctl(x->lb->ep, EPOLL_CTL_MOD, x->fd[i], &ev) < 0)
+		if (x->fd[i] < 0 || x->armed[i])
+			continue;
+		if (epoll_ctl(x->lb->ep, EPOLL_CTL_MOD, x->fd[i], &ev) < 0)
 			fatal("epoll_ctl mod");
+		x->armed[i] = true;
 	}
 }
 
@@ -278,6 +288,7 @@ static void close_pipe(struct local_exec *x, int i)
 {
 	if (x->fd[i] < 0)
 		return;
+	x->armed[i] = false;
 	if (x->borrowed) {
 		/* a session's pipe: it stays open (and registered, disarmed) */
 		struct epoll_event ev = {.events = EPOLLONESHOT, .data.u64 = EV_NONE};
@@ -718,6 +729,11 @@ static void on_pipe(struct local_backend *lb, uint64_t data)
 
 	pthread_mutex_lock(&lb->mu);
 	x = find_live(lb, id);
+	if (x != NULL)
+		/* a one-shot event fired: the pipe is disarmed (when called
+		 * for pending output instead, it may still be armed: at worst
+		 * the next arm_pipes re-arms it once more) */
+		x->armed[i] = false;
 	if (x == NULL || x->fd[i] < 0 || !x->can_emit || (!x->started_sent && !x->have_exit)) {
 		/* one-shot: stays disarmed until the next resume re-arms it */
 		pthread_mutex_unlock(&lb->mu);
