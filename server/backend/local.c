@@ -2441,11 +2441,22 @@ static void local_resume(struct exec *e)
 
 	pthread_mutex_lock(&lb->mu);
 	x->can_emit = true;
-	if (!x->queued && !x->finished_sent) {
-		x->queued = true;
-		x->ready_next = lb->ready_head;
-		lb->ready_head = x;
+	if (x->queued || x->finished_sent) {
+		/* the io thread will see it, or there is nothing left */
+		pthread_mutex_unlock(&lb->mu);
+		return;
 	}
+	if (x->started_sent && (x->fd[0] >= 0 || x->fd[1] >= 0 || x->fd[EV_PIPE] >= 0)) {
+		/* what try_emit would do next is re-arm the pipes: done here,
+		 * without a wake-up of the io thread in between (the pipes'
+		 * events still reach only it) */
+		arm_pipes(x);
+		pthread_mutex_unlock(&lb->mu);
+		return;
+	}
+	x->queued = true;
+	x->ready_next = lb->ready_head;
+	lb->ready_head = x;
 	pthread_mutex_unlock(&lb->mu);
 	wake(lb);
 }
