@@ -297,7 +297,10 @@ static void close_pipe(struct local_exec *x, int i)
 		x->fd[i] = -1;
 		return;
 	}
-	epoll_ctl(x->lb->ep, EPOLL_CTL_DEL, x->fd[i], NULL);
+	/* no EPOLL_CTL_DEL: the read end is ours alone, and closing its last
+	 * descriptor takes it out of the epoll set (a copy a fork holds
+	 * until its exec can only deliver one stale event, whose id is no
+	 * longer live and is ignored) */
 	close(x->fd[i]);
 	x->fd[i] = -1;
 }
