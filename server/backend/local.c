@@ -89,6 +89,22 @@ struct events {
 	uint64_t next_offset;
 };
 
+/*
+ * What a run taken from the pool needs to start again in a sandbox made for
+ * it, kept until its code has started: the pooled sandbox can die between
+ * the take and the start (its zygote killed, the OOM killer), and the
+ * request must not fail for that.
+ */
+struct retry {
+	int payload; /* the payload memfd, sealed: the same bytes again */
+	struct exec_limits limits;
+	uint8_t *stdin_data;
+	size_t stdin_len;
+	uint32_t n_env;
+	size_t env_len;
+	char env[]; /* packed as for IPC_SPAWN */
+};
+
 struct local_exec {
 	struct exec base;
 	struct local_backend *lb;
@@ -115,7 +131,8 @@ struct local_exec {
 	struct events ev;
 	bool kill_sent;
 	bool queued;
-	bool warm; /* runs in a pooled sandbox */
+	bool warm;	     /* runs in a pooled sandbox */
+	struct retry *retry; /* warm, until its code started */
 	/* A cell of a session: its pipes are the session's (borrowed: never
 	 * closed here) while it runs; it waits in the session's queue before. */
 	struct session *sess;
@@ -256,8 +273,19 @@ static struct local_exec *find_live(struct local_backend *lb, uint64_t id)
 
 static void unref_locked(struct local_exec *x, bool *do_free) { *do_free = --x->refs == 0; }
 
+static void retry_free(struct retry *r)
+{
+	if (r == NULL)
+		return;
+	if (r->payload >= 0)
+		close(r->payload);
+	free(r->stdin_data);
+	free(r);
+}
+
 static void exec_free(struct local_exec *x)
 {
+	retry_free(x->retry);
 	for (int i = 0; i < NPIPES; i++)
 		if (x->fd[i] >= 0 && !x->borrowed)
 			close(x->fd[i]);
@@ -935,6 +963,114 @@ static struct warm *warm_find_locked(struct local_backend *lb, uint64_t id)
 }
 
 /*
+ * A sandbox's stdout, stderr and events pipes (CLOEXEC): the read ends
+ * (non-blocking, ours) into rd, the write ends (the sandbox's, with bigger
+ * buffers: fewer wake-ups per MiB streamed) into wr. Returns 0, or -1 with
+ * errno and nothing open.
+ */
+_Static_assert(IPC_SPAWN_FDS == 2 + NPIPES, "a spawn passes payload, stdin and the pipes");
+
+static int output_pipes(int rd[NPIPES], int wr[NPIPES])
+{
+	int i, e;
+
+	for (i = 0; i < NPIPES; i++)
+		rd[i] = wr[i] = -1;
+	for (i = 0; i < NPIPES; i++) {
+		int p[2];
+		if (pipe2(p, O_CLOEXEC) < 0)
+			goto fail;
+		rd[i] = p[0];
+		wr[i] = p[1];
+		(void)fcntl(wr[i], F_SETPIPE_SZ, 256 * 1024); /* best effort */
+		if (fcntl(rd[i], F_SETFL, O_NONBLOCK) < 0)
+			goto fail;
+	}
+	return 0;
+fail:
+	e = errno;
+	for (i = 0; i < NPIPES; i++) {
+		if (rd[i] >= 0)
+			close(rd[i]);
+		if (wr[i] >= 0)
+			close(wr[i]);
+		rd[i] = wr[i] = -1;
+	}
+	errno = e;
+	return -1;
+}
+
+/* Adds x's pipes to the io thread's epoll set under x's id. Caller holds mu. */
+static void watch_pipes_locked(struct local_backend *lb, struct local_exec *x)
+{
+	for (int i = 0; i < NPIPES; i++) {
+		/* registered disarmed; armed once started has been delivered */
+		struct epoll_event ev = {.events = EPOLLONESHOT,
+					 .data.u64 = x->id * NPIPES + (uint64_t)i};
+		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, x->fd[i], &ev) < 0)
+			fatal("epoll_ctl add");
+		x->armed[i] = false;
+	}
+}
+
+/*
+ * x's pooled sandbox ended before x's code started (why): x starts again in
+ * a sandbox made for it, with new pipes and id, from what x->retry kept.
+ * Returns 0, or -1 (x ends with the pooled sandbox's EXITED). Caller holds
+ * mu; x's pipes were never armed (nothing is read before Started).
+ */
+static int retry_cold_locked(struct local_backend *lb, struct local_exec *x, const char *why)
+{
+	struct retry *rt = x->retry;
+	struct ipc_spawn *sp = NULL;
+	int fds[IPC_SPAWN_FDS], rd[NPIPES];
+	int rc = -1;
+
+	x->retry = NULL; /* once */
+	for (int i = 0; i < IPC_SPAWN_FDS; i++)
+		fds[i] = -1;
+	if (lb->sock < 0 || lb->draining)
+		goto out;
+	sp = malloc(sizeof(*sp) + rt->env_len);
+	fds[1] = payload_blob("capibox-stdin", rt->stdin_data, rt->stdin_len);
+	if (sp == NULL || fds[1] < 0 || output_pipes(rd, fds + 2) < 0)
+		goto out;
+	fds[0] = rt->payload;
+	rt->payload = -1;
+	for (int i = 0; i < NPIPES; i++) {
+		epoll_ctl(lb->ep, EPOLL_CTL_DEL, x->fd[i], NULL);
+		close(x->fd[i]);
+		x->fd[i] = rd[i];
+	}
+	x->id = ++lb->next_id;
+	x->warm = false;
+	watch_pipes_locked(lb, x);
+	memset(sp, 0, sizeof(*sp));
+	sp->type = IPC_SPAWN;
+	sp->runtime = (uint32_t)x->runtime;
+	sp->id = x->id;
+	sp->limits = rt->limits;
+	sp->tmpfs_bytes = lb->cfg->tmpfs_bytes;
+	sp->n_env = rt->n_env;
+	sp->env_len = (uint32_t)rt->env_len;
+	memcpy(sp->env, rt->env, rt->env_len);
+	log_warnx("local backend: a pooled %s sandbox ended before its run started (%.100s): "
+		  "the run starts again in a new sandbox (%" PRIu64 ")",
+		  runtime_at((size_t)x->runtime)->name, why, x->id);
+	/* on failure x ends with the pooled sandbox's EXITED (our copies of
+	 * the new pipes' write ends close below) */
+	if (ipc_send(lb->sock, sp, sizeof(*sp) + rt->env_len, fds, IPC_SPAWN_FDS) == 0)
+		rc = 0;
+out:
+	for (int i = 0; i < IPC_SPAWN_FDS; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(sp);
+	retry_free(rt);
+	return rc;
+}
+
+/*
  * Starts a sandbox of runtime rt whose runner waits for a take, with its
  * pipes (not linked into the pool). Caller holds mu.
  */
@@ -942,23 +1078,20 @@ static struct warm *warm_new_locked(struct local_backend *lb, int rt)
 {
 	struct ipc_spawn sp;
 	struct warm *w = calloc(1, sizeof(*w));
-	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, ev[2] = {-1, -1}, none = -1;
+	int in[2] = {-1, -1}, rd[NPIPES], wr[NPIPES], none = -1;
 	int fds[IPC_SPAWN_FDS], cap;
 
+	for (int i = 0; i < NPIPES; i++)
+		rd[i] = wr[i] = -1;
 	if (w == NULL)
 		return NULL;
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
-	    pipe2(ev, O_CLOEXEC) < 0 || (none = payload_blob("capibox-none", NULL, 0)) < 0)
+	if (pipe2(in, O_CLOEXEC) < 0 || output_pipes(rd, wr) < 0 ||
+	    (none = payload_blob("capibox-none", NULL, 0)) < 0)
 		goto fail;
 	/* stdin is written whole at take time, so the pipe should hold it */
 	(void)fcntl(in[1], F_SETPIPE_SZ, 1024 * 1024);
 	cap = fcntl(in[1], F_GETPIPE_SZ);
-	(void)fcntl(out[1], F_SETPIPE_SZ, 256 * 1024);
-	(void)fcntl(err[1], F_SETPIPE_SZ, 256 * 1024);
-	(void)fcntl(ev[1], F_SETPIPE_SZ, 256 * 1024);
-	if (cap <= 0 || fcntl(out[0], F_SETFL, O_NONBLOCK) < 0 ||
-	    fcntl(err[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(ev[0], F_SETFL, O_NONBLOCK) < 0 ||
-	    fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)
+	if (cap <= 0 || fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)
 		goto fail;
 	memset(&sp, 0, sizeof(sp));
 	sp.type = IPC_SPAWN;
@@ -971,35 +1104,33 @@ static struct warm *warm_new_locked(struct local_backend *lb, int rt)
 	sp.tmpfs_bytes = lb->cfg->tmpfs_bytes;
 	fds[0] = none;
 	fds[1] = in[0];
-	fds[2] = out[1];
-	fds[3] = err[1];
-	fds[4] = ev[1];
+	fds[2] = wr[0];
+	fds[3] = wr[1];
+	fds[4] = wr[EV_PIPE];
 	if (lb->sock < 0 || ipc_send(lb->sock, &sp, sizeof(sp), fds, IPC_SPAWN_FDS) < 0)
 		goto fail;
 	close(none);
 	close(in[0]);
-	close(out[1]);
-	close(err[1]);
-	close(ev[1]);
+	for (int i = 0; i < NPIPES; i++)
+		close(wr[i]);
 	w->id = sp.id;
 	w->runtime = rt;
 	w->stdin_w = in[1];
 	w->stdin_cap = (size_t)cap;
-	w->out_r = out[0];
-	w->err_r = err[0];
-	w->ev_r = ev[0];
+	w->out_r = rd[0];
+	w->err_r = rd[1];
+	w->ev_r = rd[EV_PIPE];
 	return w;
 fail:
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < NPIPES; i++) {
+		if (rd[i] >= 0)
+			close(rd[i]);
+		if (wr[i] >= 0)
+			close(wr[i]);
+	}
+	for (int i = 0; i < 2; i++)
 		if (in[i] >= 0)
 			close(in[i]);
-		if (out[i] >= 0)
-			close(out[i]);
-		if (err[i] >= 0)
-			close(err[i]);
-		if (ev[i] >= 0)
-			close(ev[i]);
-	}
 	if (none >= 0)
 		close(none);
 	free(w);
@@ -1204,10 +1335,18 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 		if (x != NULL) {
 			x->started = msg->started;
 			x->have_started = true;
+			retry_free(x->retry); /* its code runs: no starting again */
+			x->retry = NULL;
 		}
 	} else {
 		x = find_live(lb, msg->exited.id);
-		if (x != NULL && !x->have_exit) {
+		if (x != NULL && !x->have_exit && x->retry != NULL && !x->have_started &&
+		    !x->kill_sent && msg->exited.reason == EXEC_REASON_SANDBOX_ERROR &&
+		    retry_cold_locked(lb, x, msg->exited.message) == 0) {
+			/* it goes on in a new sandbox; the pool lost one */
+			warm_refill_locked(lb);
+			x = NULL;
+		} else if (x != NULL && !x->have_exit) {
 			x->exited = msg->exited;
 			x->have_exit = true;
 			/* the replacement starts only now: where making it
@@ -1369,6 +1508,7 @@ static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin
 		       const struct exec_request *req, size_t env_len)
 {
 	struct ipc_take *tk = NULL;
+	struct retry *rt = NULL;
 	int payload = -1;
 	ssize_t n = 0;
 	char why[96] = "";
@@ -1381,7 +1521,11 @@ static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin
 	if (why[0] == '\0') {
 		payload = payload_create(req);
 		tk = calloc(1, sizeof(*tk) + env_len);
-		if (payload < 0 || tk == NULL)
+		rt = calloc(1, sizeof(*rt) + env_len);
+		if (rt != NULL && req->stdin_len > 0 && (rt->stdin_data = malloc(req->stdin_len)))
+			memcpy(rt->stdin_data, req->stdin_data, req->stdin_len);
+		if (payload < 0 || tk == NULL || rt == NULL ||
+		    (req->stdin_len > 0 && rt->stdin_data == NULL))
 			snprintf(why, sizeof(why), "preparing the input: %s", strerror(errno));
 	}
 	pthread_mutex_lock(&lb->mu);
@@ -1397,6 +1541,18 @@ static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin
 		else if (ipc_send(lb->sock, tk, sizeof(*tk) + env_len, &payload, 1) < 0)
 			snprintf(why, sizeof(why), "%s", strerror(errno));
 	}
+	if (why[0] == '\0' && !x->have_started) {
+		/* kept until the code starts (on_sock, STARTED) */
+		rt->payload = payload;
+		payload = -1;
+		rt->limits = req->limits;
+		rt->stdin_len = req->stdin_len;
+		rt->n_env = (uint32_t)req->n_env;
+		rt->env_len = env_len;
+		memcpy(rt->env, tk->env, env_len);
+		x->retry = rt;
+		rt = NULL;
+	}
 	if (why[0] != '\0') {
 		/* the pooled sandbox is ours and unused: end it */
 		struct ipc_kill k = {
@@ -1411,6 +1567,9 @@ static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin
 	if (payload >= 0)
 		close(payload);
 	free(tk);
+	if (rt != NULL)
+		rt->payload = -1;
+	retry_free(rt);
 }
 
 /* ---- sessions ------------------------------------------------------------- */
@@ -2261,13 +2420,7 @@ static enum backend_rc local_execute_cell(struct local_backend *lb, const struct
 /* Makes x live (the io thread then routes its events). Caller holds mu. */
 static void link_live_locked(struct local_backend *lb, struct local_exec *x)
 {
-	for (int i = 0; i < NPIPES; i++) {
-		/* registered disarmed; armed once started has been delivered */
-		struct epoll_event ev = {.events = EPOLLONESHOT,
-					 .data.u64 = x->id * NPIPES + (uint64_t)i};
-		if (epoll_ctl(lb->ep, EPOLL_CTL_ADD, x->fd[i], &ev) < 0)
-			fatal("epoll_ctl add");
-	}
+	watch_pipes_locked(lb, x);
 	x->next = lb->live_head;
 	if (lb->live_head)
 		lb->live_head->prev = x;
@@ -2281,8 +2434,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	struct local_backend *lb = (struct local_backend *)b;
 	struct local_exec *x = NULL;
 	struct ipc_spawn *sp = NULL;
-	int fds[IPC_SPAWN_FDS];
-	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, evp[2] = {-1, -1};
+	int fds[IPC_SPAWN_FDS], rd[NPIPES];
 	int rt = runtime_find(req->language);
 	size_t env_len = 0;
 	enum backend_rc rc = BACKEND_INTERNAL;
@@ -2365,28 +2517,12 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 		fds[i] = -1;
 	fds[0] = payload_create(req);
 	fds[1] = payload_blob("capibox-stdin", req->stdin_data, req->stdin_len);
-	if (fds[0] < 0 || fds[1] < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
-	    pipe2(evp, O_CLOEXEC) < 0) {
+	if (fds[0] < 0 || fds[1] < 0 || output_pipes(rd, fds + 2) < 0) {
 		snprintf(err, errlen, "preparing the sandbox's input: %s", strerror(errno));
 		goto fail;
 	}
-	/* bigger pipes: fewer wake-ups per MiB streamed (best effort) */
-	(void)fcntl(outp[1], F_SETPIPE_SZ, 256 * 1024);
-	(void)fcntl(errp[1], F_SETPIPE_SZ, 256 * 1024);
-	(void)fcntl(evp[1], F_SETPIPE_SZ, 256 * 1024);
-	if (fcntl(outp[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(errp[0], F_SETFL, O_NONBLOCK) < 0 ||
-	    fcntl(evp[0], F_SETFL, O_NONBLOCK) < 0) {
-		snprintf(err, errlen, "fcntl: %s", strerror(errno));
-		goto fail;
-	}
-	fds[2] = outp[1];
-	fds[3] = errp[1];
-	fds[4] = evp[1];
-	x->fd[0] = outp[0];
-	x->fd[1] = errp[0];
-	x->fd[EV_PIPE] = evp[0];
-	outp[0] = errp[0] = evp[0] = -1;
-	outp[1] = errp[1] = evp[1] = -1; /* in fds now */
+	for (int i = 0; i < NPIPES; i++)
+		x->fd[i] = rd[i];
 
 	sp = malloc(sizeof(*sp) + env_len);
 	if (sp == NULL) {
@@ -2419,14 +2555,6 @@ fail:
 	for (int i = 0; i < IPC_SPAWN_FDS; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
-	for (int i = 0; i < 2; i++) {
-		if (outp[i] >= 0)
-			close(outp[i]);
-		if (errp[i] >= 0)
-			close(errp[i]);
-		if (evp[i] >= 0)
-			close(evp[i]);
-	}
 	if (x != NULL) {
 		pthread_mutex_lock(&lb->mu);
 		lb->live--;
