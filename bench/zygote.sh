@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The python zygote on and off, side by side (docs/ZYGOTE.md): three
-# daemons with a pool of 8 python sandboxes that differ only in how the
-# pool is filled -- exec'd interpreters (--zygote off), a zygote that has
-# imported numpy and pandas (the default), a zygote with nothing preloaded
-# -- and bare python3, interleaved per round: print(1) back to back and
-# after a 50 ms pause, executions/s at -j 8, and import pandas + groupby.
+# The python zygotes on and off, side by side (docs/ZYGOTE.md): three
+# daemons with a pool of 8 python sandboxes that differ only in how python
+# sandboxes are made -- exec'd interpreters (--zygote off); the default,
+# a lean zygote for the pool and one that has imported numpy and pandas
+# for code that imports them (zon); the lean zygote alone
+# (--zygote-preload "": znone) -- and bare python3, interleaved per round:
+# print(1) back to back and after a 50 ms pause, executions/s at -j 8, and
+# import pandas + groupby.
 #
 #   sudo bench/zygote.sh [BUILD_DIR] [ROUNDS]
 set -euo pipefail
