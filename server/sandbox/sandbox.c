@@ -547,8 +547,10 @@ static void run_runner(struct child *c)
 		runner_fail(c, "setrlimit RLIMIT_NPROC");
 	if (drop_caps() < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		runner_fail(c, "dropping privileges");
-	/* last: from here on the policy holds for the program and its children */
-	if (seccomp_install(msg, sizeof(msg)) < 0) {
+	/* last: from here on the policy holds for the program and its children
+	 * (the program was built before the clone that made us, see
+	 * sandbox_spawn and sandbox_zygote_serve) */
+	if (seccomp_apply(msg, sizeof(msg)) < 0) {
 		errno = EINVAL;
 		runner_fail(c, msg);
 	}
@@ -1068,6 +1070,11 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_
 	char path[64], map[64];
 	pid_t pid;
 
+	/* the seccomp program is built here once per supervisor, not in each
+	 * child (libseccomp's build is most of a filter's cost); the child
+	 * inherits it. Without it no sandbox may start. */
+	if (seccomp_prepare(err, errlen) < 0)
+		goto fail;
 	if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		goto fail;
@@ -1643,6 +1650,7 @@ int sandbox_zygote_serve(int sock, void (*before_fork)(void), void (*after_fork_
 		int fds[ZYGOTE_SPAWN_MAX_FDS], pidfd = -1;
 		const char *what = NULL;
 		const struct runtime *rt;
+		char msg[128];
 		size_t nfds = 0;
 		ssize_t n = zyg_recv(sock, &m, fds, &nfds);
 		long pid;
@@ -1659,6 +1667,17 @@ int sandbox_zygote_serve(int sock, void (*before_fork)(void), void (*after_fork_
 			for (size_t i = 0; i < nfds; i++)
 				close(fds[i]);
 			zyg_answer(sock, &m, ZYGOTE_FAILED, EINVAL, "bad request", -1);
+			continue;
+		}
+		/* the seccomp program, built once per zygote for all its
+		 * children (the zygote itself stays unfiltered): without it
+		 * this sandbox fails */
+		if (seccomp_prepare(msg, sizeof(msg)) < 0) {
+			e = errno;
+			dprintf(2, "capibox zygote: %s\n", msg); /* the supervisor's log */
+			for (size_t i = 0; i < nfds; i++)
+				close(fds[i]);
+			zyg_answer(sock, &m, ZYGOTE_FAILED, e, "build the seccomp filter", -1);
 			continue;
 		}
 		/* raw clone behaves like fork here: we are single-threaded

@@ -9,10 +9,17 @@
 #include "seccomp.h"
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 struct rule {
 	const char *name; /* syscall name; missing ones on this arch are skipped */
@@ -106,14 +113,16 @@ size_t seccomp_rule_count(void)
 	       sizeof(persona_flags) / sizeof(persona_flags[0]);
 }
 
-int seccomp_install(char *err, size_t errlen)
+/* The policy as a libseccomp context, or NULL with a message. */
+static scmp_filter_ctx policy_build(char *err, size_t errlen)
 {
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
 	int rc;
 
 	if (ctx == NULL) {
 		snprintf(err, errlen, "seccomp_init failed");
-		return -1;
+		errno = ENOMEM;
+		return NULL;
 	}
 	/* only the native table: other ABIs' entry points kill */
 	if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)) < 0)
@@ -142,12 +151,117 @@ int seccomp_install(char *err, size_t errlen)
 						   persona_flags[i] | 0x80000000UL,
 						   persona_flags[i]))) < 0)
 			goto fail;
-	if ((rc = seccomp_load(ctx)) < 0)
-		goto fail;
-	seccomp_release(ctx);
-	return 0;
+	return ctx;
 fail:
 	snprintf(err, errlen, "seccomp: %s", strerror(-rc));
 	seccomp_release(ctx);
-	return -1;
+	errno = -rc;
+	return NULL;
+}
+
+int seccomp_install(char *err, size_t errlen)
+{
+	scmp_filter_ctx ctx = policy_build(err, errlen);
+	int rc;
+
+	if (ctx == NULL)
+		return -1;
+	rc = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (rc < 0) {
+		snprintf(err, errlen, "seccomp: load: %s", strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The program seccomp_prepare built, for this process and the sandboxes it
+ * clones (they inherit it with the rest of our memory). Static: it lives as
+ * long as the process and there is nothing to free; BPF_MAXINSNS is the
+ * kernel's own limit, and only the pages the program fills are ever touched.
+ * No lock: the processes that clone sandboxes (the supervisor, the zygote)
+ * are single-threaded.
+ */
+static struct sock_filter prog_insns[BPF_MAXINSNS];
+static struct sock_fprog prog;
+
+int seccomp_prepare(char *err, size_t errlen)
+{
+	scmp_filter_ctx ctx;
+	struct stat st;
+	ssize_t n;
+	int fd = -1, rc, e = 0;
+
+	if (prog.len > 0)
+		return 0;
+	if ((ctx = policy_build(err, errlen)) == NULL)
+		return -1;
+	/* libseccomp 2.5 exports only to a file descriptor; a memfd, not a
+	 * pipe, so a program larger than a pipe's buffer cannot block us */
+	fd = memfd_create("capibox-seccomp", MFD_CLOEXEC);
+	if (fd < 0) {
+		e = errno;
+		snprintf(err, errlen, "seccomp: memfd_create: %s", strerror(e));
+		goto out;
+	}
+	if ((rc = seccomp_export_bpf(ctx, fd)) < 0) {
+		e = -rc;
+		snprintf(err, errlen, "seccomp: export: %s", strerror(e));
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		e = errno;
+		snprintf(err, errlen, "seccomp: fstat: %s", strerror(e));
+		goto out;
+	}
+	if (st.st_size <= 0 || st.st_size % (off_t)sizeof(struct sock_filter) != 0 ||
+	    st.st_size > (off_t)sizeof(prog_insns)) {
+		e = EINVAL;
+		snprintf(err, errlen, "seccomp: exported program of %lld bytes",
+			 (long long)st.st_size);
+		goto out;
+	}
+	do {
+		n = pread(fd, prog_insns, (size_t)st.st_size, 0);
+	} while (n < 0 && errno == EINTR);
+	if (n != st.st_size) {
+		e = n < 0 ? errno : EIO;
+		snprintf(err, errlen, "seccomp: read back the program: %s", strerror(e));
+		goto out;
+	}
+	prog.filter = prog_insns;
+	prog.len = (unsigned short)(st.st_size / (off_t)sizeof(struct sock_filter));
+out:
+	if (fd >= 0)
+		close(fd);
+	seccomp_release(ctx);
+	if (e != 0) {
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+int seccomp_apply(char *err, size_t errlen)
+{
+	if (prog.len == 0) {
+		snprintf(err, errlen, "seccomp: no filter prepared");
+		return -1;
+	}
+	/* what seccomp_load does with libseccomp's defaults: no_new_privs
+	 * (SCMP_FLTATR_CTL_NNP is on), then the filter with no flags (TSYNC,
+	 * LOG and SPEC_ALLOW are off; 2.5.4's seccomp_load passes 0, checked
+	 * with strace); the prctl is the fallback for kernels without the
+	 * seccomp call, as libseccomp's */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		snprintf(err, errlen, "seccomp: no_new_privs: %s", strerror(errno));
+		return -1;
+	}
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0 &&
+	    (errno != ENOSYS || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)) {
+		snprintf(err, errlen, "seccomp: load: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
 }
