@@ -454,7 +454,8 @@ static void test_seccomp_refuses(void **state)
 		"calls = {'unshare': (272, 0x10000000), 'mount': (165, b'x', b'/tmp', b'tmpfs', 0, 0),\n"
 		"         'ptrace': (101, 16, 1, 0, 0), 'bpf': (321, 0, 0, 0), 'keyctl': (250, 0, 0),\n"
 		"         'io_uring_setup': (425, 1, 0), 'perf_event_open': (298, 0, 0, 0, 0, 0),\n"
-		"         'setns': (308, 0, 0), 'clock_settime': (227, 0, 0)}\n"
+		"         'setns': (308, 0, 0), 'clock_settime': (227, 0, 0),\n"
+		"         'personality': (135, 0x0040000), 'clone3': (435, 0, 0)}\n"
 		"for name, args in calls.items():\n"
 		"    ctypes.set_errno(0)\n"
 		"    rc = libc.syscall(*args)\n"
@@ -466,7 +467,8 @@ static void test_seccomp_refuses(void **state)
 	assert_string_equal(r->out, "unshare -1 EPERM\nmount -1 EPERM\nptrace -1 EPERM\n"
 				    "bpf -1 EPERM\nkeyctl -1 EPERM\nio_uring_setup -1 EPERM\n"
 				    "perf_event_open -1 EPERM\nsetns -1 EPERM\n"
-				    "clock_settime -1 EPERM\nalive\n");
+				    "clock_settime -1 EPERM\npersonality -1 EPERM\n"
+				    "clone3 -1 ENOSYS\nalive\n");
 	run_free(r);
 }
 
