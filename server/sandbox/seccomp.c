@@ -13,6 +13,7 @@
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -113,8 +114,9 @@ size_t seccomp_rule_count(void)
 	       sizeof(persona_flags) / sizeof(persona_flags[0]);
 }
 
-/* The policy as a libseccomp context, or NULL with a message. */
-static scmp_filter_ctx policy_build(char *err, size_t errlen)
+/* The policy as a libseccomp context (tree: the binary-tree layout), or
+ * NULL with errno set and a message. */
+static scmp_filter_ctx policy_build(bool tree, char *err, size_t errlen)
 {
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
 	int rc;
@@ -126,6 +128,13 @@ static scmp_filter_ctx policy_build(char *err, size_t errlen)
 	}
 	/* only the native table: other ABIs' entry points kill */
 	if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)) < 0)
+		goto fail;
+	/* the same rules, tested as a binary search over the syscall number
+	 * instead of one comparison after the other: the kernel runs the
+	 * program over every syscall number when it loads it (to cache the
+	 * always-allowed ones), which costs each sandbox ~90 us with the
+	 * linear layout and ~35 us with the tree */
+	if (tree && (rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2)) < 0)
 		goto fail;
 	for (size_t i = 0; i < sizeof(deny) / sizeof(deny[0]); i++) {
 		int nr = seccomp_syscall_resolve_name(deny[i].name);
@@ -161,7 +170,7 @@ fail:
 
 int seccomp_install(char *err, size_t errlen)
 {
-	scmp_filter_ctx ctx = policy_build(err, errlen);
+	scmp_filter_ctx ctx = policy_build(false, err, errlen);
 	int rc;
 
 	if (ctx == NULL)
@@ -195,7 +204,7 @@ int seccomp_prepare(char *err, size_t errlen)
 
 	if (prog.len > 0)
 		return 0;
-	if ((ctx = policy_build(err, errlen)) == NULL)
+	if ((ctx = policy_build(true, err, errlen)) == NULL)
 		return -1;
 	/* libseccomp 2.5 exports only to a file descriptor; a memfd, not a
 	 * pipe, so a program larger than a pipe's buffer cannot block us */

@@ -9,9 +9,9 @@
 
 #include <stddef.h>
 
-/* Builds the policy's BPF program into this process's memory, once (later
- * calls return 0 at once); single-threaded callers. Returns 0, or -1 with
- * errno set and a message. */
+/* Builds the policy's BPF program (libseccomp's binary-tree layout) into
+ * this process's memory, once (later calls return 0 at once);
+ * single-threaded callers. Returns 0, or -1 with errno set and a message. */
 __attribute__((warn_unused_result)) int seccomp_prepare(char *err, size_t errlen);
 
 /* Loads the program seccomp_prepare built (in this process or a parent it
@@ -19,8 +19,10 @@ __attribute__((warn_unused_result)) int seccomp_prepare(char *err, size_t errlen
  * 0, or -1 with a message (also when none was built). */
 __attribute__((warn_unused_result)) int seccomp_apply(char *err, size_t errlen);
 
-/* Builds and loads the policy with libseccomp's own seccomp_load, all in the
- * caller: the reference seccomp_apply is tested and measured against. Returns 0, or -1 with a message. */
+/* Builds and loads the policy with libseccomp's own seccomp_load and its
+ * default (linear) layout, all in the caller: the reference seccomp_apply's
+ * program (the same rules as a binary tree) is tested and measured against.
+ * Returns 0, or -1 with a message. */
 __attribute__((warn_unused_result)) int seccomp_install(char *err, size_t errlen);
 
 /* Number of rules in the policy table (for docs and tests). */

@@ -1,19 +1,22 @@
 /*
  * The seccomp filter as sandboxes get it: built once (seccomp_prepare), then
- * only loaded in each child (seccomp_apply). The kernel must hold the same
- * program, with the same flags, as libseccomp's own seccomp_load of the
- * policy (seccomp_install), and the loaded policy must refuse what it
+ * only loaded in each child (seccomp_apply). What the kernel holds must give
+ * the same answers, with the same flags, as libseccomp's own seccomp_load of
+ * the policy (seccomp_install), and the loaded policy must refuse what it
  * refuses. Each check runs in a forked child: a filter cannot be removed.
  * Needs root (reading a loaded filter back takes CAP_SYS_ADMIN).
  */
 #include <errno.h>
+#include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <seccomp.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -135,7 +138,160 @@ static int prepare_and_apply(char *err, size_t errlen)
 	return seccomp_prepare(err, errlen) < 0 ? -1 : seccomp_apply(err, errlen);
 }
 
-static void test_same_program_as_seccomp_load(void **state)
+/*
+ * A classic BPF interpreter for seccomp programs, as the kernel runs them:
+ * the two programs are compared by what they answer, not by their bytes
+ * (seccomp_prepare lays the rules out as a binary tree, seccomp_install as
+ * libseccomp's default list). bpf_bad notes an instruction it does not know.
+ */
+static bool bpf_bad;
+
+static uint32_t bpf_run(const struct sock_filter *f, long n, const struct seccomp_data *d)
+{
+	uint32_t a = 0, x = 0, mem[BPF_MEMWORDS] = {0};
+
+	for (long pc = 0; pc < n; pc++) {
+		const struct sock_filter *i = &f[pc];
+		uint32_t src = BPF_SRC(i->code) == BPF_X ? x : i->k;
+		bool taken;
+
+		switch (BPF_CLASS(i->code)) {
+		case BPF_LD:
+		case BPF_LDX: {
+			uint32_t v;
+			if (BPF_MODE(i->code) == BPF_ABS && BPF_SIZE(i->code) == BPF_W &&
+			    i->k % 4 == 0 && i->k + 4 <= sizeof(*d))
+				memcpy(&v, (const char *)d + i->k, 4);
+			else if (BPF_MODE(i->code) == BPF_IMM)
+				v = i->k;
+			else if (BPF_MODE(i->code) == BPF_MEM && i->k < BPF_MEMWORDS)
+				v = mem[i->k];
+			else if (BPF_MODE(i->code) == BPF_LEN)
+				v = sizeof(*d);
+			else
+				goto bad;
+			if (BPF_CLASS(i->code) == BPF_LD)
+				a = v;
+			else
+				x = v;
+			break;
+		}
+		case BPF_ST:
+		case BPF_STX:
+			if (i->k >= BPF_MEMWORDS)
+				goto bad;
+			mem[i->k] = BPF_CLASS(i->code) == BPF_ST ? a : x;
+			break;
+		case BPF_ALU:
+			switch (BPF_OP(i->code)) {
+			case BPF_ADD: a += src; break;
+			case BPF_SUB: a -= src; break;
+			case BPF_MUL: a *= src; break;
+			case BPF_DIV:
+				if (src == 0)
+					return 0; /* the kernel's answer: kill */
+				a /= src;
+				break;
+			case BPF_AND: a &= src; break;
+			case BPF_OR: a |= src; break;
+			case BPF_XOR: a ^= src; break;
+			case BPF_LSH: a = src < 32 ? a << src : 0; break;
+			case BPF_RSH: a = src < 32 ? a >> src : 0; break;
+			case BPF_NEG: a = -a; break;
+			default: goto bad;
+			}
+			break;
+		case BPF_JMP:
+			switch (BPF_OP(i->code)) {
+			case BPF_JA: pc += i->k; continue;
+			case BPF_JEQ: taken = a == src; break;
+			case BPF_JGT: taken = a > src; break;
+			case BPF_JGE: taken = a >= src; break;
+			case BPF_JSET: taken = (a & src) != 0; break;
+			default: goto bad;
+			}
+			pc += taken ? i->jt : i->jf;
+			break;
+		case BPF_RET: return BPF_RVAL(i->code) == BPF_A ? a : i->k;
+		case BPF_MISC:
+			if (BPF_MISCOP(i->code) == BPF_TAX)
+				x = a;
+			else
+				a = x;
+			break;
+		default: goto bad;
+		}
+	}
+bad:
+	bpf_bad = true;
+	return 0;
+}
+
+/* Every action the two programs give, compared over a grid of inputs: each
+ * syscall number (and the x32 ones), native and foreign architectures, and
+ * arguments around the flags the policy checks. */
+static void same_answers(const struct sock_filter *p1, long n1, const struct sock_filter *p2,
+			 long n2)
+{
+	static const uint32_t archs[] = {0 /* native, below */, AUDIT_ARCH_X86_64, AUDIT_ARCH_I386,
+					 AUDIT_ARCH_AARCH64, 0};
+	uint64_t vals[64];
+	size_t nvals = 0, kills = 0, eperm = 0, enosys = 0, allow = 0;
+	uint64_t seed = 0x9e3779b97f4a7c15ULL;
+	uint32_t arch_list[sizeof(archs) / sizeof(archs[0])];
+	struct seccomp_data d;
+
+	memcpy(arch_list, archs, sizeof(archs));
+	arch_list[0] = seccomp_arch_native();
+	vals[nvals++] = 0;
+	vals[nvals++] = PER_LINUX;
+	vals[nvals++] = 0xffffffffULL;
+	vals[nvals++] = ~0ULL;
+	for (unsigned b = 0; b < 32; b++) /* every flag bit of the low word */
+		vals[nvals++] = 1ULL << b;
+	vals[nvals++] = CLONE_NEWNS | CLONE_NEWUSER | SIGCHLD;
+	vals[nvals++] = ADDR_NO_RANDOMIZE | 0x80000000ULL;
+	vals[nvals++] = (1ULL << 32) | CLONE_NEWNET;
+	vals[nvals++] = (1ULL << 32) | READ_IMPLIES_EXEC;
+	while (nvals < sizeof(vals) / sizeof(vals[0])) {
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		vals[nvals++] = seed;
+	}
+	bpf_bad = false;
+	for (size_t ai = 0; ai < sizeof(arch_list) / sizeof(arch_list[0]); ai++)
+		for (long nr = -1; nr < 1024 + 600; nr++)
+			for (size_t vi = 0; vi < nvals; vi++) {
+				uint32_t r1, r2;
+				memset(&d, 0, sizeof(d));
+				d.arch = arch_list[ai] != 0 ? arch_list[ai] : 0x12345678;
+				/* past 1024: x32 numbers (bit 30 set) */
+				d.nr = nr < 1024 ? (int)nr : (int)(0x40000000 | (nr - 1024));
+				for (int k = 0; k < 6; k++)
+					d.args[k] = vals[(vi + (size_t)k) % nvals];
+				r1 = bpf_run(p1, n1, &d);
+				r2 = bpf_run(p2, n2, &d);
+				if (r1 != r2)
+					fail_msg("arch %#x nr %#x arg0 %#llx: %#x vs %#x", d.arch,
+						 (unsigned)d.nr, (unsigned long long)d.args[0], r1,
+						 r2);
+				if (r1 == SECCOMP_RET_KILL_PROCESS)
+					kills++;
+				else if (r1 == (SECCOMP_RET_ERRNO | EPERM))
+					eperm++;
+				else if (r1 == (SECCOMP_RET_ERRNO | ENOSYS))
+					enosys++;
+				else if (r1 == SECCOMP_RET_ALLOW)
+					allow++;
+			}
+	printf("compared %zu inputs: %zu kill, %zu EPERM, %zu ENOSYS, %zu allow\n",
+	       (sizeof(arch_list) / sizeof(arch_list[0])) * (1024 + 601) * nvals, kills, eperm,
+	       enosys, allow);
+	assert_false(bpf_bad);
+	/* the grid reaches every kind of answer */
+	assert_true(kills > 0 && eperm > 0 && enosys > 0 && allow > 0);
+}
+
+static void test_same_policy_as_seccomp_load(void **state)
 {
 	static struct sock_filter ref[BPF_MAXINSNS], got[BPF_MAXINSNS];
 	uint64_t ref_flags = ~0ULL, got_flags = ~0ULL;
@@ -144,10 +300,34 @@ static void test_same_program_as_seccomp_load(void **state)
 	(void)state;
 	nref = loaded_filter(seccomp_install, ref, BPF_MAXINSNS, &ref_flags);
 	ngot = loaded_filter(prepare_and_apply, got, BPF_MAXINSNS, &got_flags);
-	printf("loaded program: %ld instructions (seccomp_load), %ld (prepared)\n", nref, ngot);
-	assert_int_equal(ngot, nref);
-	assert_memory_equal(got, ref, (size_t)nref * sizeof(ref[0]));
+	printf("loaded program: %ld instructions (seccomp_load, list), %ld (prepared, tree)\n",
+	       nref, ngot);
 	assert_int_equal(got_flags, ref_flags);
+	same_answers(ref, nref, got, ngot);
+}
+
+/* The interpreter itself: a program that must differ is told apart. */
+static void test_same_answers_notices_a_difference(void **state)
+{
+	static struct sock_filter ref[BPF_MAXINSNS];
+	uint64_t flags;
+	long n;
+	struct seccomp_data d;
+
+	(void)state;
+	n = loaded_filter(seccomp_install, ref, BPF_MAXINSNS, &flags);
+	memset(&d, 0, sizeof(d));
+	d.arch = seccomp_arch_native();
+	d.nr = SYS_mount;
+	bpf_bad = false;
+	assert_int_equal(bpf_run(ref, n, &d), SECCOMP_RET_ERRNO | EPERM);
+	d.nr = SYS_getpid;
+	assert_int_equal(bpf_run(ref, n, &d), SECCOMP_RET_ALLOW);
+	d.nr = SYS_clone3;
+	assert_int_equal(bpf_run(ref, n, &d), SECCOMP_RET_ERRNO | ENOSYS);
+	d.arch = 0x12345678;
+	assert_int_equal(bpf_run(ref, n, &d), SECCOMP_RET_KILL_PROCESS);
+	assert_false(bpf_bad);
 }
 
 /* The policy's answers, checked in the filtered child; returns the number of
@@ -248,7 +428,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_apply_needs_prepare),
 		cmocka_unit_test(test_prepare_once),
-		cmocka_unit_test(test_same_program_as_seccomp_load),
+		cmocka_unit_test(test_same_policy_as_seccomp_load),
+		cmocka_unit_test(test_same_answers_notices_a_difference),
 		cmocka_unit_test(test_policy_refuses),
 		cmocka_unit_test(test_foreign_arch_kills),
 	};
