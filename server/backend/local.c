@@ -1499,17 +1499,46 @@ static struct warm *warm_take_locked(struct local_backend *lb, int rt,
 }
 
 /*
+ * What req needs to run again (struct retry), made before the pool is
+ * looked at: a run taken from the pool holds it from the take on. NULL
+ * with errno when out of memory or descriptors.
+ */
+static struct retry *retry_new(const struct exec_request *req, size_t env_len)
+{
+	struct retry *rt = calloc(1, sizeof(*rt) + env_len);
+
+	if (rt == NULL)
+		return NULL;
+	rt->payload = payload_create(req);
+	if (rt->payload < 0 ||
+	    (req->stdin_len > 0 && (rt->stdin_data = malloc(req->stdin_len)) == NULL)) {
+		int e = errno;
+		retry_free(rt);
+		errno = e;
+		return NULL;
+	}
+	if (req->stdin_len > 0)
+		memcpy(rt->stdin_data, req->stdin_data, req->stdin_len);
+	rt->stdin_len = req->stdin_len;
+	rt->limits = req->limits;
+	rt->n_env = (uint32_t)req->n_env;
+	rt->env_len = env_len;
+	pack_env(req, rt->env);
+	return rt;
+}
+
+/*
  * Runs req in the pooled sandbox x was given (x is live, holding its output
- * pipes): stdin into its pipe (then EOF), the payload, limits and
- * environment to its init through the supervisor. A failure here ends the
- * run as a sandbox error, through the stream like any other end.
+ * pipes): stdin into its pipe (then EOF), the payload (a descriptor of our
+ * own) with the limits and environment to its init through the supervisor.
+ * Unless x was started again meanwhile (its pooled sandbox died: on_sock).
+ * A failure here ends the run as a sandbox error, through the stream like
+ * any other end.
  */
 static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin_w,
-		       const struct exec_request *req, size_t env_len)
+		       const struct exec_request *req, size_t env_len, int payload)
 {
 	struct ipc_take *tk = NULL;
-	struct retry *rt = NULL;
-	int payload = -1;
 	ssize_t n = 0;
 	char why[96] = "";
 
@@ -1519,57 +1548,43 @@ static void warm_start(struct local_backend *lb, struct local_exec *x, int stdin
 	if (n < 0 || (size_t)n != req->stdin_len)
 		snprintf(why, sizeof(why), "writing stdin: %s", n < 0 ? strerror(errno) : "short");
 	if (why[0] == '\0') {
-		payload = payload_create(req);
 		tk = calloc(1, sizeof(*tk) + env_len);
-		rt = calloc(1, sizeof(*rt) + env_len);
-		if (rt != NULL && req->stdin_len > 0 && (rt->stdin_data = malloc(req->stdin_len)))
-			memcpy(rt->stdin_data, req->stdin_data, req->stdin_len);
-		if (payload < 0 || tk == NULL || rt == NULL ||
-		    (req->stdin_len > 0 && rt->stdin_data == NULL))
+		if (payload < 0 || tk == NULL)
 			snprintf(why, sizeof(why), "preparing the input: %s", strerror(errno));
 	}
 	pthread_mutex_lock(&lb->mu);
-	if (why[0] == '\0') {
-		tk->type = IPC_TAKE;
-		tk->id = x->id;
-		tk->limits = req->limits;
-		tk->n_env = (uint32_t)req->n_env;
-		tk->env_len = (uint32_t)env_len;
-		pack_env(req, tk->env);
-		if (lb->sock < 0)
-			snprintf(why, sizeof(why), "restarting");
-		else if (ipc_send(lb->sock, tk, sizeof(*tk) + env_len, &payload, 1) < 0)
-			snprintf(why, sizeof(why), "%s", strerror(errno));
-	}
-	if (why[0] == '\0' && !x->have_started) {
-		/* kept until the code starts (on_sock, STARTED) */
-		rt->payload = payload;
-		payload = -1;
-		rt->limits = req->limits;
-		rt->stdin_len = req->stdin_len;
-		rt->n_env = (uint32_t)req->n_env;
-		rt->env_len = env_len;
-		memcpy(rt->env, tk->env, env_len);
-		x->retry = rt;
-		rt = NULL;
-	}
-	if (why[0] != '\0') {
-		/* the pooled sandbox is ours and unused: end it */
-		struct ipc_kill k = {
-			.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = x->id};
-		log_warnx("local backend: taking a pooled sandbox: %s", why);
-		if (lb->sock >= 0 && ipc_send(lb->sock, &k, sizeof(k), NULL, 0) < 0)
-			log_warn("ipc send KILL");
-		mark_lost_locked(x, why);
+	if (!x->warm || x->have_exit) {
+		/* started again in a new sandbox, or over: the pooled one is
+		 * gone (what went wrong above was its death) */
+		why[0] = '\0';
+	} else {
+		if (why[0] == '\0') {
+			tk->type = IPC_TAKE;
+			tk->id = x->id;
+			tk->limits = req->limits;
+			tk->n_env = (uint32_t)req->n_env;
+			tk->env_len = (uint32_t)env_len;
+			pack_env(req, tk->env);
+			if (lb->sock < 0)
+				snprintf(why, sizeof(why), "restarting");
+			else if (ipc_send(lb->sock, tk, sizeof(*tk) + env_len, &payload, 1) < 0)
+				snprintf(why, sizeof(why), "%s", strerror(errno));
+		}
+		if (why[0] != '\0') {
+			/* the pooled sandbox is ours and unused: end it */
+			struct ipc_kill k = {
+				.type = IPC_KILL, .reason = EXEC_REASON_CANCELLED, .id = x->id};
+			log_warnx("local backend: taking a pooled sandbox: %s", why);
+			if (lb->sock >= 0 && ipc_send(lb->sock, &k, sizeof(k), NULL, 0) < 0)
+				log_warn("ipc send KILL");
+			mark_lost_locked(x, why);
+		}
 	}
 	/* the replacement starts when this one has ended (see on_sock) */
 	pthread_mutex_unlock(&lb->mu);
 	if (payload >= 0)
 		close(payload);
 	free(tk);
-	if (rt != NULL)
-		rt->payload = -1;
-	retry_free(rt);
 }
 
 /* ---- sessions ------------------------------------------------------------- */
@@ -2439,6 +2454,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 	size_t env_len = 0;
 	enum backend_rc rc = BACKEND_INTERNAL;
 	struct warm *w = NULL;
+	struct retry *again;
 	bool preloaded;
 
 	if (req->session_id != NULL && req->session_id[0] != '\0')
@@ -2454,16 +2470,24 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 		snprintf(err, errlen, "env: too large");
 		return BACKEND_INVALID;
 	}
+	/* the code and files, and what a run taken from the pool keeps */
+	again = retry_new(req, env_len);
+	if (again == NULL) {
+		snprintf(err, errlen, "preparing the sandbox's input: %s", strerror(errno));
+		return BACKEND_INTERNAL;
+	}
 
 	pthread_mutex_lock(&lb->mu);
 	if (lb->draining) {
 		pthread_mutex_unlock(&lb->mu);
+		retry_free(again);
 		snprintf(err, errlen, "server is shutting down");
 		return BACKEND_DRAINING;
 	}
 	if (lb->live >= lb->cfg->max_live) {
 		unsigned live = lb->live;
 		pthread_mutex_unlock(&lb->mu);
+		retry_free(again);
 		snprintf(err, errlen, "server is full: %u of %u sandboxes in use; retry later",
 			 live, lb->cfg->max_live);
 		return BACKEND_FULL;
@@ -2475,6 +2499,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 		lb->live--;
 		lb->busy[rt]--;
 		pthread_mutex_unlock(&lb->mu);
+		retry_free(again);
 		snprintf(err, errlen, "out of memory");
 		return BACKEND_INTERNAL;
 	}
@@ -2495,10 +2520,14 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 		w = warm_take_locked(lb, rt, req);
 	if (w != NULL) {
 		int stdin_w = w->stdin_w;
+		/* ours to send; the retry's copy may go with a restart */
+		int payload = dup(again->payload);
 		/* live at once, in the same critical section that took it from
-		 * the pool: whatever the sandbox reports next finds it */
+		 * the pool: whatever the sandbox reports next finds it, and can
+		 * start the run again from the start (on_sock) */
 		x->id = w->id;
 		x->warm = true;
+		x->retry = again;
 		x->fd[0] = w->out_r;
 		x->fd[1] = w->err_r;
 		x->fd[EV_PIPE] = w->ev_r;
@@ -2506,7 +2535,7 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 		link_live_locked(lb, x);
 		pthread_mutex_unlock(&lb->mu);
 		warm_free(w);
-		warm_start(lb, x, stdin_w, req, env_len);
+		warm_start(lb, x, stdin_w, req, env_len, payload);
 		*out = &x->base;
 		return BACKEND_OK;
 	}
@@ -2515,7 +2544,9 @@ static enum backend_rc local_execute(struct backend *b, const struct exec_reques
 
 	for (int i = 0; i < IPC_SPAWN_FDS; i++)
 		fds[i] = -1;
-	fds[0] = payload_create(req);
+	fds[0] = again->payload; /* a cold run is not started again */
+	again->payload = -1;
+	retry_free(again);
 	fds[1] = payload_blob("capibox-stdin", req->stdin_data, req->stdin_len);
 	if (fds[0] < 0 || fds[1] < 0 || output_pipes(rd, fds + 2) < 0) {
 		snprintf(err, errlen, "preparing the sandbox's input: %s", strerror(errno));
