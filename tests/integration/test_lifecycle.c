@@ -375,7 +375,8 @@ static void test_pooled_sandbox_dies(void **state)
 		size_t k = 0;
 		for (char *p = log; (p = strstr(p, "ended before its run started")); p++)
 			k++;
-		print_message("  %zu of 8 requests took a pooled sandbox that was dead by then\n", k);
+		print_message("  %zu of 8 requests took a pooled sandbox that was dead by then\n",
+			      k);
 		free(log);
 	}
 }
