@@ -11,6 +11,7 @@
 #include <linux/filter.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
+#include <malloc.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <setjmp.h>
@@ -115,6 +116,45 @@ static void test_apply_needs_prepare(void **state)
 	if (pid == 0)
 		_exit(seccomp_apply(err, sizeof(err)) < 0 && strstr(err, "no filter") != NULL ? 0 :
 												1);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* In a fresh process: prepare with SIGCHLD ignored (as in the zygote, whose
+ * children the kernel reaps) and without touching the malloc heap the
+ * sandboxes inherit (libseccomp runs in a builder child). */
+static int fresh_prepare(void)
+{
+	struct mallinfo2 before, after;
+	char err[160];
+
+	signal(SIGCHLD, SIG_IGN);
+	before = mallinfo2();
+	if (seccomp_prepare(err, sizeof(err)) < 0)
+		return 1;
+	after = mallinfo2();
+	if (before.arena != after.arena || before.ordblks != after.ordblks ||
+	    before.smblks != after.smblks || before.uordblks != after.uordblks)
+		return 2;
+	if (seccomp_apply(err, sizeof(err)) < 0)
+		return 3;
+	if (syscall(SYS_unshare, (long)CLONE_NEWUSER) != -1 || errno != EPERM)
+		return 4;
+	return 0;
+}
+
+static void test_prepare_in_a_fresh_process(void **state)
+{
+	int status;
+	pid_t pid;
+
+	(void)state;
+	/* before any prepare in this process, like test_apply_needs_prepare */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(fresh_prepare());
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
@@ -427,6 +467,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_apply_needs_prepare),
+		cmocka_unit_test(test_prepare_in_a_fresh_process),
 		cmocka_unit_test(test_prepare_once),
 		cmocka_unit_test(test_same_policy_as_seccomp_load),
 		cmocka_unit_test(test_same_answers_notices_a_difference),
