@@ -102,23 +102,34 @@ static int in_filtered_child(int (*fn)(void))
 
 static int apply_only(void) { return 0; }
 
-static void test_apply_needs_prepare(void **state)
+/* Runs fn in a forked child as it is (nothing applied); asserts it exited 0. */
+static void in_child_ok(int (*fn)(void))
 {
-	char err[160];
 	int status;
-	pid_t pid;
+	pid_t pid = fork();
 
-	(void)state;
-	/* runs first: nothing is prepared yet, so no child is left unfiltered
-	 * silently */
-	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		_exit(seccomp_apply(err, sizeof(err)) < 0 && strstr(err, "no filter") != NULL ? 0 :
-												1);
+		_exit(fn());
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Applying before anything was prepared fails and says so. */
+static int apply_unprepared(void)
+{
+	char err[160];
+
+	return seccomp_apply(err, sizeof(err)) < 0 && strstr(err, "no filter") != NULL ? 0 : 1;
+}
+
+static void test_apply_needs_prepare(void **state)
+{
+	(void)state;
+	/* runs first: nothing is prepared yet, so no child is left unfiltered
+	 * silently */
+	in_child_ok(apply_unprepared);
 }
 
 /* In a fresh process: prepare with SIGCHLD ignored (as in the zygote, whose
@@ -146,18 +157,9 @@ static int fresh_prepare(void)
 
 static void test_prepare_in_a_fresh_process(void **state)
 {
-	int status;
-	pid_t pid;
-
 	(void)state;
 	/* before any prepare in this process, like test_apply_needs_prepare */
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(fresh_prepare());
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	in_child_ok(fresh_prepare);
 }
 
 static void test_prepare_once(void **state)
