@@ -133,6 +133,7 @@ struct sup {
 	struct slot *slots;
 	unsigned nslots;
 	unsigned live;
+	unsigned running; /* live slots past READY: their code runs */
 	int zyg_rt; /* the python runtime's index */
 	int zyg_so_fd;
 	struct zkind_state zk[ZK_N];
@@ -214,11 +215,12 @@ static void kill_slot(struct slot *sl, enum exec_reason reason)
 	cg_kill(sl->id);
 }
 
-/* Starts or stops the CPU tick: it runs only while sandboxes do. */
+/* Starts or stops the CPU tick: it runs only while code does (an idle pool,
+ * a sandbox still being set up, need no CPU checks: handle_tick skips them). */
 static void update_tick(struct sup *s)
 {
 	struct itimerspec it = {0};
-	bool want = s->live > 0;
+	bool want = s->running > 0;
 
 	if (want == s->ticking)
 		return;
@@ -832,6 +834,8 @@ static void read_reports(struct sup *s, struct slot *sl)
 			if (!sl->ready) {
 				struct ipc_started st = {.type = IPC_STARTED, .id = sl->id};
 				sl->ready = true;
+				s->running++;
+				update_tick(s);
 				sl->t_ready_ns = now_ns();
 				st.pid = (uint32_t)sl->pid;
 				/* pooled: the time from the take, the rest was paid ahead */
@@ -985,6 +989,8 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 		epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->pidfd, NULL);
 		close(sl->pidfd);
 	}
+	if (sl->ready)
+		s->running--;
 	memset(sl, 0, sizeof(*sl));
 	sl->pidfd = -1;
 	s->live--;
