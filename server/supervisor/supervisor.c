@@ -134,7 +134,7 @@ struct sup {
 	unsigned nslots;
 	unsigned live;
 	unsigned running; /* live slots past READY: their code runs */
-	int zyg_rt; /* the python runtime's index */
+	int zyg_rt;	  /* the python runtime's index */
 	int zyg_so_fd;
 	struct zkind_state zk[ZK_N];
 	bool told_preloaded; /* what the front was last told (IPC_ZYGOTE) */
