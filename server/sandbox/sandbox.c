@@ -1061,13 +1061,40 @@ static void close_all_but(int *keep, size_t n)
 	syscall(SYS_close_range, next, ~0U, 0);
 }
 
+/*
+ * Writes a new user namespace's maps (the child of pid, waiting for them):
+ * uid_map, then "deny" to setgroups when deny (needed before an
+ * unprivileged writer's gid_map), then gid_map. Returns 0, or -1 with errno
+ * and *what naming the file that failed.
+ */
+static int id_maps(pid_t pid, const char *uid_map, const char *gid_map, bool deny,
+		   const char **what)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	*what = "uid_map";
+	if (write_file_str(path, uid_map) < 0)
+		return -1;
+	if (deny) {
+		snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
+		*what = "setgroups";
+		if (write_file_str(path, "deny") < 0)
+			return -1;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	*what = "gid_map";
+	return write_file_str(path, gid_map);
+}
+
 /* ---- parent side -------------------------------------------------------- */
 
 pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_cgroup, char *err,
 		    size_t errlen)
 {
 	int rep[2] = {-1, -1}, sync[2] = {-1, -1};
-	char path[64], map[64];
+	char map[64], gmap[64];
+	const char *what;
 	pid_t pid;
 
 	/* the seccomp program is built here once per supervisor, not in each
@@ -1132,21 +1159,10 @@ pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_
 	rep[1] = sync[0] = -1;
 
 	/* inside uid/gid 1000 is this sandbox's own host uid; nothing else maps */
-	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
 	snprintf(map, sizeof(map), "%d %u 1\n", SANDBOX_UID, spec->host_uid);
-	if (write_file_str(path, map) < 0) {
-		snprintf(err, errlen, "write uid_map: %s", strerror(errno));
-		goto kill;
-	}
-	snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
-	if (write_file_str(path, "deny") < 0) {
-		snprintf(err, errlen, "write setgroups: %s", strerror(errno));
-		goto kill;
-	}
-	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
-	snprintf(map, sizeof(map), "%d %u 1\n", SANDBOX_GID, spec->host_uid);
-	if (write_file_str(path, map) < 0) {
-		snprintf(err, errlen, "write gid_map: %s", strerror(errno));
+	snprintf(gmap, sizeof(gmap), "%d %u 1\n", SANDBOX_GID, spec->host_uid);
+	if (id_maps(pid, map, gmap, true, &what) < 0) {
+		snprintf(err, errlen, "write %s: %s", what, strerror(errno));
 		goto kill;
 	}
 	if (spec->before_release != NULL &&
@@ -1379,7 +1395,8 @@ pid_t sandbox_zygote_start(const struct sandbox_spec *spec, uint32_t zygote_uid,
 			   size_t errlen)
 {
 	int sv[2] = {-1, -1}, sync[2] = {-1, -1};
-	char path[64], map[96];
+	char map[96];
+	const char *what;
 	pid_t pid = -1;
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 ||
@@ -1403,14 +1420,8 @@ pid_t sandbox_zygote_start(const struct sandbox_spec *spec, uint32_t zygote_uid,
 	sv[1] = sync[0] = -1;
 	/* uid 0 is the zygote's own host uid; 1..n the sandboxes' (uid_base..) */
 	snprintf(map, sizeof(map), "0 %u 1\n1 %u %u\n", zygote_uid, uid_base, n_uids);
-	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
-	if (write_file_str(path, map) < 0) {
-		snprintf(err, errlen, "write uid_map: %s", strerror(errno));
-		goto kill;
-	}
-	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
-	if (write_file_str(path, map) < 0) {
-		snprintf(err, errlen, "write gid_map: %s", strerror(errno));
+	if (id_maps(pid, map, map, false, &what) < 0) {
+		snprintf(err, errlen, "write %s: %s", what, strerror(errno));
 		goto kill;
 	}
 	if (write(sync[1], "g", 1) != 1) {
@@ -1620,21 +1631,11 @@ static void zyg_answer(int sock, const struct zygote_msg *req, uint32_t type, in
 /* Writes the child's maps: uid/gid 1000 inside = uid index k of ours. */
 static int zyg_maps(pid_t pid, uint32_t k, const char **what)
 {
-	char path[64], map[64];
+	char map[64], gmap[64];
 
 	snprintf(map, sizeof(map), "%d %u 1\n", SANDBOX_UID, k);
-	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
-	*what = "uid_map";
-	if (write_file_str(path, map) < 0)
-		return -1;
-	snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
-	*what = "setgroups";
-	if (write_file_str(path, "deny") < 0)
-		return -1;
-	snprintf(map, sizeof(map), "%d %u 1\n", SANDBOX_GID, k);
-	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
-	*what = "gid_map";
-	return write_file_str(path, map);
+	snprintf(gmap, sizeof(gmap), "%d %u 1\n", SANDBOX_GID, k);
+	return id_maps(pid, map, gmap, true, what);
 }
 
 int sandbox_zygote_serve(int sock, void (*before_fork)(void), void (*after_fork_parent)(void))
