@@ -11,6 +11,9 @@
 # collect files ('G').
 # Cold (`python3 -u runner.py PATH`): a sandbox made for the request runs
 # the code at PATH at once.
+# From the python zygote: the zygote runs this file's definitions once,
+# under another name, and each sandbox it clones calls _capibox_start(None),
+# as the warm runner's last line does.
 #
 # Either way this process runs the code as `python3 -u path` would: as
 # __main__, argv[0] the path, the working directory /home/user, tracebacks
@@ -27,12 +30,18 @@
 # payload; 'C' a cell, 'I' interrupt it). Every cell runs in the same
 # __main__ globals; after each one an 'E' frame (i32 exit code, u64 CPU
 # microseconds) says it ended. See _capibox_session_loop.
+import atexit
+import builtins
+import gc
 import os
 import sys
+import types
 
-_capibox_cold = len(sys.argv) > 1
 _capibox_session = False
 _capibox_done = None  # warm: our socket to init (see _capibox_exit, _capibox_collect)
+_capibox_path = None  # the program's, _capibox_pid and _capibox_main: set by _capibox_start
+_capibox_pid = 0
+_capibox_main = None
 
 
 def _capibox_wait():
@@ -70,43 +79,17 @@ def _capibox_wait():
     return os.fsdecode(path)
 
 
-import atexit  # noqa: E402
-import gc  # noqa: E402
-
-if _capibox_cold:
-    _capibox_path = sys.argv[1]
-    gc.freeze()  # as below: the collection at exit sees the program's objects only
-else:
-    # Paid before the request arrives: what the first compile() does
-    # lazily (about 2 ms), the modules the exit path and a result need
-    # (threading: about 3 ms; json), and a frozen heap, so the collection
-    # at exit only looks at the program's own objects (about 2 ms less).
+def _capibox_warm_up():
+    """Paid before the request arrives (by the zygote once, for all its
+    sandboxes): what the first compile() does lazily (about 2 ms), the
+    modules the exit path and a result need (threading: about 3 ms; json)."""
     import _ast  # noqa: F401  (the split's exact path)
     import fcntl  # noqa: F401
     import json  # noqa: F401
     import threading  # noqa: F401
 
     exec(compile("def _capibox_w():\n    return 1\n_capibox_w()\n", "<warm-up>", "exec"), {})
-    gc.freeze()
-    _capibox_path = _capibox_wait()
-del _capibox_wait
-_capibox_pid = os.getpid()
-os.chdir("/home/user")
-sys.argv = [_capibox_path]
-# as for a script run from its directory (PYTHONPATH, from the runtime
-# table, adds the working directory after it, as in a cold run)
-sys.path[0] = os.path.dirname(_capibox_path)
 
-import builtins  # noqa: E402
-import types  # noqa: E402
-
-# what `python3 path` does, without runpy (whose run_path imports pkgutil,
-# typing and re: ~8 ms on the request path)
-_capibox_main = types.ModuleType("__main__")
-_capibox_main.__file__ = _capibox_path
-_capibox_main.__builtins__ = builtins
-_capibox_main.__cached__ = None
-sys.modules["__main__"] = _capibox_main
 
 _CAPIBOX_EVENTS = 4
 _CAPIBOX_PIECE = 1 << 20  # the server takes at most 1 MiB of data per frame
@@ -268,8 +251,6 @@ class _CapiboxMatplotlib:
                 setattr(module, k, v)
         module.show = _capibox_show
 
-
-sys.meta_path.insert(0, _CapiboxMatplotlib)
 
 
 def _capibox_split(src, path):
@@ -609,23 +590,54 @@ def _capibox_session_loop(lang):
                 os._exit(1)  # the events pipe is gone: so is the session
 
 
-if _capibox_session:
-    _capibox_session_loop(_capibox_session)
+def _capibox_start(path):
+    """Runs the program at path (a cold run) or, path None, the one the
+    server sends on descriptor 3 (warm); never returns."""
+    global _capibox_path, _capibox_pid, _capibox_main
+    # a frozen heap: the collection at exit looks at the program's own
+    # objects only (about 2 ms less)
+    gc.freeze()
+    _capibox_path = path if path is not None else _capibox_wait()
+    _capibox_pid = os.getpid()
+    os.chdir("/home/user")
+    sys.argv = [_capibox_path]
+    # as for a script run from its directory (PYTHONPATH, from the runtime
+    # table, adds the working directory after it, as in a cold run)
+    sys.path[0] = os.path.dirname(_capibox_path)
+    # what `python3 path` does, without runpy (whose run_path imports
+    # pkgutil, typing and re: ~8 ms on the request path)
+    _capibox_main = types.ModuleType("__main__")
+    _capibox_main.__file__ = _capibox_path
+    _capibox_main.__builtins__ = builtins
+    _capibox_main.__cached__ = None
+    sys.modules["__main__"] = _capibox_main
+    sys.meta_path.insert(0, _CapiboxMatplotlib)
+    if _capibox_session:
+        _capibox_session_loop(_capibox_session)
+    try:
+        with open(_capibox_path, "rb") as f:
+            code, expr = _capibox_split(f.read(), _capibox_path)
+        del f
+        # a final expression statement is evaluated on its own, for its value
+        exec(code, _capibox_main.__dict__)
+        if expr is not None:
+            value = eval(expr, _capibox_main.__dict__)
+            if value is not None:
+                _capibox_result(value)
+            del value
+    except SystemExit as e:
+        _capibox_exit(_capibox_status(e))
+    except BaseException as e:  # noqa: B036
+        _capibox_report(e, _capibox_path)
+        _capibox_exit(1)
+    _capibox_exit(0)
 
-try:
-    with open(_capibox_path, "rb") as _capibox_f:
-        _capibox_code, _capibox_expr = _capibox_split(_capibox_f.read(), _capibox_path)
-    del _capibox_f
-    # a final expression statement is evaluated on its own, for its value
-    exec(_capibox_code, _capibox_main.__dict__)
-    if _capibox_expr is not None:
-        _capibox_value = eval(_capibox_expr, _capibox_main.__dict__)
-        if _capibox_value is not None:
-            _capibox_result(_capibox_value)
-        del _capibox_value
-except SystemExit as _capibox_e:
-    _capibox_exit(_capibox_status(_capibox_e))
-except BaseException as _capibox_e:  # noqa: B036
-    _capibox_report(_capibox_e, _capibox_path)
-    _capibox_exit(1)
-_capibox_exit(0)
+
+# Run as a script (`python3 -u runner.py [PATH]`). The python zygote runs
+# this file once under another name, then calls _capibox_start(None) in
+# each sandbox it clones (server/runners/python_zygote.py).
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        _capibox_start(sys.argv[1])
+    _capibox_warm_up()
+    _capibox_start(None)
