@@ -1042,7 +1042,7 @@ static void test_devices(void **state)
 		"/dev/kmsg absent\n",	 "/dev/net/tun absent\n", "/dev/fuse absent\n",
 		"mknod block refused\n", "mknod char refused\n",  "mkfifo ok\n",
 		"/dev/full ENOSPC\n",	 "urandom ok\n",	  "/sys absent\n",
-		"kcore bytes: 0\n",
+		"kcore bytes: 0\n",	 "masked dirs: 0 0 0 \n",
 	};
 	const struct capibox_limits lim = {.wall_time_ms = 20000};
 	struct daemon *d = *state;

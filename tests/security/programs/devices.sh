@@ -10,3 +10,10 @@ echo x 2>/dev/null >/dev/full && echo "/dev/full accepted" || echo "/dev/full EN
 [ "$(head -c 16 /dev/urandom | wc -c)" = 16 ] && echo "urandom ok"
 if [ -e /sys ]; then echo "/sys PRESENT"; else echo "/sys absent"; fi
 echo "kcore bytes: $(head -c 4096 /proc/kcore 2>/dev/null | wc -c)"
+# the masked proc directories: empty, and nothing can be made in them
+for d in acpi scsi bus fs irq tty driver; do
+	[ -d "/proc/$d" ] || continue
+	[ -z "$(ls -A "/proc/$d")" ] || echo "/proc/$d contents PRESENT"
+	mkdir "/proc/$d/x" 2>/dev/null && echo "mkdir in /proc/$d SUCCEEDED"
+done
+echo "masked dirs: $(for d in fs irq tty; do [ -d "/proc/$d" ] && ls -A "/proc/$d" | wc -l; done | tr '\n' ' ')"
