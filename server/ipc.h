@@ -52,6 +52,11 @@ struct ipc_spawn {
 	/* 1: code that imports what the preloaded zygote has loaded: a
 	 * clone of it when it serves (docs/ZYGOTE.md) */
 	uint32_t preloaded;
+	/* a pooled sandbox's cgroup limits until its take (0: limits'): the
+	 * configured defaults, so that a take with the default limits writes
+	 * nothing (the runner's rlimits still start at the maxima) */
+	uint32_t cg_max_processes;
+	uint64_t cg_memory_bytes;
 	uint32_t n_env;	  /* entries in env */
 	uint32_t env_len; /* bytes of env that follow */
 	char env[];	  /* n_env "NAME=value\0" strings */

@@ -1101,6 +1101,8 @@ static struct warm *warm_new_locked(struct local_backend *lb, int rt)
 	/* the largest any request may ask: a take lowers them, nothing can
 	 * raise them again */
 	sp.limits = lb->cfg->maxima;
+	sp.cg_memory_bytes = lb->cfg->defaults.memory_bytes;
+	sp.cg_max_processes = lb->cfg->defaults.max_processes;
 	sp.tmpfs_bytes = lb->cfg->tmpfs_bytes;
 	fds[0] = none;
 	fds[1] = in[0];

@@ -85,7 +85,9 @@ struct slot {
 	int control_fd; /* our end of init's take socket, -1 */
 	uint64_t t_take_ns;
 	uint64_t cpu_base_us; /* the runner's own start, not the request's */
-	int pidfd;	      /* made by the zygote (not our child): its pidfd, else -1 */
+	uint64_t cg_memory;   /* the cgroup's limits, as made */
+	uint32_t cg_procs;
+	int pidfd; /* made by the zygote (not our child): its pidfd, else -1 */
 };
 
 /* One zygote generation (docs/ZYGOTE.md). */
@@ -641,6 +643,8 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	unsigned idx = 0;
 	pid_t pid;
 	int report_fd = -1;
+	uint64_t cg_memory = 0;
+	uint32_t cg_procs = 0;
 
 	if (sp->runtime >= runtime_count())
 		fatalx("ipc: SPAWN with runtime index %u out of range", sp->runtime);
@@ -695,8 +699,9 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	memset(sl, 0, sizeof(*sl));
 	sl->pidfd = -1;
 	sl->t_spawn_ns = now_ns();
-	if (cg_create(sp->id, sp->limits.memory_bytes, sp->limits.max_processes, err, sizeof(err)) <
-	    0) {
+	cg_memory = sp->cg_memory_bytes != 0 ? sp->cg_memory_bytes : sp->limits.memory_bytes;
+	cg_procs = sp->cg_max_processes != 0 ? sp->cg_max_processes : sp->limits.max_processes;
+	if (cg_create(sp->id, cg_memory, cg_procs, err, sizeof(err)) < 0) {
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
@@ -776,6 +781,8 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	sl->host_uid = spec.host_uid;
 	sl->runtime = sp->runtime;
 	sl->limits = sp->limits;
+	sl->cg_memory = cg_memory;
+	sl->cg_procs = cg_procs;
 	sl->report_fd = report_fd;
 	sl->warm = sp->warm != 0;
 	if (sp->warm) { /* a cold one's take went already (or it has none) */
@@ -1014,6 +1021,7 @@ static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int p
 {
 	struct slot *sl = find_slot(s, m->take.id);
 	char err[200];
+	bool same;
 
 	if (sl == NULL || !sl->warm || sl->taken || sl->control_fd < 0) {
 		/* it died meanwhile: its EXITED is on its way to the front */
@@ -1022,11 +1030,15 @@ static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int p
 	}
 	sl->taken = true;
 	sl->t_take_ns = now_ns();
+	/* the group has the configured default limits (cg_memory_bytes): a
+	 * request with the same (the usual one) needs no write */
+	same = sl->cg_memory == m->take.limits.memory_bytes &&
+	       sl->cg_procs == m->take.limits.max_processes;
 	sl->limits = m->take.limits;
 	sl->cpu_base_us = cg_cpu_us(sl->id);
 	unnice_sandbox(sl->host_uid);
-	if (cg_set_limits(sl->id, sl->limits.memory_bytes, sl->limits.max_processes, err,
-			  sizeof(err)) < 0) {
+	if (!same && cg_set_limits(sl->id, sl->limits.memory_bytes, sl->limits.max_processes, err,
+				   sizeof(err)) < 0) {
 		snprintf(sl->errmsg, sizeof(sl->errmsg), "%.150s", err);
 		sl->got_error = true;
 		kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);

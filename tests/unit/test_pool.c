@@ -285,6 +285,39 @@ static void test_take_applies_the_request_limits(void **state)
 	free(r);
 }
 
+/*
+ * A pooled sandbox's cgroup has the default memory limit from the start (a
+ * default take writes none): the default holds, and a take asking more
+ * gets more.
+ */
+static void test_take_keeps_or_raises_the_default_memory_limit(void **state)
+{
+	struct exec_request req;
+	struct run *r;
+	(void)state;
+
+	wait_pools_full();
+	memset(&req, 0, sizeof(req));
+	req.language = "python";
+	/* 120 MiB touched, in 8 MiB pieces */
+	req.code = "b = [b'x' * (8 << 20) for _ in range(15)]\nprint('held', len(b))\n";
+	req.code_len = strlen(req.code);
+	req.limits = cfg.defaults; /* 96 MiB (setup) */
+	r = run_req(&req);
+	assert_true(r->warm);
+	assert_int_equal(r->res.reason, EXEC_REASON_MEMORY_LIMIT);
+	free(r);
+
+	wait_pools_full();
+	req.limits.memory_bytes = 192ULL << 20;
+	r = run_req(&req);
+	assert_true(r->warm);
+	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
+	assert_string_equal(r->out, "held 15\n");
+	assert_true(r->res.peak_memory_bytes > 96ULL << 20);
+	free(r);
+}
+
 static void test_startup_env_runs_cold(void **state)
 {
 	struct exec_request req;
@@ -421,6 +454,7 @@ static int group_setup(void **state)
 	cfg.uid_base = UID_BASE;
 	cfg.max_live = 8;
 	cfg.tmpfs_bytes = 8 << 20;
+	cfg.defaults.memory_bytes = 96ULL << 20;
 	cfg.pool_target[0] = 2; /* python */
 	cfg.pool_target[1] = 1; /* javascript */
 	/* fixed sizes, so counts are exact; test_pool_adapts lets python grow
@@ -455,6 +489,7 @@ int main(void)
 		cmocka_unit_test(test_warm_run_behaves_like_a_file_run),
 		cmocka_unit_test(test_runs_share_nothing),
 		cmocka_unit_test(test_take_applies_the_request_limits),
+		cmocka_unit_test(test_take_keeps_or_raises_the_default_memory_limit),
 		cmocka_unit_test(test_startup_env_runs_cold),
 		cmocka_unit_test(test_pool_adapts),
 		cmocka_unit_test(test_refill_after_a_pooled_sandbox_dies),
