@@ -364,9 +364,14 @@ static int drop_caps(void)
 	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct data[2];
 
+	/* EINVAL: past the kernel's last capability (they are numbered
+	 * without gaps) */
 	for (int cap = 0; cap <= 63; cap++)
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (errno == EINVAL)
+				break;
 			return -1;
+		}
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		return -1;
 	memset(data, 0, sizeof(data));
@@ -922,6 +927,13 @@ static void run_init(struct child *c)
 	pid_t runner;
 	int status = 0, go_w = -1, exec_sync[2] = {-1, -1};
 
+	/* a session and process group of the sandbox's own: none of the
+	 * daemon's (nor its terminal), and the group the supervisor raises
+	 * the priority of at the take */
+	if (setsid() < 0) {
+		snprintf(c->err, sizeof(c->err), "setsid: %s", strerror(errno));
+		child_fail(c, 90);
+	}
 	if (c->spec->zygote) {
 		zygote_title_set("capibox-init", sizeof("capibox-init"));
 		(void)prctl(PR_SET_NAME, "capibox-init", 0, 0, 0);

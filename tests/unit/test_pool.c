@@ -212,6 +212,28 @@ static void test_warm_run_behaves_like_a_file_run(void **state)
 	free(r);
 }
 
+/*
+ * A pooled sandbox waits at the lowest priority; the take gives its code
+ * the normal one. Its init leads a session and process group of its own.
+ */
+static void test_warm_run_priority_and_session(void **state)
+{
+	struct run *r;
+	(void)state;
+
+	wait_pools_full();
+	r = run("python", "import os\nprint(os.getpriority(os.PRIO_PROCESS, 0), os.getpgrp(), "
+			  "os.getsid(0))\n");
+	assert_true(r->warm);
+	assert_string_equal(r->out, "0 1 1\n");
+	free(r);
+
+	r = run("javascript", "console.log(require('os').getPriority());\n");
+	assert_true(r->warm);
+	assert_string_equal(r->out, "0\n");
+	free(r);
+}
+
 static void test_runs_share_nothing(void **state)
 {
 	struct run *a, *b;
@@ -487,6 +509,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_warm_run_behaves_like_a_file_run),
+		cmocka_unit_test(test_warm_run_priority_and_session),
 		cmocka_unit_test(test_runs_share_nothing),
 		cmocka_unit_test(test_take_applies_the_request_limits),
 		cmocka_unit_test(test_take_keeps_or_raises_the_default_memory_limit),
