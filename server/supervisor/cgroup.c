@@ -81,14 +81,39 @@ static uint64_t read_u64(const char *path)
 	return strtoull(buf, NULL, 10);
 }
 
-/* Value of "key N" in a flat-keyed file (memory.events, cpu.stat, oom_control). */
-static uint64_t read_key(const char *path, const char *key)
+/* read_str on an open descriptor: the file read again from its start. */
+static int pread_str(int fd, char *buf, size_t len)
 {
-	char buf[4096], *p;
-	size_t klen = strlen(key);
+	ssize_t n = pread(fd, buf, len - 1, 0);
 
-	if (read_str(path, buf, sizeof(buf)) < 0)
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
+/*
+ * A figure from fd when open, else from dir/file: the value of "key N" in a
+ * flat-keyed file (memory.events, cpu.stat, oom_control), or with key NULL
+ * the number the file holds.
+ */
+static uint64_t read_stat(int fd, const char *dir, const char *file, const char *key)
+{
+	char buf[4096], path[320], *p;
+	size_t klen;
+	int rc;
+
+	if (fd >= 0) {
+		rc = pread_str(fd, buf, sizeof(buf));
+	} else {
+		snprintf(path, sizeof(path), "%s/%s", dir, file);
+		rc = read_str(path, buf, sizeof(buf));
+	}
+	if (rc < 0)
 		return 0;
+	if (key == NULL)
+		return strtoull(buf, NULL, 10);
+	klen = strlen(key);
 	for (p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
 		if (strncmp(p, key, klen) == 0 && p[klen] == ' ')
 			return strtoull(p + klen + 1, NULL, 10);
@@ -375,48 +400,77 @@ void cg_kill(uint64_t id)
 		log_warn("cgroup: %s", path);
 }
 
-void cg_read_usage(uint64_t id, struct cg_usage *u)
-{
-	char dir[256], path[320];
+/* Where each figure is: controller (v1), file, key (NULL: the file is the number). */
+static const struct {
+	const char *v1_ctrl, *v1_file, *v1_key, *v2_file, *v2_key;
+} stat_files[CG_STAT_FDS] = {
+	[CG_STAT_CPU] = {"cpuacct", "cpuacct.usage", NULL, "cpu.stat", "usage_usec"},
+	[CG_STAT_PEAK] = {"memory", "memory.max_usage_in_bytes", NULL, "memory.peak", NULL},
+	[CG_STAT_OOM] = {"memory", "memory.oom_control", "oom_kill", "memory.events", "oom_kill"},
+};
 
-	memset(u, 0, sizeof(*u));
+static void stat_path(uint64_t id, int which, char *dir, size_t dirlen, const char **file,
+		      const char **key)
+{
 	if (mode == CG_V2) {
-		group_path(dir, sizeof(dir), NULL, id);
-		snprintf(path, sizeof(path), "%s/memory.peak", dir);
-		u->peak_memory_bytes = read_u64(path);
-		snprintf(path, sizeof(path), "%s/memory.events", dir);
-		u->oom_killed = read_key(path, "oom_kill") > 0;
-		snprintf(path, sizeof(path), "%s/cpu.stat", dir);
-		u->cpu_us = read_key(path, "usage_usec");
-	} else if (mode == CG_V1) {
-		group_path(dir, sizeof(dir), "memory", id);
-		snprintf(path, sizeof(path), "%s/memory.max_usage_in_bytes", dir);
-		u->peak_memory_bytes = read_u64(path);
-		snprintf(path, sizeof(path), "%s/memory.oom_control", dir);
-		u->oom_killed = read_key(path, "oom_kill") > 0;
-		if (have_cpu) {
-			group_path(dir, sizeof(dir), "cpuacct", id);
-			snprintf(path, sizeof(path), "%s/cpuacct.usage", dir);
-			u->cpu_us = read_u64(path) / 1000;
-		}
+		group_path(dir, dirlen, NULL, id);
+		*file = stat_files[which].v2_file;
+		*key = stat_files[which].v2_key;
+	} else {
+		group_path(dir, dirlen, stat_files[which].v1_ctrl, id);
+		*file = stat_files[which].v1_file;
+		*key = stat_files[which].v1_key;
 	}
 }
 
-uint64_t cg_cpu_us(uint64_t id)
+static uint64_t stat_of(uint64_t id, const int fds[CG_STAT_FDS], int which)
+{
+	char dir[256];
+	const char *file, *key;
+
+	if (mode == CG_NONE || (mode == CG_V1 && which == CG_STAT_CPU && !have_cpu))
+		return 0;
+	stat_path(id, which, dir, sizeof(dir), &file, &key);
+	return read_stat(fds[which], dir, file, key);
+}
+
+void cg_open_stats(uint64_t id, int fds[CG_STAT_FDS])
 {
 	char dir[256], path[320];
+	const char *file, *key;
 
-	if (mode == CG_V2) {
-		group_path(dir, sizeof(dir), NULL, id);
-		snprintf(path, sizeof(path), "%s/cpu.stat", dir);
-		return read_key(path, "usage_usec");
+	for (int i = 0; i < CG_STAT_FDS; i++) {
+		fds[i] = -1;
+		if (mode == CG_NONE || (mode == CG_V1 && i == CG_STAT_CPU && !have_cpu))
+			continue;
+		stat_path(id, i, dir, sizeof(dir), &file, &key);
+		snprintf(path, sizeof(path), "%s/%s", dir, file);
+		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
 	}
-	if (mode == CG_V1 && have_cpu) {
-		group_path(dir, sizeof(dir), "cpuacct", id);
-		snprintf(path, sizeof(path), "%s/cpuacct.usage", dir);
-		return read_u64(path) / 1000;
-	}
-	return 0;
+}
+
+void cg_close_stats(int fds[CG_STAT_FDS])
+{
+	for (int i = 0; i < CG_STAT_FDS; i++)
+		if (fds[i] >= 0) {
+			close(fds[i]);
+			fds[i] = -1;
+		}
+}
+
+void cg_read_usage(uint64_t id, const int fds[CG_STAT_FDS], struct cg_usage *u)
+{
+	memset(u, 0, sizeof(*u));
+	u->peak_memory_bytes = stat_of(id, fds, CG_STAT_PEAK);
+	u->oom_killed = stat_of(id, fds, CG_STAT_OOM) > 0;
+	u->cpu_us = cg_cpu_us(id, fds);
+}
+
+uint64_t cg_cpu_us(uint64_t id, const int fds[CG_STAT_FDS])
+{
+	uint64_t v = stat_of(id, fds, CG_STAT_CPU);
+
+	return mode == CG_V1 ? v / 1000 : v; /* v1: cpuacct.usage is in nanoseconds */
 }
 
 static void remove_dir(const char *dir)

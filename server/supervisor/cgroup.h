@@ -64,11 +64,21 @@ int cg_open_tasks(uint64_t id, int fds[CG_TASK_FDS]);
 /* cgroup v2: kills every process in sandbox id's group (cgroup.kill); no-op on v1. */
 void cg_kill(uint64_t id);
 
+/*
+ * The files a run's figures are read from, opened once per sandbox (an
+ * open of a cgroup file costs tens of microseconds; a read of an open one,
+ * a few): CPU time, peak memory, OOM kills. An entry that could not be
+ * opened is -1, and the figure is then read by path.
+ */
+enum { CG_STAT_CPU, CG_STAT_PEAK, CG_STAT_OOM, CG_STAT_FDS };
+void cg_open_stats(uint64_t id, int fds[CG_STAT_FDS]);
+void cg_close_stats(int fds[CG_STAT_FDS]);
+
 /* Reads what sandbox id used (zeros where unknown). */
-void cg_read_usage(uint64_t id, struct cg_usage *u);
+void cg_read_usage(uint64_t id, const int fds[CG_STAT_FDS], struct cg_usage *u);
 
 /* CPU time used so far by sandbox id's group, in microseconds (0 if unknown). */
-uint64_t cg_cpu_us(uint64_t id);
+uint64_t cg_cpu_us(uint64_t id, const int fds[CG_STAT_FDS]);
 
 /* Whether cg_cpu_us reads anything: then the CPU limit is checked on it. */
 bool cg_cpu_accounted(void);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "../config.h"
@@ -45,6 +46,16 @@ int main(int argc, char **argv)
 
 	proctitle_init(argc, argv);
 	log_init("supervisor");
+	/* each sandbox slot holds several descriptors (reports, timer, pidfd,
+	 * control socket, cgroup figures): the soft limit is raised to the
+	 * hard one */
+	{
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			(void)setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	config_defaults(&cfg);
 	/* capiboxd says so when the zygote is on (supervisor_start) */
 	cfg.zygote = false;

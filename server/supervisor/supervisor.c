@@ -87,7 +87,8 @@ struct slot {
 	uint64_t cpu_base_us; /* the runner's own start, not the request's */
 	uint64_t cg_memory;   /* the cgroup's limits, as made */
 	uint32_t cg_procs;
-	int pidfd; /* made by the zygote (not our child): its pidfd, else -1 */
+	int stat_fds[CG_STAT_FDS]; /* cg_open_stats */
+	int pidfd;		   /* made by the zygote (not our child): its pidfd, else -1 */
 };
 
 /* One zygote generation (docs/ZYGOTE.md). */
@@ -783,6 +784,7 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	sl->limits = sp->limits;
 	sl->cg_memory = cg_memory;
 	sl->cg_procs = cg_procs;
+	cg_open_stats(sp->id, sl->stat_fds);
 	sl->report_fd = report_fd;
 	sl->warm = sp->warm != 0;
 	if (sp->warm) { /* a cold one's take went already (or it has none) */
@@ -902,7 +904,7 @@ static void send_exited_slot(struct sup *s, struct slot *sl, int init_status)
 	x.wall_time_us = (end - (sl->ready ? sl->t_ready_ns : sl->t_spawn_ns)) / 1000;
 	/* no code of the sandbox runs any more: the cgroup's figures are final
 	 * (but for the teardown of what was killed) */
-	cg_read_usage(sl->id, &use);
+	cg_read_usage(sl->id, sl->stat_fds, &use);
 	if (sl->got_exit) {
 		x.cpu_time_us = r->utime_us + r->stime_us;
 		x.peak_memory_bytes = r->maxrss_kb * 1024;
@@ -983,6 +985,7 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 		read_reports(s, sl);
 	if (!sl->exited_sent)
 		send_exited_slot(s, sl, init_status);
+	cg_close_stats(sl->stat_fds);
 	cg_destroy(sl->id);
 	if (sl->report_fd >= 0) {
 		epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->report_fd, NULL);
@@ -1036,7 +1039,7 @@ static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int p
 	same = sl->cg_memory == m->take.limits.memory_bytes &&
 	       sl->cg_procs == m->take.limits.max_processes;
 	sl->limits = m->take.limits;
-	sl->cpu_base_us = cg_cpu_us(sl->id);
+	sl->cpu_base_us = cg_cpu_us(sl->id, sl->stat_fds);
 	if (sl->pid > 0)
 		unnice_sandbox(sl->pid);
 	if (!same && cg_set_limits(sl->id, sl->limits.memory_bytes, sl->limits.max_processes, err,
@@ -1106,7 +1109,8 @@ static void handle_tick(struct sup *s)
 		struct slot *sl = &s->slots[i];
 		if (!sl->used || !sl->ready || sl->kill_reason != EXEC_REASON_UNSPECIFIED)
 			continue;
-		if (cg_cpu_us(sl->id) >= sl->cpu_base_us + (uint64_t)sl->limits.cpu_time_ms * 1000)
+		if (cg_cpu_us(sl->id, sl->stat_fds) >=
+		    sl->cpu_base_us + (uint64_t)sl->limits.cpu_time_ms * 1000)
 			kill_slot(sl, EXEC_REASON_CPU_TIMEOUT);
 	}
 }
