@@ -934,6 +934,12 @@ static void run_init(struct child *c)
 		snprintf(c->err, sizeof(c->err), "setsid: %s", strerror(errno));
 		child_fail(c, 90);
 	}
+	/* a pooled sandbox is made at the lowest priority, from its first
+	 * step: its setup and its interpreter's start must not slow down code
+	 * that is running; the take restores it (lowering one's own priority
+	 * needs no privilege) */
+	if (c->spec->warm && !c->spec->at_once)
+		(void)setpriority(PRIO_PROCESS, 0, 19);
 	if (c->spec->zygote) {
 		zygote_title_set("capibox-init", sizeof("capibox-init"));
 		(void)prctl(PR_SET_NAME, "capibox-init", 0, 0, 0);
@@ -951,11 +957,6 @@ static void run_init(struct child *c)
 	}
 	if (c->spec->warm) {
 		int go[2];
-		/* a pooled sandbox starts at the lowest priority: its start must
-		 * not slow down code that is running; the take restores it
-		 * (lowering one's own priority needs no privilege) */
-		if (!c->spec->at_once)
-			(void)setpriority(PRIO_PROCESS, 0, 19);
 		/* exec_sync: its write end is close-on-exec in the runner, so its
 		 * EOF says the runner has set its limits and exec'd. go is a
 		 * socket: the take goes down it, the runner's "done" line up */
