@@ -1212,7 +1212,6 @@ fail:
 #define ZYGOTE_FLAGS \
 	(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
 #define ZYGOTE_DIR SANDBOX_CODE_DIR
-#define ZYGOTE_ANSWER_MS 2000
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -1482,20 +1481,23 @@ static pid_t pidfd_pid(int pidfd)
 	return pid > 0 ? (pid_t)pid : -1;
 }
 
-pid_t sandbox_zygote_spawn(int zsock, const struct sandbox_spec *spec, uint32_t uid_index,
-			   uint64_t id, int *report_fd, int *pidfd, char *err, size_t errlen)
+int sandbox_zygote_send(int zsock, const struct sandbox_spec *spec, uint32_t uid_index, uint64_t id,
+			struct zygote_pending *zp, char *err, size_t errlen)
 {
-	int rep[2] = {-1, -1}, sync[2] = {-1, -1}, got[ZYGOTE_SPAWN_MAX_FDS], fd = -1;
+	int rep[2] = {-1, -1}, sync[2] = {-1, -1};
 	struct zygote_msg m;
-	struct pollfd p = {.fd = zsock, .events = POLLIN};
-	size_t ngot = 0;
-	ssize_t n;
-	pid_t pid = -1;
-	int rc = -1, pr;
 
+	zp->id = id;
+	zp->report_r = zp->sync_w = -1;
 	if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
-		goto out;
+		for (int i = 0; i < 2; i++) {
+			if (rep[i] >= 0)
+				close(rep[i]);
+			if (sync[i] >= 0)
+				close(sync[i]);
+		}
+		return -1;
 	}
 	memset(&m, 0, sizeof(m));
 	m.type = ZYGOTE_SPAWN;
@@ -1510,73 +1512,89 @@ pid_t sandbox_zygote_spawn(int zsock, const struct sandbox_spec *spec, uint32_t 
 		int fds[ZYGOTE_SPAWN_MAX_FDS] = {spec->stdin_fd,  spec->stdout_fd, spec->stderr_fd,
 						 spec->events_fd, rep[1],	   spec->control_fd,
 						 sync[0]};
+		int rc;
+
 		for (unsigned i = 0; i < spec->n_cgroup_tasks; i++)
 			fds[ZYGOTE_SPAWN_FDS + i] = spec->cgroup_tasks[i];
-		if (zyg_send(zsock, &m, fds, ZYGOTE_SPAWN_FDS + spec->n_cgroup_tasks) < 0) {
+		rc = zyg_send(zsock, &m, fds, ZYGOTE_SPAWN_FDS + spec->n_cgroup_tasks);
+		if (rc < 0)
 			snprintf(err, errlen, "zygote: send: %s", strerror(errno));
-			rc = -2;
-			goto out;
+		close(rep[1]);
+		close(sync[0]);
+		if (rc < 0) {
+			close(rep[0]);
+			close(sync[1]);
+			return -2;
 		}
 	}
-	close(rep[1]);
-	close(sync[0]);
-	rep[1] = sync[0] = -1;
+	zp->report_r = rep[0];
+	zp->sync_w = sync[1];
+	return 0;
+}
+
+int sandbox_zygote_recv(int zsock, int wait_ms, uint64_t *id, int *pidfd, char *err, size_t errlen)
+{
+	struct pollfd p = {.fd = zsock, .events = POLLIN};
+	int got[ZYGOTE_SPAWN_MAX_FDS], pr;
+	struct zygote_msg m;
+	size_t ngot = 0;
+	ssize_t n;
+
+	*pidfd = -1;
 	do {
-		pr = poll(&p, 1, ZYGOTE_ANSWER_MS);
+		pr = poll(&p, 1, wait_ms);
 	} while (pr < 0 && errno == EINTR);
-	if (pr <= 0) {
-		snprintf(err, errlen, "zygote: no answer in %d ms", ZYGOTE_ANSWER_MS);
-		rc = -2;
-		goto out;
+	if (pr == 0)
+		return 0;
+	if (pr < 0) {
+		snprintf(err, errlen, "zygote: poll: %s", strerror(errno));
+		return -1;
 	}
 	n = zyg_recv(zsock, &m, got, &ngot);
-	if (ngot > 0 && m.type == ZYGOTE_SPAWNED && ngot == 1 && n == (ssize_t)sizeof(m))
-		fd = got[0];
-	else
-		for (size_t i = 0; i < ngot; i++)
-			close(got[i]);
-	if (n == (ssize_t)sizeof(m) && m.type == ZYGOTE_FAILED && ngot == 0) {
+	*id = m.id;
+	if (n == (ssize_t)sizeof(m) && m.type == ZYGOTE_SPAWNED && ngot == 1) {
+		*pidfd = got[0];
+		return ZYGOTE_SPAWNED;
+	}
+	for (size_t i = 0; i < ngot; i++)
+		close(got[i]);
+	if (n == (ssize_t)sizeof(m) && ngot == 0 && m.type == ZYGOTE_FAILED) {
 		m.msg[sizeof(m.msg) - 1] = '\0';
 		snprintf(err, errlen, "zygote: %s", m.msg);
-		goto out; /* this sandbox failed; the zygote is fine */
+		return ZYGOTE_FAILED;
 	}
-	if (fd < 0 || m.id != id) {
-		snprintf(err, errlen, "zygote: %s", n == 0 ? "it closed its socket" : "bad answer");
-		rc = -2;
-		goto out;
-	}
-	pid = pidfd_pid(fd);
-	if (pid < 0) {
-		snprintf(err, errlen, "zygote: the new sandbox's pid: %s", strerror(errno));
-		goto kill;
-	}
-	if (spec->before_release != NULL &&
-	    spec->before_release(spec->hook_arg, pid, false, err, errlen) < 0)
-		goto kill;
-	if (write(sync[1], "g", 1) != 1) {
+	if (n == (ssize_t)sizeof(m) && ngot == 0 && m.type == ZYGOTE_READY)
+		return ZYGOTE_READY;
+	snprintf(err, errlen, "zygote: %s", n == 0 ? "it closed its socket" : "bad answer");
+	return -1;
+}
+
+pid_t sandbox_pidfd_pid(int pidfd) { return pidfd_pid(pidfd); }
+
+int sandbox_zygote_go(struct zygote_pending *zp, int *report_fd, char *err, size_t errlen)
+{
+	if (write(zp->sync_w, "g", 1) != 1) {
 		snprintf(err, errlen, "release child: %s", strerror(errno));
-		goto kill;
+		return -1;
 	}
-	if (fcntl(rep[0], F_SETFL, O_NONBLOCK) < 0) {
+	if (fcntl(zp->report_r, F_SETFL, O_NONBLOCK) < 0) {
 		snprintf(err, errlen, "fcntl: %s", strerror(errno));
-		goto kill;
+		return -1;
 	}
-	close(sync[1]);
-	*report_fd = rep[0];
-	*pidfd = fd;
-	return pid;
-kill:
-	(void)syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
-out:
-	if (fd >= 0)
-		close(fd);
-	for (int i = 0; i < 2; i++) {
-		if (rep[i] >= 0)
-			close(rep[i]);
-		if (sync[i] >= 0)
-			close(sync[i]);
-	}
-	return rc;
+	close(zp->sync_w);
+	zp->sync_w = -1;
+	*report_fd = zp->report_r;
+	zp->report_r = -1;
+	return 0;
+}
+
+void sandbox_zygote_drop(struct zygote_pending *zp)
+{
+	if (zp->report_r >= 0)
+		close(zp->report_r);
+	if (zp->sync_w >= 0)
+		close(zp->sync_w);
+	zp->report_r = zp->sync_w = -1;
 }
 
 /* In the zygote's new child: becomes its init. Returns only in its runner. */

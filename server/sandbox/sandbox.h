@@ -118,7 +118,7 @@ __attribute__((warn_unused_result)) int mounts_seal_root(char *err, size_t errle
 /*
  * The python zygote (docs/ZYGOTE.md). The supervisor starts it with
  * sandbox_zygote_start() and asks it for warm sandboxes with
- * sandbox_zygote_spawn(); the zygote (python3 with the _capibox_zygote
+ * sandbox_zygote_send() and _recv(); the zygote (python3 with the _capibox_zygote
  * extension, server/zygote/) answers in sandbox_zygote_serve(). One packet
  * type each way, over a SOCK_SEQPACKET socket: requests carry only ids,
  * sizes, limits and descriptors, never request content.
@@ -163,18 +163,54 @@ __attribute__((warn_unused_result)) pid_t sandbox_zygote_start(const struct sand
 							       int so_fd, const char *preload,
 							       int *sock, char *err, size_t errlen);
 
+/* how long a zygote may take to answer a spawn request */
+#define ZYGOTE_ANSWER_MS 2000
+
 /*
- * Asks the zygote on zsock for a warm sandbox of spec (warm; its stdio,
- * events and control descriptors) with uid index uid_index, waits (bounded)
- * for its pidfd, calls spec->before_release with its host pid, then lets it
- * go. Returns the host pid of its init and sets *report_fd (as
- * sandbox_spawn) and *pidfd (CLOEXEC). Returns -1 with err when this
- * sandbox failed, -2 when the zygote did not answer properly (it must then
- * be replaced: a late answer would be taken for the next one's).
+ * A spawn request sent to a zygote whose answer was not handled yet: what
+ * letting its sandbox go needs.
  */
-__attribute__((warn_unused_result)) pid_t
-sandbox_zygote_spawn(int zsock, const struct sandbox_spec *spec, uint32_t uid_index, uint64_t id,
-		     int *report_fd, int *pidfd, char *err, size_t errlen);
+struct zygote_pending {
+	uint64_t id;
+	int report_r; /* init's report pipe, read end */
+	int sync_w;   /* init waits for a byte on it before its first step */
+};
+
+/*
+ * Asks the zygote on zsock for a sandbox of spec (warm; its stdio, events
+ * and control descriptors) with uid index uid_index and id. Does not wait:
+ * the answer (sandbox_zygote_recv) carries id. Returns 0 and fills *zp; -1
+ * with err when this sandbox failed; -2 when the zygote's socket failed (it
+ * must be replaced).
+ */
+__attribute__((warn_unused_result)) int
+sandbox_zygote_send(int zsock, const struct sandbox_spec *spec, uint32_t uid_index, uint64_t id,
+		    struct zygote_pending *zp, char *err, size_t errlen);
+
+/*
+ * Reads one packet from a zygote, waiting up to wait_ms (0: only one that is
+ * there). Returns its type with *id: ZYGOTE_SPAWNED with the new sandbox's
+ * *pidfd (CLOEXEC), ZYGOTE_FAILED (that sandbox failed; err says why; the
+ * zygote is fine), ZYGOTE_READY; 0 when none came; -1 with err on EOF or a
+ * malformed packet (the zygote must be replaced: answers pair with requests
+ * by id, and a broken stream pairs nothing).
+ */
+__attribute__((warn_unused_result)) int sandbox_zygote_recv(int zsock, int wait_ms, uint64_t *id,
+							    int *pidfd, char *err, size_t errlen);
+
+/* The host pid of pidfd's process (its fdinfo), or -1. */
+pid_t sandbox_pidfd_pid(int pidfd);
+
+/*
+ * Lets the zygote's new sandbox of zp go (once the caller has put it in its
+ * cgroup where that needs its pid: v2). Returns 0 and sets *report_fd (as
+ * sandbox_spawn); -1 with err (the caller kills it).
+ */
+__attribute__((warn_unused_result)) int sandbox_zygote_go(struct zygote_pending *zp, int *report_fd,
+							  char *err, size_t errlen);
+
+/* Closes what zp still holds (its sandbox failed, or never came). */
+void sandbox_zygote_drop(struct zygote_pending *zp);
 
 /*
  * The zygote's loop over its socket: announces ZYGOTE_READY, then clones

@@ -89,6 +89,12 @@ struct slot {
 	uint32_t cg_procs;
 	int stat_fds[CG_STAT_FDS]; /* cg_open_stats */
 	int pidfd;		   /* made by the zygote (not our child): its pidfd, else -1 */
+	/* a pool's sandbox asked of a zygote, its answer not in yet (no pid,
+	 * pidfd or reports until then): zygote_answer */
+	bool spawning;
+	bool attach; /* v2: the answer's pid goes into the cgroup first */
+	int zsock;   /* the zygote's socket it was asked on */
+	struct zygote_pending zp;
 };
 
 /* One zygote generation (docs/ZYGOTE.md). */
@@ -205,6 +211,8 @@ static void kill_slot(struct slot *sl, enum exec_reason reason)
 {
 	if (sl->kill_reason == EXEC_REASON_UNSPECIFIED)
 		sl->kill_reason = reason;
+	if (sl->spawning)
+		return; /* no process yet: the zygote's answer is killed (zygote_answer) */
 	/* SIGKILL to a pid namespace's init ends every process in it; on cgroup
 	 * v2, cgroup.kill also reaches anything in the group, namespace or not */
 	if (sl->pidfd >= 0) {
@@ -313,8 +321,100 @@ static void zygote_launch(struct sup *s, enum zkind k, struct zygote *z)
 }
 
 /* Drops z's socket: a serving zygote sees EOF and stops serving. */
+static void finish_slot(struct sup *s, struct slot *sl, int init_status);
+static pid_t zygote_go(uint64_t id, bool attach, struct zygote_pending *zp, int pidfd,
+		       int *report_fd, char *err, size_t errlen);
+
+/* Ends a pool sandbox whose zygote never answered for it. */
+static void spawn_failed(struct sup *s, struct slot *sl, const char *why)
+{
+	log_warnx("sandbox %" PRIu64 ": %s", sl->id, why);
+	sandbox_zygote_drop(&sl->zp);
+	sl->spawning = false;
+	snprintf(sl->errmsg, sizeof(sl->errmsg), "%.150s", why);
+	sl->got_error = true;
+	finish_slot(s, sl, 0);
+}
+
+/*
+ * The answer of the zygote on zsock for sandbox id (a pool's: the request
+ * went out without waiting, handle_spawn): the sandbox goes on, or ends
+ * with the zygote's reason. Returns false when no such request is pending
+ * there: the zygote's stream is broken.
+ */
+static bool zygote_answer(struct sup *s, int zsock, int type, uint64_t id, int pidfd,
+			  const char *why)
+{
+	struct slot *sl = find_slot(s, id);
+	char err[200];
+	pid_t pid;
+	int report_fd = -1;
+	unsigned idx;
+
+	if (sl == NULL || !sl->spawning || sl->zsock != zsock) {
+		if (pidfd >= 0) {
+			(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+			close(pidfd);
+		}
+		return false;
+	}
+	if (type != ZYGOTE_SPAWNED) {
+		spawn_failed(s, sl, why);
+		return true;
+	}
+	pid = zygote_go(sl->id, sl->attach, &sl->zp, pidfd, &report_fd, err, sizeof(err));
+	if (pid < 0) {
+		spawn_failed(s, sl, err);
+		return true;
+	}
+	idx = (unsigned)(sl - s->slots);
+	sl->spawning = false;
+	sl->pid = pid;
+	sl->pidfd = pidfd;
+	sl->report_fd = report_fd;
+	ep_add(s, pidfd, EV_PIDFD, idx);
+	ep_add(s, report_fd, EV_REPORT, idx);
+	if (sl->kill_reason != EXEC_REASON_UNSPECIFIED)
+		kill_slot(sl, sl->kill_reason); /* killed while it was being made */
+	return true;
+}
+
+/*
+ * z's socket goes: the pool sandboxes asked of it and not answered yet
+ * end. With drain (a retiring generation, still working), its answers are
+ * taken first, each within ZYGOTE_ANSWER_MS.
+ */
+static void zygote_settle(struct sup *s, struct zygote *z, bool drain)
+{
+	char err[200];
+	uint64_t id;
+	int type, pidfd;
+
+	for (;;) {
+		bool pending = false;
+		for (unsigned i = 0; i < s->nslots && !pending; i++)
+			pending = s->slots[i].used && s->slots[i].spawning &&
+				  s->slots[i].zsock == z->sock;
+		if (!pending)
+			return;
+		type = drain ? sandbox_zygote_recv(z->sock, ZYGOTE_ANSWER_MS, &id, &pidfd, err,
+						   sizeof(err)) :
+			       -1;
+		if ((type == ZYGOTE_SPAWNED || type == ZYGOTE_FAILED) &&
+		    zygote_answer(s, z->sock, type, id, pidfd, err))
+			continue;
+		for (unsigned i = 0; i < s->nslots; i++)
+			if (s->slots[i].used && s->slots[i].spawning &&
+			    s->slots[i].zsock == z->sock)
+				spawn_failed(s, &s->slots[i], "zygote gone before it answered");
+		return;
+	}
+}
+
 static void zygote_close(struct sup *s, struct zygote *z)
 {
+	if (z->sock >= 0)
+		zygote_settle(s, z, false);
 	if (z->sock >= 0) {
 		epoll_ctl(s->ep, EPOLL_CTL_DEL, z->sock, NULL);
 		close(z->sock);
@@ -334,6 +434,8 @@ static void zygote_kill(struct sup *s, struct zygote *z)
 /* Retires z: it waits for its sandboxes, then exits (reap() takes it). */
 static void zygote_retire(struct sup *s, struct zygote *z)
 {
+	if (z->sock >= 0)
+		zygote_settle(s, z, true);
 	zygote_close(s, z);
 	for (unsigned i = 0; i < s->n_old && z->pid > 0; i++)
 		if (s->zyg_old[i] == 0) {
@@ -402,46 +504,56 @@ static void zygote_timer(struct sup *s, enum zkind k)
 	zygote_tell(s);
 }
 
-/* A packet (or EOF) from the zygote at epoll index idx (zygote_index). */
+/* Packets (or EOF) from the zygote at epoll index idx (zygote_index). */
 static void zygote_event(struct sup *s, unsigned idx)
 {
 	enum zkind k = (enum zkind)(idx / 2);
 	struct zkind_state *zk;
 	struct zygote *z;
-	struct zygote_msg m;
-	ssize_t n;
+	char err[200];
+	uint64_t id;
+	int type, pidfd;
 
 	if (k >= ZK_N)
 		return;
 	zk = &s->zk[k];
 	z = idx % 2 == 0 ? &zk->cur : &zk->next;
-	if (z->sock < 0)
-		return;
-	do {
-		n = recv(z->sock, &m, sizeof(m), MSG_DONTWAIT);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0 && errno == EAGAIN)
-		return;
-	if (n == (ssize_t)sizeof(m) && m.type == ZYGOTE_READY && !z->ready) {
-		z->ready = true;
-		log_info("%s zygote generation %u ready", zk->name, z->gen);
-		if (z == &zk->next) {
-			/* the new generation takes over; the old one drains */
-			zygote_retire(s, &zk->cur);
-			epoll_ctl(s->ep, EPOLL_CTL_DEL, z->sock, NULL);
-			zk->cur = *z;
-			ep_add(s, zk->cur.sock, EV_ZYGOTE, zygote_index(s, k, &zk->cur));
-			memset(z, 0, sizeof(*z));
-			z->sock = -1;
+	for (;;) {
+		if (z->sock < 0)
+			return;
+		type = sandbox_zygote_recv(z->sock, 0, &id, &pidfd, err, sizeof(err));
+		if (type == 0)
+			return;
+		if (type == ZYGOTE_READY && !z->ready) {
+			z->ready = true;
+			log_info("%s zygote generation %u ready", zk->name, z->gen);
+			if (z == &zk->next) {
+				/* the new generation takes over; the old one drains */
+				zygote_retire(s, &zk->cur);
+				epoll_ctl(s->ep, EPOLL_CTL_DEL, z->sock, NULL);
+				zk->cur = *z;
+				ep_add(s, zk->cur.sock, EV_ZYGOTE, zygote_index(s, k, &zk->cur));
+				memset(z, 0, sizeof(*z));
+				z->sock = -1;
+				z = &zk->cur;
+			}
+			zygote_tell(s);
+			continue;
 		}
+		if ((type == ZYGOTE_SPAWNED || type == ZYGOTE_FAILED) &&
+		    zygote_answer(s, z->sock, type, id, pidfd, err)) {
+			if (type == ZYGOTE_SPAWNED)
+				zk->backoff_ms = 0; /* it works */
+			continue;
+		}
+		/* EOF (it died: reap() says why) or a packet nobody asked for */
+		if (type != -1 || strstr(err, "closed its socket") == NULL)
+			log_warnx("%s zygote generation %u: unexpected packet: killed", zk->name,
+				  z->gen);
+		zygote_kill(s, z);
 		zygote_tell(s);
 		return;
 	}
-	/* EOF (it died: reap() says why) or a packet nobody asked for */
-	if (n != 0)
-		log_warnx("%s zygote generation %u: unexpected packet: killed", zk->name, z->gen);
-	zygote_kill(s, z);
-	zygote_tell(s);
 }
 
 /* pid was reaped: if it was a zygote, say so and replace it if needed. */
@@ -632,6 +744,60 @@ static int zygote_take_at_once(const struct ipc_spawn *sp, int ctl, int payload_
 	return rc;
 }
 
+/*
+ * Lets a zygote's new sandbox (pidfd, the request zp) go: into its cgroup
+ * first where that needs its pid (attach). Returns its host pid and sets
+ * *report_fd; -1 with err, the sandbox killed and pidfd closed.
+ */
+static pid_t zygote_go(uint64_t id, bool attach, struct zygote_pending *zp, int pidfd,
+		       int *report_fd, char *err, size_t errlen)
+{
+	pid_t pid = sandbox_pidfd_pid(pidfd);
+
+	if (pid < 0)
+		snprintf(err, errlen, "zygote: the new sandbox's pid: %s", strerror(errno));
+	if (pid < 0 || (attach && cg_attach(id, pid, err, errlen) < 0) ||
+	    sandbox_zygote_go(zp, report_fd, err, errlen) < 0) {
+		(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		close(pidfd);
+		sandbox_zygote_drop(zp);
+		return -1;
+	}
+	return pid;
+}
+
+/*
+ * Waits (bounded) for z's answer to zp, a request someone waits for; the
+ * answers to earlier pool requests that come first are handled on the way.
+ * Returns the host pid (*pidfd, *report_fd set); -1 with err when this
+ * sandbox failed; -2 when the zygote must be replaced.
+ */
+static pid_t zygote_wait(struct sup *s, struct zygote *z, struct zygote_pending *zp, bool attach,
+			 int *report_fd, int *pidfd, char *err, size_t errlen)
+{
+	uint64_t id;
+	int type, fd;
+
+	for (;;) {
+		type = sandbox_zygote_recv(z->sock, ZYGOTE_ANSWER_MS, &id, &fd, err, errlen);
+		if ((type != ZYGOTE_SPAWNED && type != ZYGOTE_FAILED) || id == zp->id)
+			break;
+		if (!zygote_answer(s, z->sock, type, id, fd, err)) {
+			snprintf(err, errlen, "zygote: an answer nobody asked for");
+			type = -1;
+			break;
+		}
+	}
+	if (type == ZYGOTE_SPAWNED) {
+		*pidfd = fd;
+		return zygote_go(zp->id, attach, zp, fd, report_fd, err, errlen);
+	}
+	if (type == 0)
+		snprintf(err, errlen, "zygote: no answer in %d ms", ZYGOTE_ANSWER_MS);
+	sandbox_zygote_drop(zp);
+	return type == ZYGOTE_FAILED ? -1 : -2;
+}
+
 static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
 {
 	bool into_cgroup = false, via_zygote;
@@ -725,11 +891,44 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	if (via_zygote) {
 		struct zygote *z = &s->zk[zk].cur;
 		struct sandbox_spec zs = spec;
+		struct zygote_pending zp;
 		zs.warm = true;
 		zs.at_once = !sp->warm;
 		zs.control_fd = ctl[1];
-		pid = sandbox_zygote_spawn(z->sock, &zs, idx + 1, sp->id, &report_fd, &pidfd, err,
-					   sizeof(err));
+		pid = sandbox_zygote_send(z->sock, &zs, idx + 1, sp->id, &zp, err, sizeof(err));
+		if (pid == 0 && ++z->spawns >= s->cfg->zygote_recycle && s->zk[zk].next.pid == 0)
+			zygote_launch(s, zk, &s->zk[zk].next); /* a new generation */
+		if (pid == 0 && sp->warm) {
+			/* a pool's: its answer is handled when it comes (zygote_answer),
+			 * so that a take or a run's end is not held up meanwhile */
+			sl->used = true;
+			sl->id = sp->id;
+			sl->host_uid = spec.host_uid;
+			sl->runtime = sp->runtime;
+			sl->limits = sp->limits;
+			sl->cg_memory = cg_memory;
+			sl->cg_procs = cg_procs;
+			cg_open_stats(sp->id, sl->stat_fds);
+			sl->report_fd = -1;
+			sl->warm = true;
+			sl->control_fd = ctl[0];
+			ctl[0] = -1;
+			sl->spawning = true;
+			sl->attach = tasks == 0;
+			sl->zsock = z->sock;
+			sl->zp = zp;
+			sl->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+			if (sl->timer_fd < 0)
+				fatal("timerfd_create");
+			arm_timer(sl->timer_fd, SETUP_TIMEOUT_MS);
+			ep_add(s, sl->timer_fd, EV_TIMER, idx);
+			s->live++;
+			update_tick(s);
+			goto out;
+		}
+		if (pid == 0)
+			pid = zygote_wait(s, z, &zp, tasks == 0, &report_fd, &pidfd, err,
+					  sizeof(err));
 		if (pid >= 0 && !sp->warm &&
 		    zygote_take_at_once(sp, ctl[0], fds[0], err, sizeof(err)) < 0) {
 			(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
@@ -756,8 +955,6 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 			goto out;
 		} else {
 			s->zk[zk].backoff_ms = 0; /* it works */
-			if (++z->spawns >= s->cfg->zygote_recycle && s->zk[zk].next.pid == 0)
-				zygote_launch(s, zk, &s->zk[zk].next); /* a new generation */
 		}
 	}
 	if (pid < 0) {
@@ -1027,7 +1224,7 @@ static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int p
 	char err[200];
 	bool same;
 
-	if (sl == NULL || !sl->warm || sl->taken || sl->control_fd < 0) {
+	if (sl == NULL || !sl->warm || sl->taken || sl->control_fd < 0 || sl->spawning) {
 		/* it died meanwhile: its EXITED is on its way to the front */
 		log_warnx("take of sandbox %" PRIu64 ": not a waiting pooled sandbox", m->take.id);
 		goto out;
@@ -1080,12 +1277,25 @@ static void reap(struct sup *s)
 	}
 }
 
-static void handle_timer(struct slot *sl)
+static void handle_timer(struct sup *s, struct slot *sl)
 {
 	uint64_t ticks;
 
 	if (read(sl->timer_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		fatal("timerfd read");
+	if (sl->spawning) {
+		/* its zygote never answered: replaced, which ends this one */
+		for (enum zkind k = ZK_LEAN; k < ZK_N; k++)
+			if (s->zk[k].cur.sock == sl->zsock) {
+				log_warnx("%s zygote generation %u: no answer in %d ms: killed",
+					  s->zk[k].name, s->zk[k].cur.gen, SETUP_TIMEOUT_MS);
+				zygote_kill(s, &s->zk[k].cur);
+				zygote_tell(s);
+			}
+		if (sl->used && sl->spawning) /* (cannot happen: its socket went) */
+			spawn_failed(s, sl, "zygote: no answer");
+		return;
+	}
 	if (!sl->ready) {
 		snprintf(sl->errmsg, sizeof(sl->errmsg), "sandbox setup timed out");
 		kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);
@@ -1270,7 +1480,7 @@ void supervisor_main(const struct config *cfg, int sock)
 					if (sl->used && sl->done && !sl->exited_sent)
 						send_exited_slot(&s, sl, 0);
 				} else if (k == EV_TIMER)
-					handle_timer(&s.slots[idx]);
+					handle_timer(&s, &s.slots[idx]);
 				else if (k == EV_PIDFD)
 					/* a zygote's sandbox: its init and every process
 					 * of its pid namespace are gone. No wait status
