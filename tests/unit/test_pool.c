@@ -295,6 +295,20 @@ static void test_take_applies_the_request_limits(void **state)
 	assert_true(r->res.peak_memory_bytes <= 64ULL << 20);
 	free(r);
 
+	/* the largest CPU time: the runner's own start added to it must not
+	 * raise its hard limit above the pool's (that would need a privilege) */
+	req.language = "javascript";
+	req.code = "console.log('max')\n";
+	req.code_len = strlen(req.code);
+	req.limits = cfg.defaults;
+	req.limits.cpu_time_ms = cfg.maxima.cpu_time_ms;
+	r = run_req(&req);
+	assert_true(r->warm);
+	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
+	assert_string_equal(r->out, "max\n");
+	free(r);
+
+	req.language = "python";
 	req.code = "while True: pass\n";
 	req.code_len = strlen(req.code);
 	req.limits = cfg.defaults;
