@@ -1188,17 +1188,32 @@ void harness_test_daemon_stops(void **state)
 		fail_msg(
 			"capiboxd did not exit 0 after SIGTERM: got %d (128+n = killed by signal n, -1 = hung)",
 			rc);
-	/* Everything the daemon started goes with it: warm pool sandboxes too. */
-	end = harness_now() + 2.0;
+	/* Everything the daemon started goes with it: warm pool sandboxes too
+	 * (their teardown, netns and all, can take a while on a loaded machine:
+	 * a bound for the wait, not a timing) */
+	end = harness_now() + 5.0;
 	do {
 		n = harness_procs_in_uid_range(lo, hi, left, 16);
 		if (n == 0)
 			break;
 		harness_sleep_ms(20);
 	} while (harness_now() < end);
-	for (i = 0; i < n && i < 16; i++)
-		printf("left behind: pid %ld uid %u\n", (long)left[i],
-		       (unsigned)harness_proc_uid(left[i]));
+	for (i = 0; i < n && i < 16; i++) {
+		char path[64], stat[160] = "";
+		FILE *f;
+
+		/* "pid (comm) state ppid ...": what it is and whether it is dying */
+		snprintf(path, sizeof(path), "/proc/%ld/stat", (long)left[i]);
+		f = fopen(path, "r");
+		if (f != NULL) {
+			if (fgets(stat, sizeof(stat), f) == NULL)
+				stat[0] = '\0';
+			fclose(f);
+		}
+		stat[strcspn(stat, "\n")] = '\0';
+		printf("left behind: pid %ld uid %u: %.60s\n", (long)left[i],
+		       (unsigned)harness_proc_uid(left[i]), stat);
+	}
 	assert_int_equal(n, 0);
 	mounts = harness_mounts();
 	if (strstr(mounts, d->tmpdir) != NULL) {
