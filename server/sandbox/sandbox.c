@@ -1094,6 +1094,17 @@ static int id_maps(pid_t pid, const char *uid_map, const char *gid_map, bool den
 	return write_file_str(path, gid_map);
 }
 
+/* Closes what is open of a spawn's report and sync pipes. */
+static void close_pipes(int rep[2], int sync[2])
+{
+	for (int i = 0; i < 2; i++) {
+		if (rep[i] >= 0)
+			close(rep[i]);
+		if (sync[i] >= 0)
+			close(sync[i]);
+	}
+}
+
 /* ---- parent side -------------------------------------------------------- */
 
 pid_t sandbox_spawn(const struct sandbox_spec *spec, int *report_fd, bool *into_cgroup, char *err,
@@ -1192,12 +1203,7 @@ kill:
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
 fail:
-	for (int i = 0; i < 2; i++) {
-		if (rep[i] >= 0)
-			close(rep[i]);
-		if (sync[i] >= 0)
-			close(sync[i]);
-	}
+	close_pipes(rep, sync);
 	return -1;
 }
 
@@ -1485,12 +1491,7 @@ int sandbox_zygote_send(int zsock, const struct sandbox_spec *spec, uint32_t uid
 	zp->report_r = zp->sync_w = -1;
 	if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(sync, O_CLOEXEC) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
-		for (int i = 0; i < 2; i++) {
-			if (rep[i] >= 0)
-				close(rep[i]);
-			if (sync[i] >= 0)
-				close(sync[i]);
-		}
+		close_pipes(rep, sync);
 		return -1;
 	}
 	memset(&m, 0, sizeof(m));

@@ -798,6 +798,41 @@ static pid_t zygote_wait(struct sup *s, struct zygote *z, struct zygote_pending 
 	return type == ZYGOTE_FAILED ? -1 : -2;
 }
 
+/*
+ * Takes slot idx for sp's sandbox: its fields, cgroup figure files and
+ * setup timer, and for a pooled one the take socket (*ctl0, then -1). The
+ * caller adds the process (pid, pidfd, reports) when it has it.
+ */
+static void slot_open(struct sup *s, unsigned idx, const struct ipc_spawn *sp, uint32_t host_uid,
+		      uint64_t cg_memory, uint32_t cg_procs, int *ctl0)
+{
+	struct slot *sl = &s->slots[idx];
+
+	sl->used = true;
+	sl->id = sp->id;
+	sl->host_uid = host_uid;
+	sl->runtime = sp->runtime;
+	sl->limits = sp->limits;
+	sl->cg_memory = cg_memory;
+	sl->cg_procs = cg_procs;
+	cg_open_stats(sp->id, sl->stat_fds);
+	sl->report_fd = -1;
+	sl->pidfd = -1;
+	sl->warm = sp->warm != 0;
+	sl->control_fd = -1;
+	if (sp->warm) { /* a cold one's take went already (or it has none) */
+		sl->control_fd = *ctl0;
+		*ctl0 = -1;
+	}
+	sl->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (sl->timer_fd < 0)
+		fatal("timerfd_create");
+	arm_timer(sl->timer_fd, SETUP_TIMEOUT_MS);
+	ep_add(s, sl->timer_fd, EV_TIMER, idx);
+	s->live++;
+	update_tick(s);
+}
+
 static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_SPAWN_FDS])
 {
 	bool into_cgroup = false, via_zygote;
@@ -901,29 +936,11 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		if (pid == 0 && sp->warm) {
 			/* a pool's: its answer is handled when it comes (zygote_answer),
 			 * so that a take or a run's end is not held up meanwhile */
-			sl->used = true;
-			sl->id = sp->id;
-			sl->host_uid = spec.host_uid;
-			sl->runtime = sp->runtime;
-			sl->limits = sp->limits;
-			sl->cg_memory = cg_memory;
-			sl->cg_procs = cg_procs;
-			cg_open_stats(sp->id, sl->stat_fds);
-			sl->report_fd = -1;
-			sl->warm = true;
-			sl->control_fd = ctl[0];
-			ctl[0] = -1;
+			slot_open(s, idx, sp, spec.host_uid, cg_memory, cg_procs, &ctl[0]);
 			sl->spawning = true;
 			sl->attach = tasks == 0;
 			sl->zsock = z->sock;
 			sl->zp = zp;
-			sl->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-			if (sl->timer_fd < 0)
-				fatal("timerfd_create");
-			arm_timer(sl->timer_fd, SETUP_TIMEOUT_MS);
-			ep_add(s, sl->timer_fd, EV_TIMER, idx);
-			s->live++;
-			update_tick(s);
 			goto out;
 		}
 		if (pid == 0)
@@ -973,34 +990,13 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
-	sl->used = true;
-	sl->id = sp->id;
+	slot_open(s, idx, sp, spec.host_uid, cg_memory, cg_procs, &ctl[0]);
 	sl->pid = pid;
-	sl->host_uid = spec.host_uid;
-	sl->runtime = sp->runtime;
-	sl->limits = sp->limits;
-	sl->cg_memory = cg_memory;
-	sl->cg_procs = cg_procs;
-	cg_open_stats(sp->id, sl->stat_fds);
 	sl->report_fd = report_fd;
-	sl->warm = sp->warm != 0;
-	if (sp->warm) { /* a cold one's take went already (or it has none) */
-		sl->control_fd = ctl[0];
-		ctl[0] = -1;
-	} else {
-		sl->control_fd = -1;
-	}
 	sl->pidfd = pidfd;
 	if (pidfd >= 0)
 		ep_add(s, pidfd, EV_PIDFD, idx);
-	sl->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (sl->timer_fd < 0)
-		fatal("timerfd_create");
-	arm_timer(sl->timer_fd, SETUP_TIMEOUT_MS);
 	ep_add(s, sl->report_fd, EV_REPORT, idx);
-	ep_add(s, sl->timer_fd, EV_TIMER, idx);
-	s->live++;
-	update_tick(s);
 out:
 	/* the child has its own copies; ours would keep the pipes open */
 	for (int i = 0; i < IPC_SPAWN_FDS; i++)

@@ -266,20 +266,27 @@ static void test_runs_share_nothing(void **state)
 	assert_int_equal(sandbox_processes(), 2 * (int)(cfg.pool_target[0] + cfg.pool_target[1]));
 }
 
+/* A python request for code with the default limits, once the pools are full. */
+static void pooled_python_request(struct exec_request *req, const char *code)
+{
+	wait_pools_full();
+	memset(req, 0, sizeof(*req));
+	req->language = "python";
+	req->code = code;
+	req->code_len = strlen(code);
+	req->limits = cfg.defaults;
+}
+
 static void test_take_applies_the_request_limits(void **state)
 {
 	struct exec_request req;
 	struct run *r;
 	(void)state;
 
-	wait_pools_full();
-	memset(&req, 0, sizeof(req));
-	req.language = "python";
-	req.code = "import resource\nprint(resource.getrlimit(resource.RLIMIT_FSIZE), "
-		   "resource.getrlimit(resource.RLIMIT_CPU))\n"
-		   "b = []\nwhile True: b.append(bytearray(8 << 20))\n";
-	req.code_len = strlen(req.code);
-	req.limits = cfg.defaults;
+	pooled_python_request(&req,
+			      "import resource\nprint(resource.getrlimit(resource.RLIMIT_FSIZE), "
+			      "resource.getrlimit(resource.RLIMIT_CPU))\n"
+			      "b = []\nwhile True: b.append(bytearray(8 << 20))\n");
 	req.limits.memory_bytes = 64ULL << 20;
 	req.limits.max_file_bytes = 123456;
 	req.limits.cpu_time_ms = 2500;
@@ -332,13 +339,9 @@ static void test_take_keeps_or_raises_the_default_memory_limit(void **state)
 	struct run *r;
 	(void)state;
 
-	wait_pools_full();
-	memset(&req, 0, sizeof(req));
-	req.language = "python";
-	/* 120 MiB touched, in 8 MiB pieces */
-	req.code = "b = [b'x' * (8 << 20) for _ in range(15)]\nprint('held', len(b))\n";
-	req.code_len = strlen(req.code);
-	req.limits = cfg.defaults; /* 96 MiB (setup) */
+	/* 120 MiB touched, in 8 MiB pieces; the default limit is 96 MiB (setup) */
+	pooled_python_request(&req,
+			      "b = [b'x' * (8 << 20) for _ in range(15)]\nprint('held', len(b))\n");
 	r = run_req(&req);
 	assert_true(r->warm);
 	assert_int_equal(r->res.reason, EXEC_REASON_MEMORY_LIMIT);
