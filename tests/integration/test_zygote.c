@@ -426,6 +426,46 @@ static void test_zygote_killed(void **state)
 }
 
 /* --zygote-recycle 3: a new generation every 3 spawns; none fails. */
+/*
+ * A zygote that stops answering while the pool's refills are asked of it:
+ * runs go on meanwhile on the pooled sandboxes there are (the supervisor
+ * does not wait for a pool spawn's answer), and when it is killed the
+ * refills it never answered end (the daemon says so) and its successor
+ * makes the pool again.
+ */
+static void test_zygote_stalled(void **state)
+{
+	struct daemon *d = *state;
+	struct run r = {0};
+	char *log;
+	pid_t zyg;
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	run_zygote(d, ZMARK, &r);
+	harness_run_free(&r);
+	zyg = zygote_pid(d, 0);
+	assert_true(zyg > 0);
+	assert_int_equal(kill(zyg, SIGSTOP), 0);
+	/* each takes a pooled sandbox, and its refill goes to the stopped
+	 * zygote; the second's take is handled after the first's refill was
+	 * sent (one ordered channel), so that one is pending */
+	for (int i = 0; i < 2; i++) {
+		harness_run_code(d, "python", "print(6 * 7)\n", &r);
+		assert_run_exited(&r, 0);
+		assert_string_equal((const char *)r.out, "42\n");
+		harness_run_free(&r);
+	}
+	assert_int_equal(kill(zyg, SIGKILL), 0);
+	replaced(d, 0, zyg, ZMARK "print(6 * 7)\n", "42\n");
+	log = harness_daemon_log(d);
+	if (strstr(log, "zygote gone before it answered") == NULL) {
+		harness_daemon_dump_log(d);
+		fail_msg("no pending pool spawn ended with the stalled zygote");
+	}
+	free(log);
+}
+
 static void test_recycle(void **state)
 {
 	struct daemon *d = *state;
@@ -501,6 +541,7 @@ int main(void)
 		cmocka_unit_test(test_siblings_differ),
 		cmocka_unit_test(test_no_earlier_request_in_memory),
 		cmocka_unit_test(test_zygote_killed),
+		cmocka_unit_test(test_zygote_stalled),
 		cmocka_unit_test(harness_test_daemon_stops),
 		cmocka_unit_test(test_zygote_gone),
 	};
