@@ -79,16 +79,24 @@ def _capibox_wait():
     return os.fsdecode(path)
 
 
-def _capibox_warm_up():
+def _capibox_warm_up(code_path=None):
     """Paid before the request arrives (by the zygote once, for all its
     sandboxes): what the first compile() does lazily (about 2 ms), the
-    modules the exit path and a result need (threading: about 3 ms; json)."""
+    modules the exit path and a result need (threading: about 3 ms; json).
+    With code_path (the zygote), also the split of a one-expression program
+    there (_capibox_empty), run often enough that CPython 3.11 has
+    specialised the split's bytecode here rather than in every clone."""
     import _ast  # noqa: F401  (the split's exact path)
     import fcntl  # noqa: F401
     import json  # noqa: F401
     import threading  # noqa: F401
 
     exec(compile("def _capibox_w():\n    return 1\n_capibox_w()\n", "<warm-up>", "exec"), {})
+    if code_path is not None:
+        _capibox_empty[code_path] = compile(b"", code_path, "exec")
+        for _ in range(16):
+            _capibox_split(b"print(1)\n", code_path)
+            _capibox_split(b"x = 1\nx\n", code_path)
 
 
 _CAPIBOX_EVENTS = 4
@@ -253,6 +261,11 @@ class _CapiboxMatplotlib:
 
 
 
+# path -> the empty program compiled for it, the head of a program that is
+# one expression (filled once, for the code's usual path: _capibox_warm_up)
+_capibox_empty = {}
+
+
 def _capibox_split(src, path):
     """Compiles src as (statements, final expression or None).
 
@@ -273,7 +286,9 @@ def _capibox_split(src, path):
                 continue  # blank, comment, or inside the last statement
             try:
                 expr = compile(b"\n" * i + b"".join(lines[i:]), path, "eval")
-                head = compile(b"".join(lines[:i]), path, "exec")
+                head = _capibox_empty.get(path) if i == 0 else None
+                if head is None:
+                    head = compile(b"".join(lines[:i]), path, "exec")
                 return head, expr
             except (SyntaxError, ValueError):
                 break

@@ -55,7 +55,9 @@ with open(_RUNNER_PATH, "rb") as _f:
     _runner["__cached__"] = None
     exec(compile(_f.read(), _RUNNER_PATH, "exec", dont_inherit=True), _runner)
 del _f
-_runner["_capibox_warm_up"]()
+# the code's path in a sandbox: next to the runner (the runtime table's
+# file_name, main.py)
+_runner["_capibox_warm_up"](os.path.join(os.path.dirname(_RUNNER_PATH), "main.py"))
 
 
 def _stdio(fd, write, name, old):
