@@ -69,6 +69,13 @@ stage "Build with ASan+UBSan (build-asan/)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCAPIBOX_SANITIZE=ON
 cmake --build build-asan --parallel "$jobs"
 
+# The zygote's module cannot be built instrumented (docs/ZYGOTE.md,
+# "Sanitizer builds"): the regular build's goes next to the instrumented
+# supervisor, so the front and supervisor are tested with the zygote too.
+if [ -f build/_capibox_zygote.so ]; then
+	cp build/_capibox_zygote.so build-asan/
+fi
+
 stage "Tests under ASan+UBSan (build-asan/)"
 # The daemon, the CLI and the test programs are instrumented and inherit these.
 # The sandboxed programs never see them: a sandbox's environment holds only
