@@ -384,6 +384,21 @@ static void replaced(struct daemon *d, unsigned kind, pid_t dead, const char *co
 	harness_run_free(&r);
 }
 
+/* The lean zygote's pid, once it has served a run (skips without a zygote). */
+static pid_t lean_zygote_serving(struct daemon *d)
+{
+	struct run r = {0};
+	pid_t zyg;
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	run_zygote(d, ZMARK, &r);
+	harness_run_free(&r);
+	zyg = zygote_pid(d, 0);
+	assert_true(zyg > 0);
+	return zyg;
+}
+
 static void test_zygote_killed(void **state)
 {
 	struct daemon *d = *state;
@@ -392,12 +407,7 @@ static void test_zygote_killed(void **state)
 	size_t nkids;
 	double end;
 
-	HARNESS_REQUIRE(d);
-	require_zygote(d);
-	run_zygote(d, ZMARK, &r);
-	harness_run_free(&r);
-	zyg = zygote_pid(d, 0);
-	assert_true(zyg > 0);
+	zyg = lean_zygote_serving(d);
 	end = harness_now() + 5.0;
 	while ((nkids = zygote_children(d, zyg, kids, 16)) < 1 && harness_now() < end)
 		harness_sleep_ms(50);
@@ -440,12 +450,7 @@ static void test_zygote_stalled(void **state)
 	char *log;
 	pid_t zyg;
 
-	HARNESS_REQUIRE(d);
-	require_zygote(d);
-	run_zygote(d, ZMARK, &r);
-	harness_run_free(&r);
-	zyg = zygote_pid(d, 0);
-	assert_true(zyg > 0);
+	zyg = lean_zygote_serving(d);
 	assert_int_equal(kill(zyg, SIGSTOP), 0);
 	/* each takes a pooled sandbox, and its refill goes to the stopped
 	 * zygote; the second's take is handled after the first's refill was
