@@ -399,6 +399,26 @@ static pid_t lean_zygote_serving(struct daemon *d)
 	return zyg;
 }
 
+/*
+ * SIGKILL to zygote zyg; returns once its sandboxes are gone with it (it
+ * is pid 1 of their parent pid namespace): a run started after that cannot
+ * land on one of them.
+ */
+static void kill_zygote(const struct daemon *d, pid_t zyg)
+{
+	pid_t kids[16];
+	size_t nkids = zygote_children(d, zyg, kids, 16);
+	double end = harness_now() + 5.0;
+
+	assert_int_equal(kill(zyg, SIGKILL), 0);
+	for (size_t i = 0; i < nkids && i < 16; i++)
+		while (harness_proc_alive(kids[i]))
+			if (harness_now() > end)
+				fail_msg("sandbox %d outlived its zygote", (int)kids[i]);
+			else
+				harness_sleep_ms(20);
+}
+
 static void test_zygote_killed(void **state)
 {
 	struct daemon *d = *state;
@@ -412,15 +432,7 @@ static void test_zygote_killed(void **state)
 	while ((nkids = zygote_children(d, zyg, kids, 16)) < 1 && harness_now() < end)
 		harness_sleep_ms(50);
 	assert_true(nkids >= 1);
-	assert_int_equal(kill(zyg, SIGKILL), 0);
-	/* its sandboxes go with it (pid 1 of their parent pid namespace) */
-	end = harness_now() + 5.0;
-	for (size_t i = 0; i < nkids; i++)
-		while (harness_proc_alive(kids[i]))
-			if (harness_now() > end)
-				fail_msg("sandbox %d outlived its zygote", (int)kids[i]);
-			else
-				harness_sleep_ms(20);
+	kill_zygote(d, zyg);
 	/* the daemon stays up and python works: cold meanwhile, then from a
 	 * new zygote */
 	replaced(d, 0, zyg, ZMARK "print(6 * 7)\n", "42\n");
@@ -461,7 +473,7 @@ static void test_zygote_stalled(void **state)
 		assert_string_equal((const char *)r.out, "42\n");
 		harness_run_free(&r);
 	}
-	assert_int_equal(kill(zyg, SIGKILL), 0);
+	kill_zygote(d, zyg);
 	replaced(d, 0, zyg, ZMARK "print(6 * 7)\n", "42\n");
 	log = harness_daemon_log(d);
 	if (strstr(log, "zygote gone before it answered") == NULL) {
