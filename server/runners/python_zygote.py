@@ -101,7 +101,6 @@ def _become_runner():
         del os.environb[name]
     for name, value in _env_set:
         os.environb[name] = value
-    sys.argv = [_RUNNER_PATH]
     try:
         _runner["_capibox_start"](None)  # ends with os._exit
     finally:

@@ -465,6 +465,16 @@ static __attribute__((noreturn)) void runner_fail(struct child *c, const char *w
 }
 
 /* The runner: becomes the user's program. Returns only from a zygote (no exec). */
+/*
+ * RLIMIT_CPU's soft limit, in seconds, for ms of CPU time: rounded up, and
+ * a second more where the cgroup's CPU time is checked (the rlimit is then
+ * only a backstop). The hard limit is a second above it.
+ */
+static uint64_t cpu_limit_s(const struct sandbox_spec *spec, uint64_t ms)
+{
+	return (ms + 999) / 1000 + (spec->cpu_backstop ? 1 : 0);
+}
+
 static void run_runner(struct child *c)
 {
 	const struct sandbox_spec *spec = c->spec;
@@ -472,7 +482,7 @@ static void run_runner(struct child *c)
 	char code_path[128], runner_path[128], *argv[RUNTIME_MAX_ARGS], msg[160];
 	char **env;
 	sigset_t none;
-	uint64_t cpu_s = (l->cpu_time_ms + 999) / 1000 + (spec->cpu_backstop ? 1 : 0);
+	uint64_t cpu_s = cpu_limit_s(spec, l->cpu_time_ms);
 
 	snprintf(code_path, sizeof(code_path), "%s/%s", SANDBOX_CODE_DIR, spec->rt->file_name);
 	snprintf(runner_path, sizeof(runner_path), "%s/%s", SANDBOX_CODE_DIR,
@@ -697,14 +707,12 @@ static void wait_for_take(struct child *c, pid_t runner, int go_w)
 	/* RLIMIT_CPU counts the runner's whole life: add what its start took,
 	 * which is not the request's (the cgroup check, which bills only the
 	 * request, is the precise one; this is the backstop) */
-	cpu_s = (l->cpu_time_ms + runner_cpu_ms(runner) + 999) / 1000 +
-		(c->spec->cpu_backstop ? 1 : 0);
+	cpu_s = cpu_limit_s(c->spec, l->cpu_time_ms + runner_cpu_ms(runner));
 	/* ...but never above what the runner has (run_runner set the pool's,
 	 * the maxima): raising a hard limit takes a privilege we lack, and a
 	 * request at the maximum CPU time would fail on it */
-	if (cpu_s > (c->spec->limits.cpu_time_ms + 999) / 1000 + (c->spec->cpu_backstop ? 1 : 0))
-		cpu_s = (c->spec->limits.cpu_time_ms + 999) / 1000 +
-			(c->spec->cpu_backstop ? 1 : 0);
+	if (cpu_s > cpu_limit_s(c->spec, c->spec->limits.cpu_time_ms))
+		cpu_s = cpu_limit_s(c->spec, c->spec->limits.cpu_time_ms);
 	if (set_limit_of(runner, RLIMIT_FSIZE, l->max_file_bytes, l->max_file_bytes) < 0 ||
 	    set_limit_of(runner, RLIMIT_CPU, cpu_s, cpu_s + 1) < 0 ||
 	    set_limit_of(runner, RLIMIT_NPROC, (uint64_t)l->max_processes + 1,
@@ -1458,7 +1466,7 @@ fail:
 }
 
 /* The host pid of a pidfd (its fdinfo's "Pid:"), or -1. */
-static pid_t pidfd_pid(int pidfd)
+pid_t sandbox_pidfd_pid(int pidfd)
 {
 	char path[64], buf[512], *p;
 	ssize_t n;
@@ -1512,16 +1520,14 @@ int sandbox_zygote_send(int zsock, const struct sandbox_spec *spec, uint32_t uid
 		for (unsigned i = 0; i < spec->n_cgroup_tasks; i++)
 			fds[ZYGOTE_SPAWN_FDS + i] = spec->cgroup_tasks[i];
 		rc = zyg_send(zsock, &m, fds, ZYGOTE_SPAWN_FDS + spec->n_cgroup_tasks);
-		if (rc < 0)
-			snprintf(err, errlen, "zygote: send: %s", strerror(errno));
-		close(rep[1]);
-		close(sync[0]);
 		if (rc < 0) {
-			close(rep[0]);
-			close(sync[1]);
+			snprintf(err, errlen, "zygote: send: %s", strerror(errno));
+			close_pipes(rep, sync);
 			return -2;
 		}
 	}
+	close(rep[1]); /* the child's ends: the zygote has them now */
+	close(sync[0]);
 	zp->report_r = rep[0];
 	zp->sync_w = sync[1];
 	return 0;
@@ -1563,8 +1569,6 @@ int sandbox_zygote_recv(int zsock, int wait_ms, uint64_t *id, int *pidfd, char *
 	snprintf(err, errlen, "zygote: %s", n == 0 ? "it closed its socket" : "bad answer");
 	return -1;
 }
-
-pid_t sandbox_pidfd_pid(int pidfd) { return pidfd_pid(pidfd); }
 
 int sandbox_zygote_go(struct zygote_pending *zp, int *report_fd, char *err, size_t errlen)
 {

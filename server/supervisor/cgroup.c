@@ -335,21 +335,12 @@ int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen)
 {
 	char dir[256], val[32];
 
-	if (mode == CG_NONE)
+	/* v1: the sandbox's init joins its groups itself (cg_open_tasks) */
+	if (mode != CG_V2)
 		return 0;
 	snprintf(val, sizeof(val), "%d", (int)pid);
-	if (mode == CG_V2) {
-		group_path(dir, sizeof(dir), NULL, id);
-		return set_file(dir, "cgroup.procs", val, err, errlen);
-	}
-	for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
-		if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
-			continue;
-		group_path(dir, sizeof(dir), v1_ctrls[i], id);
-		if (set_file(dir, "cgroup.procs", val, err, errlen) < 0)
-			return -1;
-	}
-	return 0;
+	group_path(dir, sizeof(dir), NULL, id);
+	return set_file(dir, "cgroup.procs", val, err, errlen);
 }
 
 int cg_open_tasks(uint64_t id, int fds[CG_TASK_FDS])

@@ -41,7 +41,11 @@ __attribute__((warn_unused_result)) int cg_create(uint64_t id, uint64_t memory_b
 __attribute__((warn_unused_result)) int
 cg_set_limits(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err, size_t errlen);
 
-/* Moves pid into sandbox id's group. Returns 0 or -1 with a message. */
+/*
+ * cgroup v2: moves pid into sandbox id's group. Returns 0 or -1 with a
+ * message. Nothing to do on v1, where a sandbox's init joins its groups
+ * itself (cg_open_tasks), nor without cgroups.
+ */
 __attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen);
 
 /*

@@ -92,8 +92,7 @@ struct slot {
 	/* a pool's sandbox asked of a zygote, its answer not in yet (no pid,
 	 * pidfd or reports until then): zygote_answer */
 	bool spawning;
-	bool attach; /* v2: the answer's pid goes into the cgroup first */
-	int zsock;   /* the zygote's socket it was asked on */
+	int zsock; /* the zygote's socket it was asked on */
 	struct zygote_pending zp;
 };
 
@@ -320,10 +319,9 @@ static void zygote_launch(struct sup *s, enum zkind k, struct zygote *z)
 		 (int)pid, zk->uid);
 }
 
-/* Drops z's socket: a serving zygote sees EOF and stops serving. */
 static void finish_slot(struct sup *s, struct slot *sl, int init_status);
-static pid_t zygote_go(uint64_t id, bool attach, struct zygote_pending *zp, int pidfd,
-		       int *report_fd, char *err, size_t errlen);
+static pid_t zygote_go(uint64_t id, struct zygote_pending *zp, int pidfd, int *report_fd, char *err,
+		       size_t errlen);
 
 /* Ends a pool sandbox whose zygote never answered for it. */
 static void spawn_failed(struct sup *s, struct slot *sl, const char *why)
@@ -362,7 +360,7 @@ static bool zygote_answer(struct sup *s, int zsock, int type, uint64_t id, int p
 		spawn_failed(s, sl, why);
 		return true;
 	}
-	pid = zygote_go(sl->id, sl->attach, &sl->zp, pidfd, &report_fd, err, sizeof(err));
+	pid = zygote_go(sl->id, &sl->zp, pidfd, &report_fd, err, sizeof(err));
 	if (pid < 0) {
 		spawn_failed(s, sl, err);
 		return true;
@@ -411,6 +409,7 @@ static void zygote_settle(struct sup *s, struct zygote *z, bool drain)
 	}
 }
 
+/* Drops z's socket: a serving zygote sees EOF and stops serving. */
 static void zygote_close(struct sup *s, struct zygote *z)
 {
 	if (z->sock >= 0)
@@ -746,17 +745,17 @@ static int zygote_take_at_once(const struct ipc_spawn *sp, int ctl, int payload_
 
 /*
  * Lets a zygote's new sandbox (pidfd, the request zp) go: into its cgroup
- * first where that needs its pid (attach). Returns its host pid and sets
+ * first where that needs its pid (v2). Returns its host pid and sets
  * *report_fd; -1 with err, the sandbox killed and pidfd closed.
  */
-static pid_t zygote_go(uint64_t id, bool attach, struct zygote_pending *zp, int pidfd,
-		       int *report_fd, char *err, size_t errlen)
+static pid_t zygote_go(uint64_t id, struct zygote_pending *zp, int pidfd, int *report_fd, char *err,
+		       size_t errlen)
 {
 	pid_t pid = sandbox_pidfd_pid(pidfd);
 
 	if (pid < 0)
 		snprintf(err, errlen, "zygote: the new sandbox's pid: %s", strerror(errno));
-	if (pid < 0 || (attach && cg_attach(id, pid, err, errlen) < 0) ||
+	if (pid < 0 || cg_attach(id, pid, err, errlen) < 0 ||
 	    sandbox_zygote_go(zp, report_fd, err, errlen) < 0) {
 		(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
 		close(pidfd);
@@ -772,8 +771,8 @@ static pid_t zygote_go(uint64_t id, bool attach, struct zygote_pending *zp, int 
  * Returns the host pid (*pidfd, *report_fd set); -1 with err when this
  * sandbox failed; -2 when the zygote must be replaced.
  */
-static pid_t zygote_wait(struct sup *s, struct zygote *z, struct zygote_pending *zp, bool attach,
-			 int *report_fd, int *pidfd, char *err, size_t errlen)
+static pid_t zygote_wait(struct sup *s, struct zygote *z, struct zygote_pending *zp, int *report_fd,
+			 int *pidfd, char *err, size_t errlen)
 {
 	uint64_t id;
 	int type, fd;
@@ -790,7 +789,7 @@ static pid_t zygote_wait(struct sup *s, struct zygote *z, struct zygote_pending 
 	}
 	if (type == ZYGOTE_SPAWNED) {
 		*pidfd = fd;
-		return zygote_go(zp->id, attach, zp, fd, report_fd, err, errlen);
+		return zygote_go(zp->id, zp, fd, report_fd, err, errlen);
 	}
 	if (type == 0)
 		snprintf(err, errlen, "zygote: no answer in %d ms", ZYGOTE_ANSWER_MS);
@@ -908,8 +907,8 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
-	/* cgroup v1: init joins its groups itself (cg_open_tasks), not
-	 * through attach_cgroup's write of its pid */
+	/* cgroup v1: init joins its groups itself (cg_open_tasks; cg_attach
+	 * does nothing there) */
 	tasks = cg_open_tasks(sp->id, spec.cgroup_tasks);
 	if (tasks < 0) {
 		snprintf(err, sizeof(err), "open the cgroup's tasks: %s", strerror(errno));
@@ -918,10 +917,8 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
-	if (tasks > 0) {
+	if (tasks > 0)
 		spec.n_cgroup_tasks = (unsigned)tasks;
-		spec.before_release = NULL;
-	}
 	pid = -1;
 	if (via_zygote) {
 		struct zygote *z = &s->zk[zk].cur;
@@ -938,14 +935,12 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 			 * so that a take or a run's end is not held up meanwhile */
 			slot_open(s, idx, sp, spec.host_uid, cg_memory, cg_procs, &ctl[0]);
 			sl->spawning = true;
-			sl->attach = tasks == 0;
 			sl->zsock = z->sock;
 			sl->zp = zp;
 			goto out;
 		}
 		if (pid == 0)
-			pid = zygote_wait(s, z, &zp, tasks == 0, &report_fd, &pidfd, err,
-					  sizeof(err));
+			pid = zygote_wait(s, z, &zp, &report_fd, &pidfd, err, sizeof(err));
 		if (pid >= 0 && !sp->warm &&
 		    zygote_take_at_once(sp, ctl[0], fds[0], err, sizeof(err)) < 0) {
 			(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
