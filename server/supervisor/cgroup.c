@@ -1,14 +1,15 @@
 /*
  * Control groups for sandboxes.
  *
- * Groups are named sb-<supervisor pid>-<execution id>: several capiboxd
- * (tests, replicas) may share a machine.
+ * Groups are named sb-<supervisor pid>-<serial>: several capiboxd (tests,
+ * replicas) may share a machine. A group serves one supervisor slot's
+ * sandboxes one after the other (cg_begin).
  *
- * v2: /sys/fs/cgroup/capibox/sb-<pid>-<id>, with memory, pids and cpu enabled in
+ * v2: /sys/fs/cgroup/capibox/sb-<pid>-<serial>, with memory, pids and cpu enabled in
  *     capibox's subtree_control (capibox itself holds no process, as v2's
  *     no-internal-process rule wants). memory.max, memory.swap.max = 0,
  *     pids.max; memory.peak, memory.events (oom_kill), cpu.stat.
- * v1: /sys/fs/cgroup/{memory,pids,cpuacct}/capibox/sb-<pid>-<id>.
+ * v1: /sys/fs/cgroup/{memory,pids,cpuacct}/capibox/sb-<pid>-<serial>.
  *     memory.limit_in_bytes and memory.memsw.limit_in_bytes (swap off, when
  *     swap accounting exists), pids.max; memory.max_usage_in_bytes,
  *     memory.oom_control (oom_kill), cpuacct.usage.
@@ -70,15 +71,6 @@ static int read_str(const char *path, char *buf, size_t len)
 		return -1;
 	buf[n] = '\0';
 	return 0;
-}
-
-static uint64_t read_u64(const char *path)
-{
-	char buf[64];
-
-	if (read_str(path, buf, sizeof(buf)) < 0)
-		return 0;
-	return strtoull(buf, NULL, 10);
 }
 
 /* read_str on an open descriptor: the file read again from its start. */
@@ -224,13 +216,41 @@ enum cg_mode cg_init(const char *root, char *desc, size_t desclen)
 	return mode = CG_NONE;
 }
 
-static void group_path(char *buf, size_t len, const char *ctrl, uint64_t id)
+/*
+ * A group per supervisor slot, kept from one sandbox of the slot to the
+ * next: its creation (a mkdir per hierarchy, its limits, its files opened)
+ * and its removal (rmdir, then the kernel's teardown of each controller's
+ * state in its workers) cost about 0.3 ms of CPU per execution, and a
+ * removed memory group lingers in the kernel as long as any page is still
+ * charged to it. A kept group is reset for its next sandbox (cg_begin): it
+ * must be empty, its peak memory is reset, and its CPU time and OOM kills
+ * are read as a baseline. Where the peak cannot be reset (cgroup v2 before
+ * Linux 6.12) each sandbox gets a new group, as before.
+ */
+struct group {
+	bool made;
+	bool reusable;	 /* its peak memory can be reset */
+	unsigned serial; /* in its name */
+	uint64_t memory; /* its limits, as written */
+	uint32_t procs;
+	int stat_fds[CG_STAT_FDS];
+	int live_fd; /* v1 pids.current / v2 cgroup.events: does anything live in it */
+	int tasks_fds[CG_TASK_FDS]; /* v1: each hierarchy's tasks file (O_WRONLY) */
+	int n_tasks;
+	uint64_t cpu_base, oom_base; /* the counters at cg_begin */
+};
+
+static struct group *groups;
+static unsigned n_groups;
+static unsigned serials;
+
+static void group_path(char *buf, size_t len, const char *ctrl, const struct group *gr)
 {
 	if (mode == CG_V2)
-		snprintf(buf, len, "%.180s/capibox/sb-%d-%" PRIu64, cg_root, (int)getpid(), id);
+		snprintf(buf, len, "%.180s/capibox/sb-%d-%u", cg_root, (int)getpid(), gr->serial);
 	else
-		snprintf(buf, len, "%.150s/%.16s/capibox/sb-%d-%" PRIu64, cg_root, ctrl,
-			 (int)getpid(), id);
+		snprintf(buf, len, "%.150s/%.16s/capibox/sb-%d-%u", cg_root, ctrl, (int)getpid(),
+			 gr->serial);
 }
 
 static int set_file(const char *dir, const char *file, const char *val, char *err, size_t errlen)
@@ -245,150 +265,23 @@ static int set_file(const char *dir, const char *file, const char *val, char *er
 	return 0;
 }
 
-int cg_create(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err, size_t errlen)
+int cg_setup(unsigned n)
 {
-	char dir[256], val[32], pids[32];
-
-	if (mode == CG_NONE)
-		return 0;
-	snprintf(val, sizeof(val), "%" PRIu64, memory_bytes);
-	/* pids.max counts the sandbox's init too */
-	snprintf(pids, sizeof(pids), "%" PRIu32, max_processes + 1);
-	if (mode == CG_V2) {
-		group_path(dir, sizeof(dir), NULL, id);
-		if (mkdir(dir, 0755) < 0) {
-			snprintf(err, errlen, "cgroup: mkdir %s: %s", dir, strerror(errno));
-			return -1;
-		}
-		if (set_file(dir, "memory.max", val, err, errlen) < 0 ||
-		    set_file(dir, "memory.swap.max", "0", err, errlen) < 0 ||
-		    (have_pids && set_file(dir, "pids.max", pids, err, errlen) < 0))
-			goto fail;
-		return 0;
-	}
-	for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
-		if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
-			continue;
-		group_path(dir, sizeof(dir), v1_ctrls[i], id);
-		if (mkdir(dir, 0755) < 0) {
-			snprintf(err, errlen, "cgroup: mkdir %s: %s", dir, strerror(errno));
-			goto fail;
-		}
-	}
-	group_path(dir, sizeof(dir), "memory", id);
-	/* limit before memsw limit: memsw must never be below the limit */
-	if (set_file(dir, "memory.limit_in_bytes", val, err, errlen) < 0 ||
-	    (v1_memsw && set_file(dir, "memory.memsw.limit_in_bytes", val, err, errlen) < 0) ||
-	    set_file(dir, "memory.swappiness", "0", err, errlen) < 0)
-		goto fail;
-	if (have_pids) {
-		group_path(dir, sizeof(dir), "pids", id);
-		if (set_file(dir, "pids.max", pids, err, errlen) < 0)
-			goto fail;
-	}
-	return 0;
-fail:
-	cg_destroy(id);
-	return -1;
-}
-
-int cg_set_limits(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err,
-		  size_t errlen)
-{
-	char dir[256], val[32], pids[32], path[320];
-
-	if (mode == CG_NONE)
-		return 0;
-	snprintf(val, sizeof(val), "%" PRIu64, memory_bytes);
-	snprintf(pids, sizeof(pids), "%" PRIu32, max_processes + 1);
-	if (mode == CG_V2) {
-		group_path(dir, sizeof(dir), NULL, id);
-		return set_file(dir, "memory.max", val, err, errlen) < 0 ||
-				       (have_pids &&
-					set_file(dir, "pids.max", pids, err, errlen) < 0) ?
-			       -1 :
-			       0;
-	}
-	group_path(dir, sizeof(dir), "memory", id);
-	snprintf(path, sizeof(path), "%s/memory.limit_in_bytes", dir);
-	/* memsw must never be below the limit: lower the limit first, raise
-	 * memsw first */
-	if (memory_bytes <= read_u64(path)) {
-		if (set_file(dir, "memory.limit_in_bytes", val, err, errlen) < 0 ||
-		    (v1_memsw &&
-		     set_file(dir, "memory.memsw.limit_in_bytes", val, err, errlen) < 0))
-			return -1;
-	} else if ((v1_memsw &&
-		    set_file(dir, "memory.memsw.limit_in_bytes", val, err, errlen) < 0) ||
-		   set_file(dir, "memory.limit_in_bytes", val, err, errlen) < 0) {
+	groups = calloc(n, sizeof(*groups));
+	if (groups == NULL)
 		return -1;
-	}
-	if (have_pids) {
-		group_path(dir, sizeof(dir), "pids", id);
-		if (set_file(dir, "pids.max", pids, err, errlen) < 0)
-			return -1;
+	n_groups = n;
+	for (unsigned i = 0; i < n; i++) {
+		groups[i].live_fd = -1;
+		for (int k = 0; k < CG_STAT_FDS; k++)
+			groups[i].stat_fds[k] = -1;
 	}
 	return 0;
 }
 
-int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen)
+static struct group *group_at(unsigned g)
 {
-	char dir[256], val[32];
-
-	/* v1: the sandbox's init joins its groups itself (cg_open_tasks) */
-	if (mode != CG_V2)
-		return 0;
-	snprintf(val, sizeof(val), "%d", (int)pid);
-	group_path(dir, sizeof(dir), NULL, id);
-	return set_file(dir, "cgroup.procs", val, err, errlen);
-}
-
-int cg_open_tasks(uint64_t id, int fds[CG_TASK_FDS])
-{
-	char dir[256], path[320];
-	int n = 0;
-
-	if (mode != CG_V1)
-		return 0;
-	for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
-		if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
-			continue;
-		group_path(dir, sizeof(dir), v1_ctrls[i], id);
-		snprintf(path, sizeof(path), "%s/tasks", dir);
-		fds[n] = open(path, O_WRONLY | O_CLOEXEC);
-		if (fds[n] < 0) {
-			int e = errno;
-			while (n > 0)
-				close(fds[--n]);
-			errno = e;
-			return -1;
-		}
-		n++;
-	}
-	return n;
-}
-
-int cg_open(uint64_t id)
-{
-	char dir[256];
-
-	if (mode != CG_V2)
-		return -1;
-	group_path(dir, sizeof(dir), NULL, id);
-	return open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-}
-
-void cg_kill(uint64_t id)
-{
-	char dir[256], path[320];
-
-	if (mode != CG_V2)
-		return;
-	group_path(dir, sizeof(dir), NULL, id);
-	snprintf(path, sizeof(path), "%s/cgroup.kill", dir);
-	/* absent before Linux 5.14: killing init is enough there */
-	if (write_str(path, "1") < 0 && errno != ENOENT)
-		log_warn("cgroup: %s", path);
+	return mode != CG_NONE && g < n_groups && groups[g].made ? &groups[g] : NULL;
 }
 
 /* Where each figure is: controller (v1), file, key (NULL: the file is the number). */
@@ -400,67 +293,347 @@ static const struct {
 	[CG_STAT_OOM] = {"memory", "memory.oom_control", "oom_kill", "memory.events", "oom_kill"},
 };
 
-static void stat_path(uint64_t id, int which, char *dir, size_t dirlen, const char **file,
-		      const char **key)
+static void stat_path(const struct group *gr, int which, char *dir, size_t dirlen,
+		      const char **file, const char **key)
 {
 	if (mode == CG_V2) {
-		group_path(dir, dirlen, NULL, id);
+		group_path(dir, dirlen, NULL, gr);
 		*file = stat_files[which].v2_file;
 		*key = stat_files[which].v2_key;
 	} else {
-		group_path(dir, dirlen, stat_files[which].v1_ctrl, id);
+		group_path(dir, dirlen, stat_files[which].v1_ctrl, gr);
 		*file = stat_files[which].v1_file;
 		*key = stat_files[which].v1_key;
 	}
 }
 
-static uint64_t stat_of(uint64_t id, const int fds[CG_STAT_FDS], int which)
+/* A figure as the group's counter has it (no baseline taken off). */
+static uint64_t stat_of(const struct group *gr, int which)
 {
 	char dir[256];
 	const char *file, *key;
 
-	if (mode == CG_NONE || (mode == CG_V1 && which == CG_STAT_CPU && !have_cpu))
+	if (mode == CG_V1 && which == CG_STAT_CPU && !have_cpu)
 		return 0;
-	stat_path(id, which, dir, sizeof(dir), &file, &key);
-	return read_stat(fds[which], dir, file, key);
+	stat_path(gr, which, dir, sizeof(dir), &file, &key);
+	return read_stat(gr->stat_fds[which], dir, file, key);
 }
 
-void cg_open_stats(uint64_t id, int fds[CG_STAT_FDS])
+/*
+ * Opens what a group is read through: its figures (the peak read-write:
+ * a write resets it; where the kernel does not allow that, the group is
+ * not reusable), whether anything lives in it, and on v1 its tasks files.
+ */
+static int group_open(struct group *gr)
 {
 	char dir[256], path[320];
 	const char *file, *key;
 
 	for (int i = 0; i < CG_STAT_FDS; i++) {
-		fds[i] = -1;
-		if (mode == CG_NONE || (mode == CG_V1 && i == CG_STAT_CPU && !have_cpu))
+		if (mode == CG_V1 && i == CG_STAT_CPU && !have_cpu)
 			continue;
-		stat_path(id, i, dir, sizeof(dir), &file, &key);
+		stat_path(gr, i, dir, sizeof(dir), &file, &key);
 		snprintf(path, sizeof(path), "%s/%s", dir, file);
-		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (i == CG_STAT_PEAK) {
+			gr->stat_fds[i] = open(path, O_RDWR | O_CLOEXEC);
+			gr->reusable = gr->stat_fds[i] >= 0;
+			if (gr->stat_fds[i] >= 0)
+				continue;
+		}
+		gr->stat_fds[i] = open(path, O_RDONLY | O_CLOEXEC);
 	}
+	if (mode == CG_V2)
+		group_path(dir, sizeof(dir), NULL, gr);
+	else
+		group_path(dir, sizeof(dir), have_pids ? "pids" : "memory", gr);
+	snprintf(path, sizeof(path), "%s/%s", dir,
+		 mode == CG_V2 ? "cgroup.events" :
+		 have_pids     ? "pids.current" :
+				 "tasks");
+	gr->live_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (gr->live_fd < 0)
+		gr->reusable = false;
+	gr->n_tasks = 0;
+	if (mode != CG_V1)
+		return 0;
+	for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
+		if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
+			continue;
+		group_path(dir, sizeof(dir), v1_ctrls[i], gr);
+		snprintf(path, sizeof(path), "%s/tasks", dir);
+		gr->tasks_fds[gr->n_tasks] = open(path, O_WRONLY | O_CLOEXEC);
+		if (gr->tasks_fds[gr->n_tasks] < 0)
+			return -1;
+		gr->n_tasks++;
+	}
+	return 0;
 }
 
-void cg_close_stats(int fds[CG_STAT_FDS])
+static void group_close(struct group *gr)
 {
 	for (int i = 0; i < CG_STAT_FDS; i++)
-		if (fds[i] >= 0) {
-			close(fds[i]);
-			fds[i] = -1;
+		if (gr->stat_fds[i] >= 0) {
+			close(gr->stat_fds[i]);
+			gr->stat_fds[i] = -1;
 		}
+	if (gr->live_fd >= 0)
+		close(gr->live_fd);
+	gr->live_fd = -1;
+	while (gr->n_tasks > 0)
+		close(gr->tasks_fds[--gr->n_tasks]);
 }
 
-void cg_read_usage(uint64_t id, const int fds[CG_STAT_FDS], struct cg_usage *u)
+/* Closes and removes group gr (its processes must be gone). */
+static void group_remove(struct group *gr)
 {
+	char dir[256];
+
+	group_close(gr);
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, gr);
+		remove_dir(dir);
+	} else {
+		for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
+			group_path(dir, sizeof(dir), v1_ctrls[i], gr);
+			remove_dir(dir); /* (ENOENT: a controller this host lacks) */
+		}
+	}
+	gr->made = false;
+}
+
+/* Whether nothing lives in gr any more (a process leaving is still counted). */
+static bool group_empty(const struct group *gr)
+{
+	char buf[256];
+
+	const char *p;
+
+	if (gr->live_fd < 0 || pread_str(gr->live_fd, buf, sizeof(buf)) < 0)
+		return false;
+	if (mode == CG_V2) /* cgroup.events: "populated 0" */
+		return (p = strstr(buf, "populated ")) != NULL && p[10] == '0';
+	return have_pids ? strtoull(buf, NULL, 10) == 0 : buf[0] == '\0';
+}
+
+/* Writes gr's limits where they differ from what it has. */
+static int group_limits(struct group *gr, uint64_t memory_bytes, uint32_t max_processes, char *err,
+			size_t errlen)
+{
+	char dir[256], val[32], pids[32];
+
+	snprintf(val, sizeof(val), "%" PRIu64, memory_bytes);
+	/* pids.max counts the sandbox's init too */
+	snprintf(pids, sizeof(pids), "%" PRIu32, max_processes + 1);
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, gr);
+		if (gr->memory != memory_bytes && set_file(dir, "memory.max", val, err, errlen) < 0)
+			return -1;
+		gr->memory = memory_bytes;
+		if (have_pids && gr->procs != max_processes &&
+		    set_file(dir, "pids.max", pids, err, errlen) < 0)
+			return -1;
+		gr->procs = max_processes;
+		return 0;
+	}
+	group_path(dir, sizeof(dir), "memory", gr);
+	/* memsw must never be below the limit: lower the limit first, raise
+	 * memsw first */
+	if (gr->memory == memory_bytes) {
+		/* as it is */
+	} else if (memory_bytes < gr->memory) {
+		if (set_file(dir, "memory.limit_in_bytes", val, err, errlen) < 0 ||
+		    (v1_memsw &&
+		     set_file(dir, "memory.memsw.limit_in_bytes", val, err, errlen) < 0))
+			return -1;
+	} else if ((v1_memsw &&
+		    set_file(dir, "memory.memsw.limit_in_bytes", val, err, errlen) < 0) ||
+		   set_file(dir, "memory.limit_in_bytes", val, err, errlen) < 0) {
+		return -1;
+	}
+	gr->memory = memory_bytes;
+	if (have_pids && gr->procs != max_processes) {
+		group_path(dir, sizeof(dir), "pids", gr);
+		if (set_file(dir, "pids.max", pids, err, errlen) < 0)
+			return -1;
+	}
+	gr->procs = max_processes;
+	return 0;
+}
+
+/* Makes group gr, new, with its limits. */
+static int group_make(struct group *gr, uint64_t memory_bytes, uint32_t max_processes, char *err,
+		      size_t errlen)
+{
+	char dir[256];
+
+	gr->serial = ++serials;
+	gr->made = true;
+	/* a new group's limits are the kernel's "max": write them all */
+	gr->memory = UINT64_MAX;
+	gr->procs = UINT32_MAX;
+	if (mode == CG_V2) {
+		group_path(dir, sizeof(dir), NULL, gr);
+		if (mkdir(dir, 0755) < 0) {
+			snprintf(err, errlen, "cgroup: mkdir %s: %s", dir, strerror(errno));
+			gr->made = false;
+			return -1;
+		}
+		if (set_file(dir, "memory.swap.max", "0", err, errlen) < 0)
+			goto fail;
+	} else {
+		for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
+			if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
+				continue;
+			group_path(dir, sizeof(dir), v1_ctrls[i], gr);
+			if (mkdir(dir, 0755) < 0) {
+				snprintf(err, errlen, "cgroup: mkdir %s: %s", dir, strerror(errno));
+				goto fail;
+			}
+		}
+		group_path(dir, sizeof(dir), "memory", gr);
+		if (set_file(dir, "memory.swappiness", "0", err, errlen) < 0)
+			goto fail;
+	}
+	if (group_limits(gr, memory_bytes, max_processes, err, errlen) < 0)
+		goto fail;
+	if (group_open(gr) < 0) {
+		snprintf(err, errlen, "cgroup: open a tasks file: %s", strerror(errno));
+		goto fail;
+	}
+	return 0;
+fail:
+	group_remove(gr);
+	return -1;
+}
+
+int cg_begin(unsigned g, uint64_t memory_bytes, uint32_t max_processes, char *err, size_t errlen)
+{
+	struct group *gr;
+	char ignored[160];
+
+	if (mode == CG_NONE)
+		return 0;
+	if (g >= n_groups) {
+		snprintf(err, errlen, "cgroup: no group %u", g);
+		return -1;
+	}
+	gr = &groups[g];
+	/* a kept group: empty, its limits the request's, its peak reset; if
+	 * any of that fails, a new group instead */
+	if (gr->made &&
+	    (!gr->reusable || !group_empty(gr) ||
+	     group_limits(gr, memory_bytes, max_processes, ignored, sizeof(ignored)) < 0 ||
+	     pwrite(gr->stat_fds[CG_STAT_PEAK], "0", 1, 0) != 1))
+		group_remove(gr);
+	if (!gr->made && group_make(gr, memory_bytes, max_processes, err, errlen) < 0)
+		return -1;
+	gr->cpu_base = stat_of(gr, CG_STAT_CPU);
+	gr->oom_base = stat_of(gr, CG_STAT_OOM);
+	return 0;
+}
+
+void cg_end(unsigned g)
+{
+	struct group *gr = group_at(g);
+
+	if (gr != NULL && !gr->reusable)
+		group_remove(gr);
+}
+
+void cg_remove_all(void)
+{
+	for (unsigned g = 0; g < n_groups; g++)
+		if (groups[g].made)
+			group_remove(&groups[g]);
+}
+
+int cg_set_limits(unsigned g, uint64_t memory_bytes, uint32_t max_processes, char *err,
+		  size_t errlen)
+{
+	struct group *gr = group_at(g);
+
+	return gr == NULL ? 0 : group_limits(gr, memory_bytes, max_processes, err, errlen);
+}
+
+int cg_attach(unsigned g, pid_t pid, char *err, size_t errlen)
+{
+	struct group *gr = group_at(g);
+	char dir[256], val[32];
+
+	/* v1: the sandbox's init joins its groups itself (cg_open_tasks) */
+	if (mode != CG_V2 || gr == NULL)
+		return 0;
+	snprintf(val, sizeof(val), "%d", (int)pid);
+	group_path(dir, sizeof(dir), NULL, gr);
+	return set_file(dir, "cgroup.procs", val, err, errlen);
+}
+
+int cg_open_tasks(unsigned g, int fds[CG_TASK_FDS])
+{
+	struct group *gr = group_at(g);
+	int n = 0;
+
+	if (mode != CG_V1 || gr == NULL)
+		return 0;
+	for (; n < gr->n_tasks; n++) {
+		fds[n] = fcntl(gr->tasks_fds[n], F_DUPFD_CLOEXEC, 0);
+		if (fds[n] < 0) {
+			int e = errno;
+			while (n > 0)
+				close(fds[--n]);
+			errno = e;
+			return -1;
+		}
+	}
+	return n;
+}
+
+int cg_open(unsigned g)
+{
+	struct group *gr = group_at(g);
+	char dir[256];
+
+	if (mode != CG_V2 || gr == NULL)
+		return -1;
+	group_path(dir, sizeof(dir), NULL, gr);
+	return open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+void cg_kill(unsigned g)
+{
+	struct group *gr = group_at(g);
+	char dir[256], path[320];
+
+	if (mode != CG_V2 || gr == NULL)
+		return;
+	group_path(dir, sizeof(dir), NULL, gr);
+	snprintf(path, sizeof(path), "%s/cgroup.kill", dir);
+	/* absent before Linux 5.14: killing init is enough there */
+	if (write_str(path, "1") < 0 && errno != ENOENT)
+		log_warn("cgroup: %s", path);
+}
+
+void cg_read_usage(unsigned g, struct cg_usage *u)
+{
+	const struct group *gr = group_at(g);
+
 	memset(u, 0, sizeof(*u));
-	u->peak_memory_bytes = stat_of(id, fds, CG_STAT_PEAK);
-	u->oom_killed = stat_of(id, fds, CG_STAT_OOM) > 0;
-	u->cpu_us = cg_cpu_us(id, fds);
+	if (gr == NULL)
+		return;
+	u->peak_memory_bytes = stat_of(gr, CG_STAT_PEAK);
+	u->oom_killed = stat_of(gr, CG_STAT_OOM) > gr->oom_base;
+	u->cpu_us = cg_cpu_us(g);
 }
 
-uint64_t cg_cpu_us(uint64_t id, const int fds[CG_STAT_FDS])
+uint64_t cg_cpu_us(unsigned g)
 {
-	uint64_t v = stat_of(id, fds, CG_STAT_CPU);
+	const struct group *gr = group_at(g);
+	uint64_t v;
 
+	if (gr == NULL)
+		return 0;
+	v = stat_of(gr, CG_STAT_CPU);
+	v = v > gr->cpu_base ? v - gr->cpu_base : 0;
 	return mode == CG_V1 ? v / 1000 : v; /* v1: cpuacct.usage is in nanoseconds */
 }
 
@@ -476,19 +649,4 @@ static void remove_dir(const char *dir)
 		nanosleep(&ts, NULL);
 	}
 	log_warn("cgroup: rmdir %s", dir);
-}
-
-void cg_destroy(uint64_t id)
-{
-	char dir[256];
-
-	if (mode == CG_V2) {
-		group_path(dir, sizeof(dir), NULL, id);
-		remove_dir(dir);
-	} else if (mode == CG_V1) {
-		for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
-			group_path(dir, sizeof(dir), v1_ctrls[i], id);
-			remove_dir(dir); /* (ENOENT: a controller this host lacks) */
-		}
-	}
 }

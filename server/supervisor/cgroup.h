@@ -28,34 +28,49 @@ struct cg_usage {
 };
 
 /*
- * Creates the group for sandbox id with its limits. Returns 0, or -1 with
- * a message in err. A no-op returning 0 in CG_NONE mode.
+ * Groups are per supervisor slot (0 .. n-1), made on a slot's first
+ * sandbox and kept for its next ones (cgroup.c says why). cg_setup sizes
+ * the table after cg_init; returns -1 if out of memory.
  */
-__attribute__((warn_unused_result)) int cg_create(uint64_t id, uint64_t memory_bytes,
-						  uint32_t max_processes, char *err, size_t errlen);
+int cg_setup(unsigned n);
 
 /*
- * Changes sandbox id's memory and process limits (a pooled sandbox taking
- * a request). Returns 0 or -1 with a message.
+ * Slot g's group for a new sandbox, with these limits: the kept one, empty
+ * and reset (limits, peak memory; CPU time and OOM kills counted from
+ * here), or a new one. Returns 0, or -1 with a message in err. A no-op
+ * returning 0 without cgroups.
+ */
+__attribute__((warn_unused_result)) int cg_begin(unsigned g, uint64_t memory_bytes,
+						 uint32_t max_processes, char *err, size_t errlen);
+
+/* Slot g's sandbox is gone (every process): its group is kept or removed. */
+void cg_end(unsigned g);
+
+/* Removes every group (the supervisor's exit; their processes must be gone). */
+void cg_remove_all(void);
+
+/*
+ * Changes slot g's memory and process limits (a pooled sandbox taking a
+ * request), writing only what differs. Returns 0 or -1 with a message.
  */
 __attribute__((warn_unused_result)) int
-cg_set_limits(uint64_t id, uint64_t memory_bytes, uint32_t max_processes, char *err, size_t errlen);
+cg_set_limits(unsigned g, uint64_t memory_bytes, uint32_t max_processes, char *err, size_t errlen);
 
 /*
- * cgroup v2: moves pid into sandbox id's group. Returns 0 or -1 with a
+ * cgroup v2: moves pid into slot g's group. Returns 0 or -1 with a
  * message. Nothing to do on v1, where a sandbox's init joins its groups
  * itself (cg_open_tasks), nor without cgroups.
  */
-__attribute__((warn_unused_result)) int cg_attach(uint64_t id, pid_t pid, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int cg_attach(unsigned g, pid_t pid, char *err, size_t errlen);
 
 /*
- * cgroup v2: an O_PATH descriptor of sandbox id's group, for clone3's
+ * cgroup v2: an O_PATH descriptor of slot g's group, for clone3's
  * CLONE_INTO_CGROUP; -1 on v1 (or without cgroups).
  */
-int cg_open(uint64_t id);
+int cg_open(unsigned g);
 
 /*
- * cgroup v1: opens the `tasks` file of each of sandbox id's groups
+ * cgroup v1: copies of the `tasks` files of each of slot g's groups
  * (O_WRONLY, CLOEXEC) into fds. A process that writes "0" to them moves
  * itself, which the kernel does without the global lock a write of a pid
  * takes (that lock waits for an RCU grace period, milliseconds); the open
@@ -63,31 +78,25 @@ int cg_open(uint64_t id);
  * cgroups), or -1 with errno.
  */
 #define CG_TASK_FDS 3
-int cg_open_tasks(uint64_t id, int fds[CG_TASK_FDS]);
+int cg_open_tasks(unsigned g, int fds[CG_TASK_FDS]);
 
-/* cgroup v2: kills every process in sandbox id's group (cgroup.kill); no-op on v1. */
-void cg_kill(uint64_t id);
+/* cgroup v2: kills every process in slot g's group (cgroup.kill); no-op on v1. */
+void cg_kill(unsigned g);
 
 /*
- * The files a run's figures are read from, opened once per sandbox (an
- * open of a cgroup file costs tens of microseconds; a read of an open one,
- * a few): CPU time, peak memory, OOM kills. An entry that could not be
- * opened is -1, and the figure is then read by path.
+ * The files a group's figures are read from are opened once (an open of a
+ * cgroup file costs tens of microseconds; a read of an open one, a few):
+ * CPU time, peak memory, OOM kills.
  */
 enum { CG_STAT_CPU, CG_STAT_PEAK, CG_STAT_OOM, CG_STAT_FDS };
-void cg_open_stats(uint64_t id, int fds[CG_STAT_FDS]);
-void cg_close_stats(int fds[CG_STAT_FDS]);
 
-/* Reads what sandbox id used (zeros where unknown). */
-void cg_read_usage(uint64_t id, const int fds[CG_STAT_FDS], struct cg_usage *u);
+/* Reads what slot g's sandbox used since cg_begin (zeros where unknown). */
+void cg_read_usage(unsigned g, struct cg_usage *u);
 
-/* CPU time used so far by sandbox id's group, in microseconds (0 if unknown). */
-uint64_t cg_cpu_us(uint64_t id, const int fds[CG_STAT_FDS]);
+/* CPU time slot g's sandbox used so far, in microseconds (0 if unknown). */
+uint64_t cg_cpu_us(unsigned g);
 
 /* Whether cg_cpu_us reads anything: then the CPU limit is checked on it. */
 bool cg_cpu_accounted(void);
-
-/* Removes sandbox id's group; its processes must be gone. */
-void cg_destroy(uint64_t id);
 
 #endif

@@ -85,10 +85,8 @@ struct slot {
 	int control_fd; /* our end of init's take socket, -1 */
 	uint64_t t_take_ns;
 	uint64_t cpu_base_us; /* the runner's own start, not the request's */
-	uint64_t cg_memory;   /* the cgroup's limits, as made */
-	uint32_t cg_procs;
-	int stat_fds[CG_STAT_FDS]; /* cg_open_stats */
-	int pidfd;		   /* made by the zygote (not our child): its pidfd, else -1 */
+	unsigned idx;	      /* in slots[]: its cgroup's too */
+	int pidfd;	      /* made by the zygote (not our child): its pidfd, else -1 */
 	/* a pool's sandbox asked of a zygote, its answer not in yet (no pid,
 	 * pidfd or reports until then): zygote_answer */
 	bool spawning;
@@ -222,7 +220,7 @@ static void kill_slot(struct slot *sl, enum exec_reason reason)
 	} else if (kill(sl->pid, SIGKILL) < 0 && errno != ESRCH) {
 		log_warn("kill %d", (int)sl->pid);
 	}
-	cg_kill(sl->id);
+	cg_kill(sl->idx);
 }
 
 /* Starts or stops the CPU tick: it runs only while code does (an idle pool,
@@ -246,11 +244,11 @@ static void update_tick(struct sup *s)
 /* Puts a new sandbox into its cgroup before it runs anything. */
 static int attach_cgroup(void *arg, pid_t pid, bool in_cgroup, char *err, size_t errlen)
 {
-	const struct ipc_spawn *sp = arg;
+	const unsigned *idx = arg;
 
 	if (in_cgroup)
 		return 0; /* clone3 put it there */
-	return cg_attach(sp->id, pid, err, errlen);
+	return cg_attach(*idx, pid, err, errlen);
 }
 
 /* ---- the python zygotes (docs/ZYGOTE.md) ------------------------------------ */
@@ -320,8 +318,8 @@ static void zygote_launch(struct sup *s, enum zkind k, struct zygote *z)
 }
 
 static void finish_slot(struct sup *s, struct slot *sl, int init_status);
-static pid_t zygote_go(uint64_t id, struct zygote_pending *zp, int pidfd, int *report_fd, char *err,
-		       size_t errlen);
+static pid_t zygote_go(unsigned idx, struct zygote_pending *zp, int pidfd, int *report_fd,
+		       char *err, size_t errlen);
 
 /* Ends a pool sandbox whose zygote never answered for it. */
 static void spawn_failed(struct sup *s, struct slot *sl, const char *why)
@@ -360,12 +358,12 @@ static bool zygote_answer(struct sup *s, int zsock, int type, uint64_t id, int p
 		spawn_failed(s, sl, why);
 		return true;
 	}
-	pid = zygote_go(sl->id, &sl->zp, pidfd, &report_fd, err, sizeof(err));
+	idx = (unsigned)(sl - s->slots);
+	pid = zygote_go(idx, &sl->zp, pidfd, &report_fd, err, sizeof(err));
 	if (pid < 0) {
 		spawn_failed(s, sl, err);
 		return true;
 	}
-	idx = (unsigned)(sl - s->slots);
 	sl->spawning = false;
 	sl->pid = pid;
 	sl->pidfd = pidfd;
@@ -748,14 +746,14 @@ static int zygote_take_at_once(const struct ipc_spawn *sp, int ctl, int payload_
  * first where that needs its pid (v2). Returns its host pid and sets
  * *report_fd; -1 with err, the sandbox killed and pidfd closed.
  */
-static pid_t zygote_go(uint64_t id, struct zygote_pending *zp, int pidfd, int *report_fd, char *err,
-		       size_t errlen)
+static pid_t zygote_go(unsigned idx, struct zygote_pending *zp, int pidfd, int *report_fd,
+		       char *err, size_t errlen)
 {
 	pid_t pid = sandbox_pidfd_pid(pidfd);
 
 	if (pid < 0)
 		snprintf(err, errlen, "zygote: the new sandbox's pid: %s", strerror(errno));
-	if (pid < 0 || cg_attach(id, pid, err, errlen) < 0 ||
+	if (pid < 0 || cg_attach(idx, pid, err, errlen) < 0 ||
 	    sandbox_zygote_go(zp, report_fd, err, errlen) < 0) {
 		(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
 		close(pidfd);
@@ -771,8 +769,8 @@ static pid_t zygote_go(uint64_t id, struct zygote_pending *zp, int pidfd, int *r
  * Returns the host pid (*pidfd, *report_fd set); -1 with err when this
  * sandbox failed; -2 when the zygote must be replaced.
  */
-static pid_t zygote_wait(struct sup *s, struct zygote *z, struct zygote_pending *zp, int *report_fd,
-			 int *pidfd, char *err, size_t errlen)
+static pid_t zygote_wait(struct sup *s, struct zygote *z, unsigned idx, struct zygote_pending *zp,
+			 int *report_fd, int *pidfd, char *err, size_t errlen)
 {
 	uint64_t id;
 	int type, fd;
@@ -789,7 +787,7 @@ static pid_t zygote_wait(struct sup *s, struct zygote *z, struct zygote_pending 
 	}
 	if (type == ZYGOTE_SPAWNED) {
 		*pidfd = fd;
-		return zygote_go(zp->id, zp, fd, report_fd, err, errlen);
+		return zygote_go(idx, zp, fd, report_fd, err, errlen);
 	}
 	if (type == 0)
 		snprintf(err, errlen, "zygote: no answer in %d ms", ZYGOTE_ANSWER_MS);
@@ -803,7 +801,7 @@ static pid_t zygote_wait(struct sup *s, struct zygote *z, struct zygote_pending 
  * caller adds the process (pid, pidfd, reports) when it has it.
  */
 static void slot_open(struct sup *s, unsigned idx, const struct ipc_spawn *sp, uint32_t host_uid,
-		      uint64_t cg_memory, uint32_t cg_procs, int *ctl0)
+		      int *ctl0)
 {
 	struct slot *sl = &s->slots[idx];
 
@@ -812,9 +810,7 @@ static void slot_open(struct sup *s, unsigned idx, const struct ipc_spawn *sp, u
 	sl->host_uid = host_uid;
 	sl->runtime = sp->runtime;
 	sl->limits = sp->limits;
-	sl->cg_memory = cg_memory;
-	sl->cg_procs = cg_procs;
-	cg_open_stats(sp->id, sl->stat_fds);
+	sl->idx = idx;
 	sl->report_fd = -1;
 	sl->pidfd = -1;
 	sl->warm = sp->warm != 0;
@@ -844,8 +840,8 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	unsigned idx = 0;
 	pid_t pid;
 	int report_fd = -1;
-	uint64_t cg_memory = 0;
-	uint32_t cg_procs = 0;
+	uint64_t cg_memory;
+	uint32_t cg_procs;
 
 	if (sp->runtime >= runtime_count())
 		fatalx("ipc: SPAWN with runtime index %u out of range", sp->runtime);
@@ -879,7 +875,7 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 
 	spec.cpu_backstop = cg_cpu_accounted();
 	spec.before_release = attach_cgroup;
-	spec.hook_arg = (void *)sp;
+	spec.hook_arg = &idx;
 	spec.control_fd = -1;
 	/* python from a zygote: pooled sandboxes, and cold requests that a
 	 * pooled sandbox could serve (the pool was empty, or the code imports
@@ -902,18 +898,18 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	sl->t_spawn_ns = now_ns();
 	cg_memory = sp->cg_memory_bytes != 0 ? sp->cg_memory_bytes : sp->limits.memory_bytes;
 	cg_procs = sp->cg_max_processes != 0 ? sp->cg_max_processes : sp->limits.max_processes;
-	if (cg_create(sp->id, cg_memory, cg_procs, err, sizeof(err)) < 0) {
+	if (cg_begin(idx, cg_memory, cg_procs, err, sizeof(err)) < 0) {
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
 	/* cgroup v1: init joins its groups itself (cg_open_tasks; cg_attach
 	 * does nothing there) */
-	tasks = cg_open_tasks(sp->id, spec.cgroup_tasks);
+	tasks = cg_open_tasks(idx, spec.cgroup_tasks);
 	if (tasks < 0) {
 		snprintf(err, sizeof(err), "open the cgroup's tasks: %s", strerror(errno));
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
-		cg_destroy(sp->id);
+		cg_end(idx);
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
@@ -933,14 +929,14 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		if (pid == 0 && sp->warm) {
 			/* a pool's: its answer is handled when it comes (zygote_answer),
 			 * so that a take or a run's end is not held up meanwhile */
-			slot_open(s, idx, sp, spec.host_uid, cg_memory, cg_procs, &ctl[0]);
+			slot_open(s, idx, sp, spec.host_uid, &ctl[0]);
 			sl->spawning = true;
 			sl->zsock = z->sock;
 			sl->zp = zp;
 			goto out;
 		}
 		if (pid == 0)
-			pid = zygote_wait(s, z, &zp, &report_fd, &pidfd, err, sizeof(err));
+			pid = zygote_wait(s, z, idx, &zp, &report_fd, &pidfd, err, sizeof(err));
 		if (pid >= 0 && !sp->warm &&
 		    zygote_take_at_once(sp, ctl[0], fds[0], err, sizeof(err)) < 0) {
 			(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
@@ -962,7 +958,7 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 			pid = -1;
 		} else if (pid < 0) {
 			log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
-			cg_destroy(sp->id);
+			cg_end(idx);
 			send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 			goto out;
 		} else {
@@ -970,7 +966,7 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 		}
 	}
 	if (pid < 0) {
-		spec.cgroup_fd = cg_open(sp->id);
+		spec.cgroup_fd = cg_open(idx);
 		pid = sandbox_spawn(&spec, &report_fd, &into_cgroup, err, sizeof(err));
 		if (spec.cgroup_fd >= 0)
 			close(spec.cgroup_fd);
@@ -981,11 +977,11 @@ static void handle_spawn(struct sup *s, const struct ipc_spawn *sp, int fds[IPC_
 	}
 	if (pid < 0) {
 		log_warnx("sandbox %" PRIu64 ": %s", sp->id, err);
-		cg_destroy(sp->id);
+		cg_end(idx);
 		send_exited(s, sp->id, EXEC_REASON_SANDBOX_ERROR, err);
 		goto out;
 	}
-	slot_open(s, idx, sp, spec.host_uid, cg_memory, cg_procs, &ctl[0]);
+	slot_open(s, idx, sp, spec.host_uid, &ctl[0]);
 	sl->pid = pid;
 	sl->report_fd = report_fd;
 	sl->pidfd = pidfd;
@@ -1092,7 +1088,7 @@ static void send_exited_slot(struct sup *s, struct slot *sl, int init_status)
 	x.wall_time_us = (end - (sl->ready ? sl->t_ready_ns : sl->t_spawn_ns)) / 1000;
 	/* no code of the sandbox runs any more: the cgroup's figures are final
 	 * (but for the teardown of what was killed) */
-	cg_read_usage(sl->id, sl->stat_fds, &use);
+	cg_read_usage(sl->idx, &use);
 	if (sl->got_exit) {
 		x.cpu_time_us = r->utime_us + r->stime_us;
 		x.peak_memory_bytes = r->maxrss_kb * 1024;
@@ -1173,8 +1169,7 @@ static void finish_slot(struct sup *s, struct slot *sl, int init_status)
 		read_reports(s, sl);
 	if (!sl->exited_sent)
 		send_exited_slot(s, sl, init_status);
-	cg_close_stats(sl->stat_fds);
-	cg_destroy(sl->id);
+	cg_end(sl->idx);
 	if (sl->report_fd >= 0) {
 		epoll_ctl(s->ep, EPOLL_CTL_DEL, sl->report_fd, NULL);
 		close(sl->report_fd);
@@ -1213,7 +1208,6 @@ static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int p
 {
 	struct slot *sl = find_slot(s, m->take.id);
 	char err[200];
-	bool same;
 
 	if (sl == NULL || !sl->warm || sl->taken || sl->control_fd < 0 || sl->spawning) {
 		/* it died meanwhile: its EXITED is on its way to the front */
@@ -1222,16 +1216,14 @@ static void handle_take(struct sup *s, const union ipc_msg *m, size_t len, int p
 	}
 	sl->taken = true;
 	sl->t_take_ns = now_ns();
-	/* the group has the configured default limits (cg_memory_bytes): a
-	 * request with the same (the usual one) needs no write */
-	same = sl->cg_memory == m->take.limits.memory_bytes &&
-	       sl->cg_procs == m->take.limits.max_processes;
 	sl->limits = m->take.limits;
-	sl->cpu_base_us = cg_cpu_us(sl->id, sl->stat_fds);
+	sl->cpu_base_us = cg_cpu_us(sl->idx);
 	if (sl->pid > 0)
 		unnice_sandbox(sl->pid);
-	if (!same && cg_set_limits(sl->id, sl->limits.memory_bytes, sl->limits.max_processes, err,
-				   sizeof(err)) < 0) {
+	/* the group has the configured default limits (cg_memory_bytes): a
+	 * request with the same (the usual one) needs no write */
+	if (cg_set_limits(sl->idx, sl->limits.memory_bytes, sl->limits.max_processes, err,
+			  sizeof(err)) < 0) {
 		snprintf(sl->errmsg, sizeof(sl->errmsg), "%.150s", err);
 		sl->got_error = true;
 		kill_slot(sl, EXEC_REASON_SANDBOX_ERROR);
@@ -1310,8 +1302,7 @@ static void handle_tick(struct sup *s)
 		struct slot *sl = &s->slots[i];
 		if (!sl->used || !sl->ready || sl->kill_reason != EXEC_REASON_UNSPECIFIED)
 			continue;
-		if (cg_cpu_us(sl->id, sl->stat_fds) >=
-		    sl->cpu_base_us + (uint64_t)sl->limits.cpu_time_ms * 1000)
+		if (cg_cpu_us(sl->idx) >= sl->cpu_base_us + (uint64_t)sl->limits.cpu_time_ms * 1000)
 			kill_slot(sl, EXEC_REASON_CPU_TIMEOUT);
 	}
 }
@@ -1391,6 +1382,8 @@ void supervisor_main(const struct config *cfg, int sock)
 	memset(&hello, 0, sizeof(hello));
 	hello.type = IPC_HELLO;
 	hello.cgroup_mode = cg_init(cfg->cgroup_root, hello.cgroup, sizeof(hello.cgroup));
+	if (cg_setup(s.nslots) < 0)
+		fatal("calloc");
 	log_info("limits: %s", hello.cgroup);
 	hello.n_runtimes = (uint32_t)runtime_count();
 	for (size_t i = 0; i < runtime_count() && i < IPC_MAX_RUNTIMES; i++)
@@ -1507,6 +1500,7 @@ front_gone:
 				break;
 			}
 	}
+	cg_remove_all();
 	_exit(0);
 }
 

@@ -783,15 +783,33 @@ size_t harness_proc_cgroups(pid_t pid, char (*dirs)[256], size_t max)
 	return n;
 }
 
-bool harness_wait_dirs_gone(char (*dirs)[256], size_t n, int timeout_ms)
+/* The first of pids that cgroup directory dir holds, or 0. */
+static pid_t group_holds(const char *dir, const pid_t *pids, size_t npids)
+{
+	char path[320], buf[8192];
+	const char *p;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	if (read_file(path, buf, sizeof(buf)) <= 0)
+		return 0;
+	for (p = buf; *p != '\0'; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : "") {
+		pid_t pid = (pid_t)strtol(p, NULL, 10);
+		for (size_t i = 0; i < npids; i++)
+			if (pids[i] == pid)
+				return pid;
+	}
+	return 0;
+}
+
+bool harness_wait_groups_without(char (*dirs)[256], size_t n, const pid_t *pids, size_t npids,
+				 int timeout_ms)
 {
 	double end = harness_now() + timeout_ms / 1000.0;
-	struct stat st;
 	size_t i, left;
 
 	for (;;) {
 		for (i = 0, left = 0; i < n; i++)
-			if (stat(dirs[i], &st) == 0)
+			if (group_holds(dirs[i], pids, npids) != 0)
 				left++;
 		if (left == 0)
 			return true;
@@ -799,9 +817,11 @@ bool harness_wait_dirs_gone(char (*dirs)[256], size_t n, int timeout_ms)
 			break;
 		harness_sleep_ms(10);
 	}
-	for (i = 0; i < n; i++)
-		if (stat(dirs[i], &st) == 0)
-			printf("still there: %s\n", dirs[i]);
+	for (i = 0; i < n; i++) {
+		pid_t p = group_holds(dirs[i], pids, npids);
+		if (p != 0)
+			printf("still holds pid %ld: %s\n", (long)p, dirs[i]);
+	}
 	return false;
 }
 

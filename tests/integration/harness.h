@@ -241,8 +241,13 @@ size_t harness_procs_in_uid_range(uid_t lo, uid_t hi, pid_t *pids, size_t max);
  * own (the sandbox's cgroups), at most max, each up to 256 bytes.
  */
 size_t harness_proc_cgroups(pid_t pid, char (*dirs)[256], size_t max);
-/* Waits up to timeout_ms until none of the n directories exists; true when gone. */
-bool harness_wait_dirs_gone(char (*dirs)[256], size_t n, int timeout_ms);
+/*
+ * Waits up to timeout_ms until none of the n cgroup directories holds any
+ * of the npids processes (the supervisor keeps a slot's groups for its
+ * next sandbox, which may be in them already); true when none does.
+ */
+bool harness_wait_groups_without(char (*dirs)[256], size_t n, const pid_t *pids, size_t npids,
+				 int timeout_ms);
 
 /* Resident memory of pid in KiB (VmRSS), or -1 when it is gone. */
 long harness_proc_rss_kib(pid_t pid);

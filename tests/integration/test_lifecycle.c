@@ -98,10 +98,12 @@ static void assert_gone(const struct watch *w, int timeout_ms)
 		harness_sleep_ms(10);
 	}
 	if (alive == 0 && harness_find_procs(w->marker, NULL, 0) == 0) {
-		/* Processes gone; their cgroups must follow (same 1 s budget, measured from here). */
-		if (!harness_wait_dirs_gone((char(*)[256])w->cgroups, w->n_cgroups, timeout_ms))
-			fail_msg(
-				"the sandbox's cgroup directories remain after the run (see above)");
+		/* Processes gone; so from their cgroups (kept for the slot's next
+		 * sandbox; same 1 s budget, measured from here). */
+		if (!harness_wait_groups_without((char(*)[256])w->cgroups, w->n_cgroups, w->pids,
+						 w->n_pids, timeout_ms))
+			fail_msg("the sandbox's cgroups hold its processes after the run (see "
+				 "above)");
 		return;
 	}
 	for (i = 0; i < w->n_pids; i++)

@@ -496,8 +496,11 @@ static void count_procs(const struct proc_entry *e, size_t n, size_t *warm, size
 	}
 }
 
-/* True when every pid in dir/cgroup.procs is a warm sandbox's (and there is one). */
-static bool cgroup_is_warm(const char *dir, const struct proc_entry *e, size_t n)
+/*
+ * True when every pid in dir/cgroup.procs is an idle warm sandbox's, or
+ * there is none (the group of a slot whose sandbox ended, kept for its next).
+ */
+static bool cgroup_is_idle(const char *dir, const struct proc_entry *e, size_t n)
 {
 	char path[300], *text, *p, *end;
 	bool any = false, warm = true;
@@ -521,7 +524,8 @@ static bool cgroup_is_warm(const char *dir, const struct proc_entry *e, size_t n
 			end++;
 	}
 	free(text);
-	return any && warm;
+	/* an empty group is kept for its slot's next sandbox */
+	return !any || warm;
 }
 
 /* Sum of the pools' targets from Health, or 0 when it cannot be had. */
@@ -556,7 +560,7 @@ void host_snapshot(const struct daemon *d, struct host_state *s)
 	dirs = xrealloc(NULL, ncg * sizeof(*dirs));
 	ncg = hostile_cgroups(d, dirs, ncg);
 	for (size_t i = 0; i < ncg; i++)
-		if (!cgroup_is_warm(dirs[i], e, n))
+		if (!cgroup_is_idle(dirs[i], e, n))
 			s->cgroups++;
 	free(dirs);
 	free(e);
@@ -708,7 +712,8 @@ char *host_leftovers(const struct daemon *d, const struct host_state *base)
 		size_t n = hostile_cgroups(d, dirs, 8);
 
 		text_add(&t,
-			 "sandbox cgroups (idle warm sandboxes' excepted): %zu at the start, "
+			 "sandbox cgroups holding a process (idle warm sandboxes' excepted): "
+			 "%zu at the start, "
 			 "%zu now; some:",
 			 base->cgroups, now.cgroups);
 		for (size_t i = 0; i < n && i < 8; i++)

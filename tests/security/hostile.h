@@ -97,8 +97,10 @@ size_t hostile_cgroups(const struct daemon *d, char (*dirs)[256], size_t max);
  * What a daemon has on the host. A warm pool (sandboxes started ahead of
  * requests) is no leftover: an idle warm sandbox is a uid of the range whose
  * only processes are its capibox-init and the runner it started
- * (/.capibox/runner.*), and its cgroups hold nothing else. Everything else
- * of the range after a run is.
+ * (/.capibox/runner.*), and its cgroups hold nothing else. Nor is an empty
+ * sandbox cgroup: the supervisor keeps a slot's groups for its next
+ * sandbox, and removes them when it stops. Everything else of the range
+ * after a run is.
  */
 struct host_state {
 	char *mounts;	    /* harness_mounts() */
@@ -106,7 +108,7 @@ struct host_state {
 	struct names state; /* every path under the daemon's state dir */
 	size_t procs;	    /* processes in the sandbox uid range, idle warm sandboxes' excepted */
 	size_t warm;	    /* idle warm sandboxes */
-	size_t cgroups;	    /* sandbox cgroup dirs, idle warm sandboxes' excepted */
+	size_t cgroups; /* sandbox cgroup dirs holding a process, idle warm sandboxes' excepted */
 	size_t warm_target; /* warm sandboxes the pools aim to keep (Health) */
 };
 

@@ -4,6 +4,7 @@
  * namespaces; skips with a reason without them.
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -197,11 +198,20 @@ static int group_setup(void **state)
 	return 0;
 }
 
+static int capibox_cgroups(bool busy);
+
 static int group_teardown(void **state)
 {
+	int left;
+
 	(void)state;
 	backend_destroy(be);
-	return 0;
+	/* the supervisor removes its groups as it stops */
+	left = capibox_cgroups(false);
+	if (left > 0)
+		fprintf(stderr, "%d sandbox cgroups of supervisor %d left after it stopped\n", left,
+			(int)sup_pid);
+	return left > 0 ? -1 : 0;
 }
 
 static void test_hello_and_exit_code(void **state)
@@ -356,12 +366,32 @@ static bool cgroups_v1(void)
 	return stat("/sys/fs/cgroup/memory/capibox", &st) == 0;
 }
 
-static int capibox_cgroups(void)
+/* Whether cgroup directory dir holds a process. */
+static bool group_busy(const char *dir)
 {
-	/* sandbox groups left under capibox's parent group(s) */
+	char path[600], buf[16];
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	return n > 0;
+}
+
+/*
+ * The supervisor's sandbox groups under capibox's parent group(s): all of
+ * them, or (busy) those holding a process. An ended sandbox's groups are
+ * kept, empty, for its slot's next sandbox; they go with the supervisor.
+ */
+static int capibox_cgroups(bool busy)
+{
 	const char *dirs[] = {"/sys/fs/cgroup/memory/capibox", "/sys/fs/cgroup/pids/capibox",
 			      "/sys/fs/cgroup/capibox"};
-	char prefix[32];
+	char prefix[32], path[512];
 	int n = 0;
 	/* ours only: other capiboxd (integration tests) may run beside us */
 	snprintf(prefix, sizeof(prefix), "sb-%d-", (int)sup_pid);
@@ -370,24 +400,29 @@ static int capibox_cgroups(void)
 		struct dirent *de;
 		if (d == NULL)
 			continue;
-		while ((de = readdir(d)) != NULL)
-			if (strncmp(de->d_name, prefix, strlen(prefix)) == 0)
+		while ((de = readdir(d)) != NULL) {
+			if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dirs[i], de->d_name);
+			if (!busy || group_busy(path))
 				n++;
+		}
 		closedir(d);
 	}
 	return n;
 }
 
 /*
- * The sandbox groups left after a waiting moment: a run's end is reported
- * as soon as nothing of it runs any more, and its groups go once the
- * kernel has torn its processes down, a little later.
+ * The sandbox groups left after a waiting moment (all, or those holding a
+ * process): a run's end is reported as soon as nothing of it runs any
+ * more, and its processes leave its groups once the kernel has torn them
+ * down, a little later.
  */
-static int capibox_cgroups_settled(void)
+static int capibox_cgroups_settled(bool busy)
 {
-	for (int i = 0; i < 200 && capibox_cgroups() > 0; i++)
+	for (int i = 0; i < 200 && capibox_cgroups(busy) > 0; i++)
 		usleep(10000);
-	return capibox_cgroups();
+	return capibox_cgroups(busy);
 }
 
 static void test_memory_limit(void **state)
@@ -406,7 +441,7 @@ static void test_memory_limit(void **state)
 	assert_non_null(strstr(r->res.message, "memory limit"));
 	assert_true(r->res.peak_memory_bytes > 32ULL << 20);
 	assert_true(r->res.peak_memory_bytes <= 64ULL << 20);
-	assert_int_equal(capibox_cgroups_settled(), 0);
+	assert_int_equal(capibox_cgroups_settled(true), 0);
 	run_free(r);
 }
 
@@ -442,6 +477,48 @@ static void test_peak_and_cpu_reported(void **state)
 	assert_true(r->res.peak_memory_bytes >= 30ULL << 20);
 	assert_true(r->res.cpu_time_us > 0);
 	run_free(r);
+}
+
+/*
+ * A slot's cgroup serves its next sandboxes (server/supervisor/cgroup.c):
+ * each run's figures must still be its own. After an OOM-killed, a big and
+ * a busy run, small runs report no OOM kill, their own peak and their own
+ * CPU time; the groups do not pile up.
+ */
+static void test_cgroup_reuse_figures(void **state)
+{
+	struct exec_request t;
+	struct run *r;
+	uint64_t busy_cpu;
+	(void)state;
+	if (!cgroups_v1() && access("/sys/fs/cgroup/capibox", F_OK) != 0) {
+		skip(); /* no cgroups here */
+	}
+	memset(&t, 0, sizeof(t));
+	t.limits = cfg.defaults;
+	t.limits.memory_bytes = 64ULL << 20;
+	r = run("python", "b = []\nwhile True: b.append(bytearray(8 << 20))\n", &t);
+	assert_int_equal(r->res.reason, EXEC_REASON_MEMORY_LIMIT);
+	run_free(r);
+	r = run("python", "x = bytearray(40 << 20)\ns = sum(range(10000000))\n", NULL);
+	assert_int_equal(r->res.reason, EXEC_REASON_EXITED);
+	assert_true(r->res.peak_memory_bytes >= 40ULL << 20);
+	busy_cpu = r->res.cpu_time_us;
+	run_free(r);
+	for (int i = 0; i < 6; i++) {
+		/* a SIGKILL of its own is no OOM kill, whatever ran before */
+		r = run("python", "import os\nprint(1, flush=True)\nos.kill(os.getpid(), 9)\n",
+			NULL);
+		assert_int_equal(r->res.reason, EXEC_REASON_SIGNALED);
+		assert_int_equal(r->res.signal, 9);
+		assert_string_equal(r->out, "1\n");
+		assert_true(r->res.peak_memory_bytes < 30ULL << 20);
+		assert_true(r->res.cpu_time_us < busy_cpu / 2);
+		run_free(r);
+	}
+	/* 8 runs one after the other: a few slots' groups (3 hierarchies on v1) */
+	assert_true(capibox_cgroups(false) <= 3 * 4);
+	assert_int_equal(capibox_cgroups_settled(true), 0);
 }
 
 static void test_seccomp_refuses(void **state)
@@ -499,7 +576,8 @@ static void test_supervisor_restart(void **state)
 	for (int i = 0; i < 100 && sandbox_processes() > 0; i++)
 		usleep(10000);
 	assert_int_equal(sandbox_processes(), 0);
-	assert_int_equal(capibox_cgroups_settled(), 0);
+	/* the killed supervisor's groups, every one: its successor removes them */
+	assert_int_equal(capibox_cgroups_settled(false), 0);
 	after = run("python", "print('after')\n", NULL);
 	assert_int_equal(after->res.reason, EXEC_REASON_EXITED);
 	assert_string_equal(after->out, "after\n");
@@ -546,6 +624,7 @@ int main(void)
 		cmocka_unit_test(test_memory_limit),
 		cmocka_unit_test(test_process_limit),
 		cmocka_unit_test(test_peak_and_cpu_reported),
+		cmocka_unit_test(test_cgroup_reuse_figures),
 		cmocka_unit_test(test_seccomp_refuses),
 		cmocka_unit_test(test_full),
 		cmocka_unit_test(test_supervisor_restart),
