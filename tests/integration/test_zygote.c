@@ -203,6 +203,50 @@ static void test_siblings_differ(void **state)
 	}
 }
 
+/*
+ * A clone skips threading's at-fork handler (python_zygote.py) and puts it
+ * back for the program: threads work, and a program that forks while a
+ * thread runs gets a child with only its own thread, as in any process.
+ */
+static void test_threads_and_fork(void **state)
+{
+	static const char body[] =
+		"import os, threading, time\n"
+		"print(threading._after_fork.__code__.co_name,\n"
+		"      threading.main_thread() is threading.current_thread(),\n"
+		"      len(threading.enumerate()))\n"
+		"t = threading.Thread(target=time.sleep, args=(0.2,))\n"
+		"t.start()\n"
+		"pid = os.fork()\n"
+		"if pid == 0:\n"
+		"    n = len(threading.enumerate())\n"
+		"    u = threading.Thread(target=lambda: None)\n"
+		"    u.start()\n"
+		"    u.join()\n"
+		"    print('child', n, threading.current_thread() is threading.main_thread(),\n"
+		"          flush=True)\n"
+		"    os._exit(0)\n"
+		"os.waitpid(pid, 0)\n"
+		"print('parent', len(threading.enumerate()))\n"
+		"t.join()\n";
+	struct daemon *d = *state;
+	struct run r = {0};
+	char code[1024];
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	for (int i = 0; i < 2; i++) { /* the lean zygote's sandbox, the preloaded one's */
+		snprintf(code, sizeof(code), "%s%s", i == 0 ? ZMARK : PMARK, body);
+		run_zygote(d, code, &r);
+		if (strcmp((const char *)r.out + 4,
+			   "_after_fork True 1\nchild 1 True\nparent 2\n") != 0) {
+			harness_run_print(&r);
+			fail_msg("threads and fork in a zygote's sandbox: unexpected output");
+		}
+		harness_run_free(&r);
+	}
+}
+
 /* Code that imports numpy or pandas runs in the preloaded zygote's clone,
  * the rest in the lean pool's, which has neither loaded. */
 static void test_routing(void **state)
@@ -556,6 +600,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_routing),
 		cmocka_unit_test(test_siblings_differ),
+		cmocka_unit_test(test_threads_and_fork),
 		cmocka_unit_test(test_no_earlier_request_in_memory),
 		cmocka_unit_test(test_zygote_killed),
 		cmocka_unit_test(test_zygote_stalled),
