@@ -45,7 +45,7 @@ import builtins  # noqa: E402
 import gc  # noqa: E402
 import io  # noqa: E402
 import _signal  # noqa: E402
-import random  # noqa: E402
+import random  # noqa: E402,F401  (loaded for the program; reseeded by its at-fork hook)
 import signal  # noqa: E402
 import threading  # noqa: E402
 
@@ -92,10 +92,10 @@ def _become_runner():
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
-    # random state: CPython's at-fork hook reseeded `random` already (the C
-    # side ran PyOS_AfterFork_Child); again, not to depend on it. numpy's
-    # legacy global RandomState has no hook
-    random.seed()
+    # random state: random's own at-fork hook (random.py registers its
+    # seed() with os.register_at_fork) reseeded it from OS entropy when the
+    # C side ran PyOS_AfterFork_Child (integration.zygote checks siblings
+    # differ); numpy's legacy global RandomState has no hook
     np = sys.modules.get("numpy")
     if np is not None:
         try:

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,6 +32,10 @@ static PyObject *zyg_serve(PyObject *self, PyObject *args)
 	(void)self;
 	if (!PyArg_ParseTuple(args, "i", &fd))
 		return NULL;
+	/* every clone copies our page tables twice (its init, then init's
+	 * runner) and tears them down twice: give back the heap memory malloc
+	 * holds free first (about 0.85 MB of the lean zygote's 6) */
+	(void)malloc_trim(0);
 	rc = sandbox_zygote_serve(fd, before_fork, after_fork_parent);
 	if (rc < 0)
 		return PyErr_SetFromErrno(PyExc_OSError);
