@@ -40,6 +40,9 @@ static bool have_cpu;
 
 static const char *const v1_ctrls[] = {"memory", "pids", "cpuacct"};
 
+/* Whether v1_ctrls[i] is mounted here (memory always is in v1 mode). */
+static bool v1_ctrl_on(size_t i) { return (i != 1 || have_pids) && (i != 2 || have_cpu); }
+
 static int write_str(const char *path, const char *val)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -357,7 +360,7 @@ static int group_open(struct group *gr)
 	if (mode != CG_V1)
 		return 0;
 	for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
-		if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
+		if (!v1_ctrl_on(i))
 			continue;
 		group_path(dir, sizeof(dir), v1_ctrls[i], gr);
 		snprintf(path, sizeof(path), "%s/tasks", dir);
@@ -405,7 +408,6 @@ static void group_remove(struct group *gr)
 static bool group_empty(const struct group *gr)
 {
 	char buf[256];
-
 	const char *p;
 
 	if (gr->live_fd < 0 || pread_str(gr->live_fd, buf, sizeof(buf)) < 0)
@@ -482,7 +484,7 @@ static int group_make(struct group *gr, uint64_t memory_bytes, uint32_t max_proc
 			goto fail;
 	} else {
 		for (size_t i = 0; i < sizeof(v1_ctrls) / sizeof(v1_ctrls[0]); i++) {
-			if ((i == 1 && !have_pids) || (i == 2 && !have_cpu))
+			if (!v1_ctrl_on(i))
 				continue;
 			group_path(dir, sizeof(dir), v1_ctrls[i], gr);
 			if (mkdir(dir, 0755) < 0) {

@@ -783,21 +783,35 @@ size_t harness_proc_cgroups(pid_t pid, char (*dirs)[256], size_t max)
 	return n;
 }
 
-/* The first of pids that cgroup directory dir holds, or 0. */
-static pid_t group_holds(const char *dir, const pid_t *pids, size_t npids)
+size_t harness_cgroup_pids(const char *dir, pid_t *pids, size_t max)
 {
-	char path[320], buf[8192];
-	const char *p;
+	char path[320], buf[16384], *p, *end;
+	size_t n = 0;
 
 	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
 	if (read_file(path, buf, sizeof(buf)) <= 0)
 		return 0;
-	for (p = buf; *p != '\0'; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : "") {
-		pid_t pid = (pid_t)strtol(p, NULL, 10);
-		for (size_t i = 0; i < npids; i++)
-			if (pids[i] == pid)
-				return pid;
+	for (p = buf;; p = end) {
+		long pid = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		if (n < max)
+			pids[n] = (pid_t)pid;
+		n++;
 	}
+	return n;
+}
+
+/* The first of pids that cgroup directory dir holds, or 0. */
+static pid_t group_holds(const char *dir, const pid_t *pids, size_t npids)
+{
+	pid_t in[256];
+	size_t n = harness_cgroup_pids(dir, in, 256);
+
+	for (size_t k = 0; k < n && k < 256; k++)
+		for (size_t i = 0; i < npids; i++)
+			if (pids[i] == in[k])
+				return in[k];
 	return 0;
 }
 

@@ -242,6 +242,11 @@ size_t harness_procs_in_uid_range(uid_t lo, uid_t hi, pid_t *pids, size_t max);
  */
 size_t harness_proc_cgroups(pid_t pid, char (*dirs)[256], size_t max);
 /*
+ * The processes cgroup directory dir holds (its cgroup.procs; none when it
+ * is gone): the first max in pids, the count returned.
+ */
+size_t harness_cgroup_pids(const char *dir, pid_t *pids, size_t max);
+/*
  * Waits up to timeout_ms until none of the n cgroup directories holds any
  * of the npids processes (the supervisor keeps a slot's groups for its
  * next sandbox, which may be in them already); true when none does.

@@ -502,30 +502,21 @@ static void count_procs(const struct proc_entry *e, size_t n, size_t *warm, size
  */
 static bool cgroup_is_idle(const char *dir, const struct proc_entry *e, size_t n)
 {
-	char path[300], *text, *p, *end;
-	bool any = false, warm = true;
+	pid_t pids[256];
+	size_t np = harness_cgroup_pids(dir, pids, 256);
 
-	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
-	text = slurp(path, NULL);
-	if (text == NULL)
-		return false;
-	for (p = text; *p != '\0'; p = end) {
-		long pid = strtol(p, &end, 10);
-		bool found = false;
-
-		if (end == p)
-			break;
+	if (np > 256)
+		return false; /* more than an idle sandbox ever has */
+	/* (an empty group is kept for its slot's next sandbox) */
+	for (size_t k = 0; k < np; k++) {
+		bool warm = false;
 		for (size_t i = 0; i < n; i++)
-			if (e[i].pid == (pid_t)pid && e[i].warm)
-				found = true;
-		any = true;
-		warm = warm && found;
-		while (*end == '\n')
-			end++;
+			if (e[i].pid == pids[k] && e[i].warm)
+				warm = true;
+		if (!warm)
+			return false;
 	}
-	free(text);
-	/* an empty group is kept for its slot's next sandbox */
-	return !any || warm;
+	return true;
 }
 
 /* Sum of the pools' targets from Health, or 0 when it cannot be had. */
