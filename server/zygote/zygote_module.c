@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "sandbox/sandbox.h"
 
 static void before_fork(void) { PyOS_BeforeFork(); }
@@ -65,8 +67,21 @@ static PyObject *zyg_threads(PyObject *self, PyObject *noargs)
 	return PyLong_FromLong(p != NULL ? strtol(p + 9, NULL, 10) : -1);
 }
 
+/* stdio_pipes(): whether descriptors 0, 1 and 2 are all pipes */
+static PyObject *zyg_stdio_pipes(PyObject *self, PyObject *noargs)
+{
+	struct stat st;
+
+	(void)self, (void)noargs;
+	for (int fd = 0; fd < 3; fd++)
+		if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode))
+			Py_RETURN_FALSE;
+	Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
 	{"serve", zyg_serve, METH_VARARGS, "serve spawn requests on a socket"},
+	{"stdio_pipes", zyg_stdio_pipes, METH_NOARGS, "whether 0, 1 and 2 are pipes"},
 	{"threads", zyg_threads, METH_NOARGS, "threads of this process"},
 	{NULL, NULL, 0, NULL},
 };

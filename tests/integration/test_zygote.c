@@ -204,6 +204,83 @@ static void test_siblings_differ(void **state)
 }
 
 /*
+ * A clone's standard streams were made in the zygote, on a pipe, ahead of
+ * any request (python_zygote.py, _pipe_stdio), since a pooled sandbox's 0,
+ * 1 and 2 are pipes: they must be what `python3 -u` makes when started on
+ * pipes. The clone describes its three streams, down to what they cache
+ * (seekable, tell, buffer size), and has an exec'd python3 -u on its own
+ * stdin and stderr and a new pipe for stdout describe its own: the two
+ * must agree, and stdin must then read the request's input.
+ */
+static void test_std_streams(void **state)
+{
+	static const char probe[] =
+		"import subprocess\n"
+		"D = '''\n"
+		"import sys\n"
+		"def d(s):\n"
+		"    b = s.buffer\n"
+		"    r = getattr(b, 'raw', b)\n"
+		"    try:\n"
+		"        t = s.tell()\n"
+		"    except Exception as e:\n"
+		"        t = type(e).__name__\n"
+		"    return (s.name, s.mode, s.encoding, s.errors, s.line_buffering,\n"
+		"            s.write_through, s.seekable(), b.seekable(), r.seekable(),\n"
+		"            s.readable(), s.writable(), s.fileno(), s.isatty(), t,\n"
+		"            type(b).__name__, type(r).__name__, r.name, r.mode,\n"
+		"            r.closefd, r._blksize, s._CHUNK_SIZE, s.newlines,\n"
+		"            s is getattr(sys, '__' + s.name[1:-1] + '__'))\n"
+		"'''\n"
+		"exec(D)\n"
+		"mine = repr([d(s) for s in (sys.stdin, sys.stdout, sys.stderr)])\n"
+		"theirs = subprocess.run([sys.executable, '-u', '-c', D + 'print(repr([d(s) for s "
+		"in (sys.stdin, sys.stdout, sys.stderr)]))'], stdin=0, stdout=subprocess.PIPE,\n"
+		"    check=True).stdout.decode().strip()\n"
+		"print('S', mine == theirs)\n"
+		"print('M', mine)\n"
+		"print('T', theirs)\n"
+		"print('I', repr(sys.stdin.read()))\n"
+		"sys.stderr.write('E\\n')\n";
+	static const char input[] = "one\ntwo\n";
+	struct daemon *d = *state;
+	struct run r = {0};
+	struct capibox_exec_request req = {
+		.language = "python",
+		.stdin_data = (const uint8_t *)input,
+		.stdin_len = sizeof(input) - 1,
+	};
+	char code[4096];
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	snprintf(code, sizeof(code), "%s%s", ZMARK, probe);
+	req.code = code;
+	for (double end = harness_now() + 10.0;; harness_sleep_ms(100)) {
+		harness_run(d, &req, &r);
+		assert_run_exited(&r, 0);
+		if (from_zygote(&r))
+			break;
+		if (harness_now() > end)
+			fail_msg("no sandbox from the zygote in 10 s");
+		harness_run_free(&r);
+	}
+	if (strstr((const char *)r.out, "\nS True\n") == NULL) {
+		harness_run_print(&r);
+		fail_msg("the clone's standard streams differ from an exec'd python3 -u's");
+	}
+	/* a pooled sandbox's stdin is a pipe: not seekable, no position */
+	assert_non_null(
+		strstr((const char *)r.out,
+		       "\nM [('<stdin>', 'r', 'utf-8', 'surrogateescape', False, True, False, "
+		       "False, False, True, False, 0, False, 'UnsupportedOperation'"));
+	assert_non_null(strstr((const char *)r.out, "\nI 'one\\ntwo\\n'\n"));
+	assert_non_null(r.err);
+	assert_string_equal((const char *)r.err, "E\n");
+	harness_run_free(&r);
+}
+
+/*
  * A clone skips threading's at-fork handler (python_zygote.py) and puts it
  * back for the program: threads work, and a program that forks while a
  * thread runs gets a child with only its own thread, as in any process.
@@ -601,6 +678,7 @@ int main(void)
 		cmocka_unit_test(test_routing),
 		cmocka_unit_test(test_siblings_differ),
 		cmocka_unit_test(test_threads_and_fork),
+		cmocka_unit_test(test_std_streams),
 		cmocka_unit_test(test_no_earlier_request_in_memory),
 		cmocka_unit_test(test_zygote_killed),
 		cmocka_unit_test(test_zygote_stalled),
