@@ -20,10 +20,16 @@ import os
 import sys
 
 _preload = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "-" else ""
-# the variables that are the zygote's own: a sandbox never sees them
+# the variables that are the zygote's own, for its preload: a process with
+# threads cannot be cloned safely, and BLAS libraries start a thread per
+# core when loaded unless these say otherwise. Set here, not by the
+# supervisor, so the environment this process was started with (which
+# /proc/self/environ shows in a clone) is exactly the warm runner's
 _ZYGOTE_ONLY = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _RUNNER_PATH = "/.capibox/runner.py"
-_warm_env = {k: v for k, v in os.environb.items() if k.decode() not in _ZYGOTE_ONLY}
+_warm_env = dict(os.environb)
+for _name in _ZYGOTE_ONLY:
+    os.environ[_name] = "1"
 
 for _name in filter(None, (m.strip() for m in _preload.split(","))):
     try:
@@ -38,6 +44,13 @@ if "pandas" in sys.modules:
         del _df
     except Exception:  # noqa: BLE001
         pass
+# the preload has read them (OpenBLAS sizes its thread pool when loaded):
+# back to the warm runner's, so no clone has anything to undo
+for _name in _ZYGOTE_ONLY:
+    if _name.encode() in _warm_env:
+        os.environb[_name.encode()] = _warm_env[_name.encode()]
+    else:
+        del os.environ[_name]
 
 # the warm runner (server/runners/python.py), defined once for every
 # sandbox: each clone only calls its _capibox_start
@@ -135,7 +148,9 @@ def _become_runner():
             np.random.seed()
         except Exception:  # noqa: BLE001
             pass
-    # the warm runner's environment: the zygote's, less what it added
+    # the warm runner's environment: the zygote's, less what it added (the
+    # BLAS variables went after the preload: nothing, unless something in
+    # the zygote changed it since)
     for name in _env_del:
         del os.environb[name]
     for name, value in _env_set:

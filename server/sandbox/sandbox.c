@@ -1298,15 +1298,9 @@ static __attribute__((noreturn)) void zygote_launch_child(const struct sandbox_s
 							  int sync_fd, int so_fd,
 							  const char *preload)
 {
-	static const char *const only_zygote[] = {
-		/* a process with threads cannot be cloned safely: BLAS starts none */
-		"OMP_NUM_THREADS=1",
-		"OPENBLAS_NUM_THREADS=1",
-		"MKL_NUM_THREADS=1",
-	};
-	char err[200], zpath[128], rpath[128], *argv[RUNTIME_MAX_ARGS + 2], **env, **zenv;
+	char err[200], zpath[128], rpath[128], *argv[RUNTIME_MAX_ARGS + 2], **env;
 	const struct runtime *rt = spec->rt;
-	size_t i, n;
+	size_t n;
 	sigset_t none;
 	char b;
 	int keep[] = {sock, sync_fd, so_fd, 2};
@@ -1364,7 +1358,9 @@ static __attribute__((noreturn)) void zygote_launch_child(const struct sandbox_s
 			 strerror(errno));
 		goto fail;
 	}
-	/* the warm runner's command (zygote.py in its place) and environment */
+	/* the warm runner's command (zygote.py in its place) and environment
+	 * (exactly: zygote.py sets what it needs for its preload itself, so a
+	 * clone's /proc/self/environ shows what a warm runner's does) */
 	build_argv(rt, true, zpath, "", argv);
 	for (n = 0; argv[n] != NULL; n++)
 		;
@@ -1375,17 +1371,6 @@ static __attribute__((noreturn)) void zygote_launch_child(const struct sandbox_s
 		snprintf(err, sizeof(err), "environment: out of memory");
 		goto fail;
 	}
-	for (n = 0; env[n] != NULL; n++)
-		;
-	zenv = calloc(n + sizeof(only_zygote) / sizeof(only_zygote[0]) + 1, sizeof(char *));
-	if (zenv == NULL) {
-		snprintf(err, sizeof(err), "environment: out of memory");
-		goto fail;
-	}
-	memcpy(zenv, env, n * sizeof(char *));
-	for (i = 0; i < sizeof(only_zygote) / sizeof(only_zygote[0]); i++)
-		zenv[n++] = (char *)only_zygote[i];
-	zenv[n] = NULL;
 	if (sock != 3 && dup2(sock, 3) != 3) {
 		snprintf(err, sizeof(err), "dup2: %s", strerror(errno));
 		goto fail;
@@ -1403,7 +1388,7 @@ static __attribute__((noreturn)) void zygote_launch_child(const struct sandbox_s
 		snprintf(err, sizeof(err), "no_new_privs: %s", strerror(errno));
 		goto fail;
 	}
-	execve(argv[0], argv, zenv);
+	execve(argv[0], argv, env);
 	snprintf(err, sizeof(err), "exec %s: %s", argv[0], strerror(errno));
 fail:
 	dprintf(2, "capibox zygote: start failed: %s\n", err);

@@ -281,6 +281,41 @@ static void test_std_streams(void **state)
 }
 
 /*
+ * A clone's environment is the warm runner's, in every view of it: the
+ * mapping os.environ, the C environment a child gets, and
+ * /proc/self/environ (the block the zygote was started with). The BLAS
+ * variables the zygote set for its preload are in none of them, in either
+ * zygote's clones.
+ */
+static void test_environment(void **state)
+{
+	static const char body[] =
+		"import os, subprocess\n"
+		"pe = sorted(x for x in open('/proc/self/environ', 'rb').read().split(b'\\0') if x)\n"
+		"oe = sorted(k + b'=' + v for k, v in os.environb.items())\n"
+		"ce = sorted(subprocess.run(['env', '-0'], capture_output=True, check=True)\n"
+		"            .stdout.split(b'\\0'))[1:]\n"
+		"print('E', pe == oe, oe == ce, [x for x in pe + oe + ce if b'THREADS' in x])\n";
+	struct daemon *d = *state;
+	struct run r = {0};
+	char code[2048];
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	for (int kind = 0; kind < 2; kind++) {
+		snprintf(code, sizeof(code), "%s%s", kind == 0 ? ZMARK : PMARK, body);
+		run_zygote(d, code, &r);
+		if (strstr((const char *)r.out, "\nE True True []\n") == NULL) {
+			harness_run_print(&r);
+			fail_msg("a %s zygote's clone: its environment views differ, or show the "
+				 "zygote's own variables",
+				 kind == 0 ? "lean" : "preloaded");
+		}
+		harness_run_free(&r);
+	}
+}
+
+/*
  * A clone skips threading's at-fork handler (python_zygote.py) and puts it
  * back for the program: threads work, and a program that forks while a
  * thread runs gets a child with only its own thread, as in any process.
@@ -679,6 +714,7 @@ int main(void)
 		cmocka_unit_test(test_siblings_differ),
 		cmocka_unit_test(test_threads_and_fork),
 		cmocka_unit_test(test_std_streams),
+		cmocka_unit_test(test_environment),
 		cmocka_unit_test(test_no_earlier_request_in_memory),
 		cmocka_unit_test(test_zygote_killed),
 		cmocka_unit_test(test_zygote_stalled),
