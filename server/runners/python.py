@@ -67,7 +67,13 @@ def _capibox_wait():
         pass
     os.close(3)
     path, length, rest = data.split(b"\n", 2)
-    env = rest[: int(length)]
+    _capibox_environ(rest[: int(length)])
+    return os.fsdecode(path)
+
+
+def _capibox_environ(env):
+    """Takes the request's environment (NAME=VALUE entries, each ended by
+    NUL) into os.environ; CAPIBOX_SESSION is the server's, for us."""
     global _capibox_session
     for entry in env.split(b"\0"):
         if entry:
@@ -76,7 +82,6 @@ def _capibox_wait():
                 _capibox_session = os.fsdecode(value)  # "1": python, "bash"
                 continue
             os.environb[name] = value
-    return os.fsdecode(path)
 
 
 def _capibox_warm_up(code_path=None):

@@ -84,6 +84,22 @@ def _stdio(fd, write, name, old):
     return stream
 
 
+def _take():
+    """runner.py's _capibox_wait, its reading and parsing done in C: every
+    Python object a clone touches first costs it a page copy."""
+    t = _capibox_zygote.take()
+    if t is None:
+        os._exit(0)  # the pool let this sandbox go unused (init is gone)
+    path, env, done = t
+    _runner["_capibox_done"] = done if done >= 0 else None
+    if env:
+        _runner["_capibox_environ"](env)
+    return path
+
+
+_runner["_capibox_wait"] = _take
+
+
 def _pipe_stdio():
     """The clones' standard streams, made once here on a pipe's ends in 0,
     1 and 2, because a sandbox's 0, 1 and 2 are pipes: what a stream reads

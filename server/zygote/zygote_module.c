@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,6 +68,72 @@ static PyObject *zyg_threads(PyObject *self, PyObject *noargs)
 	return PyLong_FromLong(p != NULL ? strtol(p + 9, NULL, 10) : -1);
 }
 
+/*
+ * take(): a warm runner's wait for its request, as python.py's
+ * _capibox_wait does it: reads "path\n" "length\n" and length bytes of
+ * environment from descriptor 3, moves the socket to a close-on-exec
+ * descriptor >= 1000 (-1 if that fails) and closes 3. Returns (path,
+ * environment bytes, descriptor), or None when the socket closed first.
+ */
+static PyObject *zyg_take(PyObject *self, PyObject *noargs)
+{
+	char *buf = NULL, *nl1 = NULL, *nl2, *end;
+	size_t len = 0, cap = 0, need = SIZE_MAX, env_len = 0;
+	PyObject *path, *res;
+	int done;
+
+	(void)self, (void)noargs;
+	while (len < need) {
+		ssize_t n;
+		if (len == cap) {
+			char *nb = realloc(buf, cap = cap ? cap * 2 : 4096);
+			if (nb == NULL) {
+				free(buf);
+				return PyErr_NoMemory();
+			}
+			buf = nb;
+		}
+		n = read(3, buf + len, cap - len);
+		if (n < 0 && errno == EINTR) {
+			if (PyErr_CheckSignals() < 0)
+				goto fail;
+			continue;
+		}
+		if (n < 0) {
+			PyErr_SetFromErrno(PyExc_OSError);
+			goto fail;
+		}
+		if (n == 0) {
+			free(buf);
+			Py_RETURN_NONE;
+		}
+		len += (size_t)n;
+		if (need == SIZE_MAX && (nl1 = memchr(buf, '\n', len)) != NULL &&
+		    (nl2 = memchr(nl1 + 1, '\n', len - (size_t)(nl1 + 1 - buf))) != NULL) {
+			unsigned long long v;
+			errno = 0;
+			v = strtoull(nl1 + 1, &end, 10);
+			if (end != nl2 || end == nl1 + 1 || errno != 0 || v > (1ULL << 30)) {
+				PyErr_SetString(PyExc_ValueError, "take: bad environment length");
+				goto fail;
+			}
+			env_len = (size_t)v;
+			need = (size_t)(nl2 + 1 - buf) + env_len;
+		}
+	}
+	done = fcntl(3, F_DUPFD_CLOEXEC, 1000);
+	close(3);
+	path = PyUnicode_DecodeFSDefaultAndSize(buf, nl1 - buf);
+	if (path == NULL)
+		goto fail;
+	res = Py_BuildValue("(Ny#i)", path, need - env_len + buf, (Py_ssize_t)env_len, done);
+	free(buf);
+	return res;
+fail:
+	free(buf);
+	return NULL;
+}
+
 /* stdio_pipes(): whether descriptors 0, 1 and 2 are all pipes */
 static PyObject *zyg_stdio_pipes(PyObject *self, PyObject *noargs)
 {
@@ -81,6 +148,7 @@ static PyObject *zyg_stdio_pipes(PyObject *self, PyObject *noargs)
 
 static PyMethodDef methods[] = {
 	{"serve", zyg_serve, METH_VARARGS, "serve spawn requests on a socket"},
+	{"take", zyg_take, METH_NOARGS, "wait for the request, as a warm runner"},
 	{"stdio_pipes", zyg_stdio_pipes, METH_NOARGS, "whether 0, 1 and 2 are pipes"},
 	{"threads", zyg_threads, METH_NOARGS, "threads of this process"},
 	{NULL, NULL, 0, NULL},

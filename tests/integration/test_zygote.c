@@ -78,13 +78,13 @@ static bool from_zygote(const struct run *r)
 	return r->out != NULL && strncmp((const char *)r->out, "Z 1\n", 4) == 0;
 }
 
-/* Runs code (which starts with ZMARK) until a zygote's sandbox ran it (10 s). */
-static void run_zygote(struct daemon *d, const char *code, struct run *r)
+/* Runs req (its code starts with ZMARK) until a zygote's sandbox ran it (10 s). */
+static void run_zygote_req(struct daemon *d, const struct capibox_exec_request *req, struct run *r)
 {
 	double end = harness_now() + 10.0;
 
 	for (;;) {
-		harness_run_code(d, "python", code, r);
+		harness_run(d, req, r);
 		assert_run_exited(r, 0);
 		if (from_zygote(r))
 			return;
@@ -95,6 +95,13 @@ static void run_zygote(struct daemon *d, const char *code, struct run *r)
 		harness_run_free(r);
 		harness_sleep_ms(100);
 	}
+}
+
+static void run_zygote(struct daemon *d, const char *code, struct run *r)
+{
+	struct capibox_exec_request req = {.language = "python", .code = code};
+
+	run_zygote_req(d, &req, r);
 }
 
 /* The host uid of the lean zygote (kind 0) or the preloaded one (1). */
@@ -256,15 +263,7 @@ static void test_std_streams(void **state)
 	require_zygote(d);
 	snprintf(code, sizeof(code), "%s%s", ZMARK, probe);
 	req.code = code;
-	for (double end = harness_now() + 10.0;; harness_sleep_ms(100)) {
-		harness_run(d, &req, &r);
-		assert_run_exited(&r, 0);
-		if (from_zygote(&r))
-			break;
-		if (harness_now() > end)
-			fail_msg("no sandbox from the zygote in 10 s");
-		harness_run_free(&r);
-	}
+	run_zygote_req(d, &req, &r);
 	if (strstr((const char *)r.out, "\nS True\n") == NULL) {
 		harness_run_print(&r);
 		fail_msg("the clone's standard streams differ from an exec'd python3 -u's");
@@ -285,7 +284,8 @@ static void test_std_streams(void **state)
  * mapping os.environ, the C environment a child gets, and
  * /proc/self/environ (the block the zygote was started with). The BLAS
  * variables the zygote set for its preload are in none of them, in either
- * zygote's clones.
+ * zygote's clones. A request's variables (which a clone receives with its
+ * code, python_zygote.py _take) are in os.environ and a child's.
  */
 static void test_environment(void **state)
 {
@@ -310,6 +310,28 @@ static void test_environment(void **state)
 			fail_msg("a %s zygote's clone: its environment views differ, or show the "
 				 "zygote's own variables",
 				 kind == 0 ? "lean" : "preloaded");
+		}
+		harness_run_free(&r);
+	}
+
+	{
+		static const struct capibox_env env[] = {{"GREETING", "hello env"},
+							 {"EMPTY_ONE", ""}};
+		struct capibox_exec_request req = {
+			.language = "python",
+			.code = ZMARK
+			"import os, subprocess\n"
+			"print('V', repr(os.environ['GREETING']), "
+			"repr(os.environ['EMPTY_ONE']))\n"
+			"subprocess.run(['sh', '-c', 'echo \"C $GREETING.${EMPTY_ONE-unset}\"'], "
+			"check=True)\n",
+			.env = env,
+			.n_env = 2,
+		};
+		run_zygote_req(d, &req, &r);
+		if (strstr((const char *)r.out, "\nV 'hello env' ''\nC hello env.\n") == NULL) {
+			harness_run_print(&r);
+			fail_msg("a clone did not get the request's variables");
 		}
 		harness_run_free(&r);
 	}
