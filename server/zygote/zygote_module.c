@@ -126,7 +126,7 @@ static PyObject *zyg_take(PyObject *self, PyObject *noargs)
 	path = PyUnicode_DecodeFSDefaultAndSize(buf, nl1 - buf);
 	if (path == NULL)
 		goto fail;
-	res = Py_BuildValue("(Ny#i)", path, need - env_len + buf, (Py_ssize_t)env_len, done);
+	res = Py_BuildValue("(Ny#i)", path, buf + (need - env_len), (Py_ssize_t)env_len, done);
 	free(buf);
 	return res;
 fail:
