@@ -77,8 +77,9 @@ static PyObject *zyg_threads(PyObject *self, PyObject *noargs)
  */
 static PyObject *zyg_take(PyObject *self, PyObject *noargs)
 {
-	char *buf = NULL, *nl1 = NULL, *nl2, *end;
-	size_t len = 0, cap = 0, need = SIZE_MAX, env_len = 0;
+	char *buf = NULL, *nl1, *nl2, *end;
+	/* offsets, not pointers: buf moves as it grows */
+	size_t len = 0, cap = 0, need = SIZE_MAX, env_len = 0, path_len = 0;
 	PyObject *path, *res;
 	int done;
 
@@ -118,12 +119,13 @@ static PyObject *zyg_take(PyObject *self, PyObject *noargs)
 				goto fail;
 			}
 			env_len = (size_t)v;
+			path_len = (size_t)(nl1 - buf);
 			need = (size_t)(nl2 + 1 - buf) + env_len;
 		}
 	}
 	done = fcntl(3, F_DUPFD_CLOEXEC, 1000);
 	close(3);
-	path = PyUnicode_DecodeFSDefaultAndSize(buf, nl1 - buf);
+	path = PyUnicode_DecodeFSDefaultAndSize(buf, (Py_ssize_t)path_len);
 	if (path == NULL)
 		goto fail;
 	res = Py_BuildValue("(Ny#i)", path, buf + (need - env_len), (Py_ssize_t)env_len, done);

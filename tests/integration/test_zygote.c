@@ -315,21 +315,25 @@ static void test_environment(void **state)
 	}
 
 	{
-		static const struct capibox_env env[] = {{"GREETING", "hello env"},
-							 {"EMPTY_ONE", ""}};
+		/* BIG: a take larger than the first read of it */
+		static char big[50001];
+		struct capibox_env env[] = {
+			{"GREETING", "hello env"}, {"EMPTY_ONE", ""}, {"BIG", big}};
 		struct capibox_exec_request req = {
 			.language = "python",
 			.code = ZMARK
 			"import os, subprocess\n"
 			"print('V', repr(os.environ['GREETING']), "
-			"repr(os.environ['EMPTY_ONE']))\n"
+			"repr(os.environ['EMPTY_ONE']), os.environ['BIG'] == 'b' * 50000)\n"
 			"subprocess.run(['sh', '-c', 'echo \"C $GREETING.${EMPTY_ONE-unset}\"'], "
 			"check=True)\n",
 			.env = env,
-			.n_env = 2,
+			.n_env = 3,
 		};
+		memset(big, 'b', sizeof(big) - 1);
 		run_zygote_req(d, &req, &r);
-		if (strstr((const char *)r.out, "\nV 'hello env' ''\nC hello env.\n") == NULL) {
+		if (strstr((const char *)r.out, "\nV 'hello env' '' True\nC hello env.\n") ==
+		    NULL) {
 			harness_run_print(&r);
 			fail_msg("a clone did not get the request's variables");
 		}
