@@ -359,12 +359,13 @@ static void zygote_title_set(const char *t, size_t len)
 	memcpy(title_start, t, len < room ? len : room - 1);
 }
 
-/* Drops every capability: bounding set, ambient, then effective/permitted/inheritable. */
-static int drop_caps(void)
+/*
+ * Empties the bounding set (what an exec could ever gain). The caps a
+ * process holds are unchanged: init does this before it forks the runner,
+ * off the take's path, and keeps what it needs until the take.
+ */
+static int drop_bounding_set(void)
 {
-	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-	struct __user_cap_data_struct data[2];
-
 	/* EINVAL: past the kernel's last capability (they are numbered
 	 * without gaps) */
 	for (int cap = 0; cap <= 63; cap++)
@@ -373,6 +374,15 @@ static int drop_caps(void)
 				break;
 			return -1;
 		}
+	return 0;
+}
+
+/* Drops the ambient, effective, permitted and inheritable capabilities. */
+static int clear_caps(void)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2];
+
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		return -1;
 	memset(data, 0, sizeof(data));
@@ -380,6 +390,9 @@ static int drop_caps(void)
 		return -1;
 	return 0;
 }
+
+/* Drops every capability: bounding set, ambient, then effective/permitted/inheritable. */
+static int drop_caps(void) { return drop_bounding_set() < 0 ? -1 : clear_caps(); }
 
 static int set_limit(int resource, uint64_t soft, uint64_t hard)
 {
@@ -730,6 +743,12 @@ static void wait_for_take(struct child *c, pid_t runner, int go_w)
 			c->session = true;
 		off += (uint32_t)len + 1;
 	}
+	/* user code starts on the write below: from here on we hold no
+	 * capability (nothing after needs one), and we are not dumpable */
+	if (clear_caps() < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+		snprintf(c->err, sizeof(c->err), "dropping capabilities: %s", strerror(errno));
+		child_fail(c, 88);
+	}
 	snprintf(head, sizeof(head), "%s\n%u\n", path, m->take.env_len);
 	/* the runner reads exactly this much; the socket stays open both ways
 	 * for what it tells us later (wait_runner) */
@@ -970,6 +989,12 @@ static void run_init(struct child *c)
 		c->go_fd = go[0];
 		go_w = go[1];
 	}
+	/* the runner inherits it empty; ours goes now, not on the take's path
+	 * (one prctl per capability) */
+	if (drop_bounding_set() < 0) {
+		snprintf(c->err, sizeof(c->err), "drop the bounding set: %s", strerror(errno));
+		child_fail(c, 89);
+	}
 	runner = fork();
 	if (runner < 0) {
 		snprintf(c->err, sizeof(c->err), "fork runner: %s", strerror(errno));
@@ -1005,8 +1030,10 @@ static void run_init(struct child *c)
 			close(c->spec->events_fd);
 	}
 	/* user code runs with our uid: make sure it cannot trace or signal us
-	 * into doing anything (pid 1 ignores signals it has no handler for) */
-	(void)drop_caps();
+	 * into doing anything (pid 1 ignores signals it has no handler for;
+	 * the bounding set went before the fork; a pooled sandbox's init did
+	 * this before it let the runner go, wait_for_take) */
+	(void)clear_caps();
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	report(c->report_fd, &r);
 

@@ -342,6 +342,33 @@ static void test_environment(void **state)
 }
 
 /*
+ * The sandbox's init holds no capability once the program can run: it
+ * drops them before it writes the take to the runner (wait_for_take), so
+ * the program's first look at pid 1 finds none, bounding set included.
+ */
+static void test_init_capabilities(void **state)
+{
+	struct daemon *d = *state;
+	struct run r = {0};
+
+	HARNESS_REQUIRE(d);
+	require_zygote(d);
+	run_zygote(d,
+		   ZMARK "print(''.join(l for l in open('/proc/1/status') if l.startswith('Cap')), "
+			 "end='')\n",
+		   &r);
+	if (strstr((const char *)r.out, "\nCapInh:\t0000000000000000\n"
+					"CapPrm:\t0000000000000000\n"
+					"CapEff:\t0000000000000000\n"
+					"CapBnd:\t0000000000000000\n"
+					"CapAmb:\t0000000000000000\n") == NULL) {
+		harness_run_print(&r);
+		fail_msg("the sandbox's init held capabilities while the program ran");
+	}
+	harness_run_free(&r);
+}
+
+/*
  * A clone skips threading's at-fork handler (python_zygote.py) and puts it
  * back for the program: threads work, and a program that forks while a
  * thread runs gets a child with only its own thread, as in any process.
@@ -741,6 +768,7 @@ int main(void)
 		cmocka_unit_test(test_threads_and_fork),
 		cmocka_unit_test(test_std_streams),
 		cmocka_unit_test(test_environment),
+		cmocka_unit_test(test_init_capabilities),
 		cmocka_unit_test(test_no_earlier_request_in_memory),
 		cmocka_unit_test(test_zygote_killed),
 		cmocka_unit_test(test_zygote_stalled),
