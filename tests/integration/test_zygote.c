@@ -97,6 +97,15 @@ static void run_zygote_req(struct daemon *d, const struct capibox_exec_request *
 	}
 }
 
+/* Fails with what (and the run) unless r's stdout has needle. */
+static void expect_out(const struct run *r, const char *needle, const char *what)
+{
+	if (r->out == NULL || strstr((const char *)r->out, needle) == NULL) {
+		harness_run_print(r);
+		fail_msg("%s", what);
+	}
+}
+
 static void run_zygote(struct daemon *d, const char *code, struct run *r)
 {
 	struct capibox_exec_request req = {.language = "python", .code = code};
@@ -264,10 +273,8 @@ static void test_std_streams(void **state)
 	snprintf(code, sizeof(code), "%s%s", ZMARK, probe);
 	req.code = code;
 	run_zygote_req(d, &req, &r);
-	if (strstr((const char *)r.out, "\nS True\n") == NULL) {
-		harness_run_print(&r);
-		fail_msg("the clone's standard streams differ from an exec'd python3 -u's");
-	}
+	expect_out(&r, "\nS True\n",
+		   "the clone's standard streams differ from an exec'd python3 -u's");
 	/* a pooled sandbox's stdin is a pipe: not seekable, no position */
 	assert_non_null(
 		strstr((const char *)r.out,
@@ -305,12 +312,11 @@ static void test_environment(void **state)
 	for (int kind = 0; kind < 2; kind++) {
 		snprintf(code, sizeof(code), "%s%s", kind == 0 ? ZMARK : PMARK, body);
 		run_zygote(d, code, &r);
-		if (strstr((const char *)r.out, "\nE True True []\n") == NULL) {
-			harness_run_print(&r);
-			fail_msg("a %s zygote's clone: its environment views differ, or show the "
-				 "zygote's own variables",
-				 kind == 0 ? "lean" : "preloaded");
-		}
+		expect_out(&r, "\nE True True []\n",
+			   kind == 0 ? "a lean clone's environment views differ, or show the "
+				       "zygote's own variables" :
+				       "a preloaded clone's environment views differ, or show the "
+				       "zygote's own variables");
 		harness_run_free(&r);
 	}
 
@@ -332,11 +338,8 @@ static void test_environment(void **state)
 		};
 		memset(big, 'b', sizeof(big) - 1);
 		run_zygote_req(d, &req, &r);
-		if (strstr((const char *)r.out, "\nV 'hello env' '' True\nC hello env.\n") ==
-		    NULL) {
-			harness_run_print(&r);
-			fail_msg("a clone did not get the request's variables");
-		}
+		expect_out(&r, "\nV 'hello env' '' True\nC hello env.\n",
+			   "a clone did not get the request's variables");
 		harness_run_free(&r);
 	}
 }
@@ -357,14 +360,11 @@ static void test_init_capabilities(void **state)
 		   ZMARK "print(''.join(l for l in open('/proc/1/status') if l.startswith('Cap')), "
 			 "end='')\n",
 		   &r);
-	if (strstr((const char *)r.out, "\nCapInh:\t0000000000000000\n"
-					"CapPrm:\t0000000000000000\n"
-					"CapEff:\t0000000000000000\n"
-					"CapBnd:\t0000000000000000\n"
-					"CapAmb:\t0000000000000000\n") == NULL) {
-		harness_run_print(&r);
-		fail_msg("the sandbox's init held capabilities while the program ran");
-	}
+	expect_out(&r,
+		   "\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\n"
+		   "CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
+		   "CapAmb:\t0000000000000000\n",
+		   "the sandbox's init held capabilities while the program ran");
 	harness_run_free(&r);
 }
 
