@@ -178,14 +178,16 @@ struct warm {
 struct session {
 	char id[SESSION_ID_MAX];
 	char owner[72];
-	int runtime;	 /* of its sandbox (the runner's) */
-	int lang_rt;	 /* of its cells (bash runs under the python runner) */
-	uint64_t sbx;	 /* the sandbox (supervisor id) */
-	bool await_warm; /* a sandbox started for us: taken when it is WARM */
-	bool warm;	 /* the sandbox came from the pool */
-	int ctl_w;	 /* the runner's stdin: cells go here */
-	int fd[NPIPES];	 /* stdout, stderr, events (read ends) */
-	uint8_t *wbuf;	 /* control bytes not written yet */
+	int runtime;	   /* of its sandbox (the runner's) */
+	int lang_rt;	   /* of its cells (bash runs under the python runner) */
+	uint64_t sbx;	   /* the sandbox (supervisor id) */
+	bool await_warm;   /* a sandbox started for us: taken when it is WARM */
+	bool taken;	   /* its sandbox reported the take started: cells may go */
+	unsigned respawns; /* sandboxes that ended before the take started */
+	bool warm;	   /* the sandbox came from the pool */
+	int ctl_w;	   /* the runner's stdin: cells go here */
+	int fd[NPIPES];	   /* stdout, stderr, events (read ends) */
+	uint8_t *wbuf;	   /* control bytes not written yet */
 	size_t wlen, woff;
 	/* what it was created with, for a restart */
 	struct exec_limits limits;
@@ -342,6 +344,10 @@ static int session_take_locked(struct local_backend *lb, struct session *ss, cha
 			       size_t whylen);
 static struct session *session_by_sbx_locked(struct local_backend *lb, uint64_t sbx);
 static void session_unqueue_locked(struct session *ss, struct local_exec *x);
+static void session_close_pipes_locked(struct local_backend *lb, struct session *ss);
+static int session_spawn_locked(struct local_backend *lb, struct session *ss, bool pooled,
+				char *why, size_t whylen);
+static void session_next_locked(struct local_backend *lb, struct session *ss);
 
 /* Sends a KILL for x. Caller holds mu. */
 static void send_kill_locked(struct local_exec *x, enum exec_reason reason)
@@ -1315,11 +1321,25 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 		struct warm *w = warm_find_locked(lb, msg->exited.id);
 		struct session *ss = session_by_sbx_locked(lb, msg->exited.id);
 		if (ss != NULL) {
-			char swhy[200];
+			char swhy[200], err[160];
 			snprintf(swhy, sizeof(swhy), "its sandbox ended (%s%s%.150s)",
 				 exec_reason_name((enum exec_reason)msg->exited.reason),
 				 msg->exited.message[0] ? ": " : "", msg->exited.message);
-			session_end_locked(lb, ss, swhy, &msg->exited);
+			if (!ss->taken && ss->respawns == 0 && !lb->draining) {
+				/* before its take started (a pooled sandbox that died
+				 * as it was taken): nothing of the session ran there,
+				 * no cell was sent; a sandbox made for it, once (the
+				 * pool may hold more like the dead one) */
+				ss->respawns++;
+				log_warnx("local backend: session %s: %s before any cell ran; "
+					  "a sandbox made for it",
+					  ss->id, swhy);
+				session_close_pipes_locked(lb, ss);
+				if (session_spawn_locked(lb, ss, false, err, sizeof(err)) < 0)
+					session_end_locked(lb, ss, err, NULL);
+			} else {
+				session_end_locked(lb, ss, swhy, &msg->exited);
+			}
 			warm_refill_locked(lb);
 		}
 		if (w != NULL) {
@@ -1333,7 +1353,13 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 			warm_refill_locked(lb);
 		}
 	} else if (msg->type == IPC_STARTED) {
+		struct session *ss;
 		x = find_live(lb, msg->started.id);
+		if (x == NULL && (ss = session_by_sbx_locked(lb, msg->started.id)) != NULL) {
+			/* the session's take started: its cells may go */
+			ss->taken = true;
+			session_next_locked(lb, ss);
+		}
 		if (x != NULL) {
 			x->started = msg->started;
 			x->have_started = true;
@@ -1753,11 +1779,12 @@ out:
 }
 
 /*
- * Gives the session a fresh sandbox: a pooled one when one fits, else one
- * started for it (taken when it reports WARM). Caller holds mu.
+ * Gives the session a fresh sandbox: a pooled one when one fits (and
+ * pooled), else one started for it (taken when it reports WARM). Caller
+ * holds mu.
  */
-static int session_spawn_locked(struct local_backend *lb, struct session *ss, char *why,
-				size_t whylen)
+static int session_spawn_locked(struct local_backend *lb, struct session *ss, bool pooled,
+				char *why, size_t whylen)
 {
 	struct exec_request r;
 	struct warm *w;
@@ -1766,7 +1793,8 @@ static int session_spawn_locked(struct local_backend *lb, struct session *ss, ch
 	memset(&r, 0, sizeof(r));
 	r.env = ss->env;
 	r.n_env = ss->n_env;
-	w = warm_take_locked(lb, ss->runtime, &r);
+	ss->taken = false;
+	w = pooled ? warm_take_locked(lb, ss->runtime, &r) : NULL;
 	if (w != NULL) {
 		taken = true;
 		ss->warm = true;
@@ -1805,7 +1833,9 @@ static void session_next_locked(struct local_backend *lb, struct session *ss)
 {
 	struct local_exec *x = ss->qhead;
 
-	if (ss->cur != NULL || x == NULL)
+	/* a cell goes once the sandbox has the take (until then, one that ends
+	 * can be replaced without losing anything) */
+	if (ss->cur != NULL || x == NULL || !ss->taken)
 		return;
 	ss->qhead = x->qnext;
 	if (ss->qhead == NULL)
@@ -1968,7 +1998,7 @@ static void session_restart_locked(struct local_backend *lb, struct session *ss)
 	ss->interrupted = false;
 	session_close_pipes_locked(lb, ss);
 	log_info("local backend: session %s: restarted (a cell did not stop)", ss->id);
-	if (lb->draining || session_spawn_locked(lb, ss, err, sizeof(err)) < 0) {
+	if (lb->draining || session_spawn_locked(lb, ss, true, err, sizeof(err)) < 0) {
 		session_end_locked(lb, ss, lb->draining ? "the server is shutting down" : err,
 				   NULL);
 		return;
@@ -2240,7 +2270,7 @@ static enum backend_rc local_session_create(struct backend *b, const struct sess
 		session_free_copy(ss);
 		return BACKEND_FULL;
 	}
-	if (session_spawn_locked(lb, ss, why, sizeof(why)) < 0) {
+	if (session_spawn_locked(lb, ss, true, why, sizeof(why)) < 0) {
 		session_close_pipes_locked(lb, ss);
 		pthread_mutex_unlock(&lb->mu);
 		snprintf(err, errlen, "%s", why);

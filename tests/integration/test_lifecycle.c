@@ -339,6 +339,37 @@ static bool comm_is(pid_t pid, const char *name)
 	return strcmp(buf, name) == 0;
 }
 
+/* Waits for the pool's inits (10 s), then kills every one of them. */
+static void kill_pooled_inits(struct daemon *d)
+{
+	pid_t pids[256];
+	size_t n = 0, inits = 0;
+
+	for (double end = harness_now() + 10.0; inits == 0; harness_sleep_ms(50)) {
+		if (harness_now() > end)
+			fail_msg("no pooled sandbox within 10 s");
+		n = harness_procs_in_uid_range(d->uid_base, d->uid_base + HARNESS_UID_COUNT, pids,
+					       256);
+		for (size_t i = 0; i < n && i < 256; i++)
+			inits += comm_is(pids[i], "capibox-init");
+	}
+	for (size_t i = 0; i < n && i < 256; i++)
+		if (comm_is(pids[i], "capibox-init"))
+			kill(pids[i], SIGKILL);
+}
+
+/* How often the daemon's log says needle (which way the races went). */
+static size_t log_count(struct daemon *d, const char *needle)
+{
+	char *log = harness_daemon_log(d);
+	size_t k = 0;
+
+	for (char *p = log; (p = strstr(p, needle)); p++)
+		k++;
+	free(log);
+	return k;
+}
+
 /*
  * Every pooled sandbox killed (its init) right before a request: the
  * request still runs its code, in a new sandbox when it took one that was
@@ -351,36 +382,46 @@ static void test_pooled_sandbox_dies(void **state)
 
 	HARNESS_REQUIRE(d);
 	for (int round = 0; round < 8; round++) {
-		pid_t pids[256];
-		size_t n = 0, inits = 0;
-
-		/* the pool's inits, once refilled */
-		for (double end = harness_now() + 10.0; inits == 0; harness_sleep_ms(50)) {
-			if (harness_now() > end)
-				fail_msg("no pooled sandbox within 10 s");
-			n = harness_procs_in_uid_range(d->uid_base, d->uid_base + HARNESS_UID_COUNT,
-						       pids, 256);
-			for (size_t i = 0; i < n && i < 256; i++)
-				inits += comm_is(pids[i], "capibox-init");
-		}
-		for (size_t i = 0; i < n && i < 256; i++)
-			if (comm_is(pids[i], "capibox-init"))
-				kill(pids[i], SIGKILL);
+		kill_pooled_inits(d);
 		harness_run_code(d, "python", "print(6 * 7)\n", &r);
 		assert_run_exited(&r, 0);
 		assert_string_equal((const char *)r.out, "42\n");
 		harness_run_free(&r);
 	}
-	{
-		/* which way the races went: for the reader, not asserted */
-		char *log = harness_daemon_log(d);
-		size_t k = 0;
-		for (char *p = log; (p = strstr(p, "ended before its run started")); p++)
-			k++;
-		print_message("  %zu of 8 requests took a pooled sandbox that was dead by then\n",
-			      k);
-		free(log);
+	/* for the reader, not asserted */
+	print_message("  %zu of 8 requests took a pooled sandbox that was dead by then\n",
+		      log_count(d, "ended before its run started"));
+}
+
+/*
+ * The same for a session: one whose sandbox ends before any cell ran gets
+ * another (once), and its first cell runs there.
+ */
+static void test_session_sandbox_dies(void **state)
+{
+	struct daemon *d = *state;
+	struct capibox_session_request req = {.language = "python"};
+	struct capibox_session s;
+	struct capibox_status st;
+	struct run r = {0};
+
+	HARNESS_REQUIRE(d);
+	for (int round = 0; round < 8; round++) {
+		struct capibox_exec_request cell = {.language = "", .code = "print(6 * 7)\n"};
+		kill_pooled_inits(d);
+		if (capibox_session_create(d->client, &req, &s, &st) != CAPIBOX_OK)
+			fail_msg("CreateSession: %s: %s", capibox_code_name(st.code), st.message);
+		cell.session_id = s.id;
+		cell.deadline_ms = 30000;
+		harness_run(d, &cell, &r);
+		assert_run_exited(&r, 0);
+		assert_string_equal((const char *)r.out, "42\n");
+		harness_run_free(&r);
+		if (capibox_session_close(d->client, s.id, 10000, NULL, &st) != CAPIBOX_OK)
+			fail_msg("CloseSession: %s: %s", capibox_code_name(st.code), st.message);
 	}
+	print_message("  %zu of 8 sessions took a pooled sandbox that was dead by then\n",
+		      log_count(d, "before any cell ran"));
 }
 
 static void test_no_leftovers(void **state)
@@ -498,8 +539,11 @@ static void test_no_leftovers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cancel_by_client),     cmocka_unit_test(test_deadline),
-		cmocka_unit_test(test_pooled_sandbox_dies),  cmocka_unit_test(test_no_leftovers),
+		cmocka_unit_test(test_cancel_by_client),
+		cmocka_unit_test(test_deadline),
+		cmocka_unit_test(test_pooled_sandbox_dies),
+		cmocka_unit_test(test_session_sandbox_dies),
+		cmocka_unit_test(test_no_leftovers),
 		cmocka_unit_test(harness_test_daemon_stops),
 	};
 	int rc;
