@@ -178,16 +178,16 @@ struct warm {
 struct session {
 	char id[SESSION_ID_MAX];
 	char owner[72];
-	int runtime;	   /* of its sandbox (the runner's) */
-	int lang_rt;	   /* of its cells (bash runs under the python runner) */
-	uint64_t sbx;	   /* the sandbox (supervisor id) */
-	bool await_warm;   /* a sandbox started for us: taken when it is WARM */
-	bool taken;	   /* its sandbox reported the take started: cells may go */
-	unsigned respawns; /* sandboxes that ended before the take started */
-	bool warm;	   /* the sandbox came from the pool */
-	int ctl_w;	   /* the runner's stdin: cells go here */
-	int fd[NPIPES];	   /* stdout, stderr, events (read ends) */
-	uint8_t *wbuf;	   /* control bytes not written yet */
+	int runtime;	 /* of its sandbox (the runner's) */
+	int lang_rt;	 /* of its cells (bash runs under the python runner) */
+	uint64_t sbx;	 /* the sandbox (supervisor id) */
+	bool await_warm; /* a sandbox started for us: taken when it is WARM */
+	bool taken;	 /* its sandbox reported the take started: cells may go */
+	bool respawned;	 /* its first sandbox ended before the take started */
+	bool warm;	 /* the sandbox came from the pool */
+	int ctl_w;	 /* the runner's stdin: cells go here */
+	int fd[NPIPES];	 /* stdout, stderr, events (read ends) */
+	uint8_t *wbuf;	 /* control bytes not written yet */
 	size_t wlen, woff;
 	/* what it was created with, for a restart */
 	struct exec_limits limits;
@@ -1325,12 +1325,12 @@ static void on_sock(struct local_backend *lb, union ipc_msg *msg)
 			snprintf(swhy, sizeof(swhy), "its sandbox ended (%s%s%.150s)",
 				 exec_reason_name((enum exec_reason)msg->exited.reason),
 				 msg->exited.message[0] ? ": " : "", msg->exited.message);
-			if (!ss->taken && ss->respawns == 0 && !lb->draining) {
+			if (!ss->taken && !ss->respawned && !lb->draining) {
 				/* before its take started (a pooled sandbox that died
 				 * as it was taken): nothing of the session ran there,
 				 * no cell was sent; a sandbox made for it, once (the
 				 * pool may hold more like the dead one) */
-				ss->respawns++;
+				ss->respawned = true;
 				log_warnx("local backend: session %s: %s before any cell ran; "
 					  "a sandbox made for it",
 					  ss->id, swhy);

@@ -24,7 +24,8 @@ _preload = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "-" else ""
 # threads cannot be cloned safely, and BLAS libraries start a thread per
 # core when loaded unless these say otherwise. Set here, not by the
 # supervisor, so the environment this process was started with (which
-# /proc/self/environ shows in a clone) is exactly the warm runner's
+# /proc/self/environ shows in a clone) is exactly the warm runner's; _serve
+# puts os.environ back to it before the first clone
 _ZYGOTE_ONLY = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _RUNNER_PATH = "/.capibox/runner.py"
 _warm_env = dict(os.environb)
@@ -44,13 +45,6 @@ if "pandas" in sys.modules:
         del _df
     except Exception:  # noqa: BLE001
         pass
-# the preload has read them (OpenBLAS sizes its thread pool when loaded):
-# back to the warm runner's, so no clone has anything to undo
-for _name in _ZYGOTE_ONLY:
-    if _name.encode() in _warm_env:
-        os.environb[_name.encode()] = _warm_env[_name.encode()]
-    else:
-        del os.environ[_name]
 
 # the warm runner (server/runners/python.py), defined once for every
 # sandbox: each clone only calls its _capibox_start
@@ -84,6 +78,15 @@ def _stdio(fd, write, name, old):
     return stream
 
 
+def _std_streams():
+    """stdin, stdout and stderr on descriptors 0, 1 and 2, made now."""
+    return (
+        _stdio(0, False, "<stdin>", sys.__stdin__),
+        _stdio(1, True, "<stdout>", sys.__stdout__),
+        _stdio(2, True, "<stderr>", sys.__stderr__),
+    )
+
+
 def _take():
     """runner.py's _capibox_wait, its reading and parsing done in C: every
     Python object a clone touches first costs it a page copy."""
@@ -113,11 +116,7 @@ def _pipe_stdio():
         os.dup2(r, 0)
         os.dup2(w, 1)
         os.dup2(w, 2)
-        return (
-            _stdio(0, False, "<stdin>", sys.__stdin__),
-            _stdio(1, True, "<stdout>", sys.__stdout__),
-            _stdio(2, True, "<stderr>", sys.__stderr__),
-        )
+        return _std_streams()
     finally:
         for fd, old in zip((0, 1, 2), saved):
             os.dup2(old, fd)
@@ -137,14 +136,10 @@ def _become_runner():
     # (_pipe_stdio), or made now if one is not a pipe. The zygote's own stay
     # referenced (_zygote_stdio), so replacing them runs no finalizer; they
     # never close their descriptors (closefd=False, as at start)
-    if _capibox_zygote.stdio_pipes():
-        sys.stdin = sys.__stdin__ = _clone_stdio[0]
-        sys.stdout = sys.__stdout__ = _clone_stdio[1]
-        sys.stderr = sys.__stderr__ = _clone_stdio[2]
-    else:
-        sys.stdin = sys.__stdin__ = _stdio(0, False, "<stdin>", sys.__stdin__)
-        sys.stdout = sys.__stdout__ = _stdio(1, True, "<stdout>", sys.__stdout__)
-        sys.stderr = sys.__stderr__ = _stdio(2, True, "<stderr>", sys.__stderr__)
+    streams = _clone_stdio if _capibox_zygote.stdio_pipes() else _std_streams()
+    sys.stdin = sys.__stdin__ = streams[0]
+    sys.stdout = sys.__stdout__ = streams[1]
+    sys.stderr = sys.__stderr__ = streams[2]
     # the C side reset every signal to its default; tell the signal module
     # where its table says otherwise (the zygote's handlers: looping over
     # every signal cost a clone about 0.2 ms; signal.signal's enum
@@ -164,13 +159,6 @@ def _become_runner():
             np.random.seed()
         except Exception:  # noqa: BLE001
             pass
-    # the warm runner's environment: the zygote's, less what it added (the
-    # BLAS variables went after the preload: nothing, unless something in
-    # the zygote changed it since)
-    for name in _env_del:
-        del os.environb[name]
-    for name, value in _env_set:
-        os.environb[name] = value
     try:
         _runner["_capibox_start"](None)  # ends with os._exit
     finally:
@@ -186,13 +174,18 @@ def _serve():
         sys.stderr.write("capibox zygote: %d threads: cannot clone safely\n" % threads)
         os._exit(1)
     # what a clone undoes (_become_runner), found once: the signals whose
-    # handler is not the default in the signal module's table, and how the
-    # environment differs from the warm runner's
-    global _handled, _env_del, _env_set
+    # handler is not the default in the signal module's table
+    global _handled
     fixed = (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGKILL, signal.SIGSTOP)
     _handled = [int(s) for s in signal.valid_signals() if s not in fixed and signal.getsignal(s) != signal.SIG_DFL]
-    _env_del = [name for name in os.environb if name not in _warm_env]
-    _env_set = [(k, v) for k, v in _warm_env.items() if os.environb.get(k) != v]
+    # the environment back to the warm runner's, here once (the preload
+    # has read the BLAS variables: OpenBLAS sizes its pool when loaded), so
+    # a clone has nothing to undo
+    for name in [n for n in os.environb if n not in _warm_env]:
+        del os.environb[name]
+    for name, value in _warm_env.items():
+        if os.environb.get(name) != value:
+            os.environb[name] = value
     # threading's at-fork handler, which CPython runs in every clone,
     # rebuilds its state for a child of a process with several threads. The
     # zygote has one and holds none of threading's locks when it clones, so

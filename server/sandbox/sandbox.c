@@ -1032,9 +1032,11 @@ static void run_init(struct child *c)
 	/* user code runs with our uid: make sure it cannot trace or signal us
 	 * into doing anything (pid 1 ignores signals it has no handler for;
 	 * the bounding set went before the fork; a pooled sandbox's init did
-	 * this before it let the runner go, wait_for_take) */
-	(void)clear_caps();
-	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	 * this before it let the runner go, in wait_for_take) */
+	if (!c->spec->warm) {
+		(void)clear_caps();
+		(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	}
 	report(c->report_fd, &r);
 
 	/* files to collect: their walk needs every process gone first, so the
